@@ -1,0 +1,211 @@
+"""Studies on disk: finding the modality files of a study, validating them, and writing NIfTI atomically.
+
+A *study* is one subject's set of co-registered volumes. On disk it is either an entry of a MONAI datalist JSON
+(keys ``t1``, ``t1c``, ``t2``, ``flair`` and optionally ``mask`` and ``label``) or a folder holding one NIfTI per
+modality, recognised case-insensitively by the usual names (``t1``/``t1n``, ``t1c``/``t1ce``/``t1gd``,
+``t2``/``t2w``, ``flair``/``t2f``/``fla``, BraTS-style prefixes such as ``BraTS2021_00000_flair.nii.gz`` allowed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from scripts import MODALITIES
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+
+# Aliases per key, matched against the last "_"/"-"/"."-separated token of the file name (case-insensitive).
+MODALITY_ALIASES: dict[str, tuple[str, ...]] = {
+    "t1": ("t1", "t1n", "t1w", "t1native"),
+    "t1c": ("t1c", "t1ce", "t1gd", "t1post", "t1contrast"),
+    "t2": ("t2", "t2w"),
+    "flair": ("flair", "t2f", "fla"),
+    "mask": ("mask", "brainmask", "brain_mask"),
+    "label": ("seg", "label", "labels", "segmentation"),
+}
+OPTIONAL_KEYS: tuple[str, ...] = ("mask", "label")
+
+
+class StudyError(ValueError):
+    """A study's input is unusable; the message names the file (or folder) and the problem."""
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for suffix in NIFTI_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _key_for(path: Path) -> str | None:
+    """The study key (``t1``, ..., ``label``) a file name stands for, or None."""
+    stem = _stem(path).lower()
+    candidates = [stem, *re.split(r"[_\-.]", stem)[-1:]]
+    # also allow a two-token suffix such as "brain_mask"
+    parts = re.split(r"[_\-.]", stem)
+    if len(parts) >= 2:
+        candidates.append("_".join(parts[-2:]))
+    for key, aliases in MODALITY_ALIASES.items():
+        if any(c in aliases for c in candidates):
+            return key
+    # names like "bet_t1c_mask" (a mask made on one modality) count as a mask
+    if parts and parts[-1] == "mask":
+        return "mask"
+    return None
+
+
+def find_study_files(folder: str | os.PathLike) -> dict[str, str]:
+    """Map keys (``t1``, ``t1c``, ``t2``, ``flair``, and optionally ``mask``, ``label``) to the files of a study folder.
+
+    Raises:
+        StudyError: a modality is missing, or two files claim the same key.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise StudyError(f"{folder}: not a folder")
+    found: dict[str, str] = {}
+    for path in sorted(folder.iterdir()):
+        if not path.is_file() or not path.name.lower().endswith(NIFTI_SUFFIXES):
+            continue
+        key = _key_for(path)
+        if key is None:
+            continue
+        if key in found:
+            raise StudyError(f"{folder}: both {Path(found[key]).name} and {path.name} look like the '{key}' image")
+        found[key] = str(path)
+    missing = [m for m in MODALITIES if m not in found]
+    if missing:
+        raise StudyError(
+            f"{folder}: missing modality {', '.join(missing)} (found {sorted(found) or 'no NIfTI files'}); "
+            f"expected names such as {', '.join(MODALITY_ALIASES[missing[0]])}"
+        )
+    return found
+
+
+def list_studies(dataset_dir: str | os.PathLike, datalist_key: str = "testing") -> list[dict[str, str]]:
+    """The studies of ``dataset_dir``: a MONAI datalist JSON, a folder of study folders, or one study folder.
+
+    Every returned item has a ``name`` (the study's id, used for output folders) and one path per key.
+    """
+    path = Path(dataset_dir)
+    if not path.exists():
+        raise StudyError(f"{path}: no such file or folder")
+    if path.is_file():
+        return _studies_from_datalist(path, datalist_key)
+    subfolders = [p for p in sorted(path.iterdir()) if p.is_dir() and not p.name.startswith(".")]
+    has_nifti = any(p.name.lower().endswith(NIFTI_SUFFIXES) for p in path.iterdir())
+    if has_nifti and not subfolders:
+        return [{"name": path.name, **find_study_files(path)}]
+    studies = []
+    for sub in subfolders:
+        if any(p.name.lower().endswith(NIFTI_SUFFIXES) for p in sub.iterdir()):
+            studies.append({"name": sub.name, **find_study_files(sub)})
+    if not studies:
+        raise StudyError(f"{path}: holds no study folder with NIfTI files")
+    return studies
+
+
+def _studies_from_datalist(path: Path, key: str) -> list[dict[str, str]]:
+    try:
+        content = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise StudyError(f"{path}: not a readable datalist JSON ({err})") from err
+    if isinstance(content, dict):
+        if key not in content:
+            raise StudyError(f"{path}: datalist has no '{key}' list (keys: {sorted(content)})")
+        items = content[key]
+    else:
+        items = content
+    studies = []
+    for i, item in enumerate(items):
+        missing = [m for m in MODALITIES if m not in item]
+        if missing:
+            raise StudyError(f"{path}: item {i} of '{key}' lacks modality {', '.join(missing)}")
+        study = {k: str((path.parent / v) if not Path(v).is_absolute() else v) for k, v in item.items() if k != "name"}
+        study["name"] = str(item.get("name") or _stem(Path(item["t1"])).rsplit("_", 1)[0] or f"study_{i:04d}")
+        studies.append(study)
+    return studies
+
+
+def check_study(study: dict[str, str], keys: Sequence[str] = MODALITIES) -> None:
+    """Check a study's headers before any voxel is used: readable, 3D (or 4D with a singleton), one grid.
+
+    Raises:
+        StudyError: naming the file and what is wrong with it.
+    """
+    reference: tuple[str, nib.Nifti1Image] | None = None
+    for key in [*keys, *[k for k in OPTIONAL_KEYS if k in study]]:
+        if key not in study:
+            raise StudyError(f"study {study.get('name', '?')}: missing modality '{key}'")
+        fname = study[key]
+        try:
+            img = nib.load(fname)
+        except Exception as err:  # nibabel raises several types for unreadable files
+            raise StudyError(f"{fname}: unreadable as NIfTI ({err})") from err
+        shape = img.shape
+        if len(shape) == 4 and shape[3] == 1:
+            shape = shape[:3]
+        if len(shape) != 3:
+            raise StudyError(f"{fname}: expected a 3D volume, got shape {img.shape}")
+        if reference is None:
+            reference = (fname, img)
+            continue
+        ref_name, ref = reference
+        if tuple(ref.shape[:3]) != tuple(shape) or not np.allclose(ref.affine, img.affine, atol=1e-3):
+            raise StudyError(
+                f"{fname}: grid {tuple(shape)} differs from {ref_name} {tuple(ref.shape[:3])} "
+                "(shape or affine); the modalities must be co-registered on one grid"
+            )
+
+
+def check_finite(array: np.ndarray, fname: str) -> None:
+    """Raise a StudyError naming ``fname`` if ``array`` holds NaN or infinite values."""
+    if not np.all(np.isfinite(array)):
+        bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
+        raise StudyError(f"{fname}: holds {bad} NaN or infinite voxels")
+
+
+def write_nifti(array: np.ndarray, affine: np.ndarray, path: str | os.PathLike, dtype: np.dtype | type = np.float32) -> Path:
+    """Write ``array`` (H, W, D) with ``affine`` to ``path`` atomically (temporary file, then rename).
+
+    An interrupted write leaves no half-written file at ``path``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = nib.Nifti1Image(np.asarray(array).astype(dtype), np.asarray(affine, dtype=np.float64))
+    img.set_qform(img.affine, code=1)
+    img.set_sform(img.affine, code=1)
+    suffix = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        nib.save(img, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> Path:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
