@@ -174,6 +174,13 @@ def check_finite(array: np.ndarray, fname: str) -> None:
         raise StudyError(f"{fname}: holds {bad} NaN or infinite voxels")
 
 
+def _umask_mode() -> int:
+    """The permission bits a newly created file gets under the process umask (mkstemp would give 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def write_nifti(array: np.ndarray, affine: np.ndarray, path: str | os.PathLike, dtype: np.dtype | type = np.float32) -> Path:
     """Write ``array`` (H, W, D) with ``affine`` to ``path`` atomically (temporary file, then rename).
 
@@ -189,6 +196,7 @@ def write_nifti(array: np.ndarray, affine: np.ndarray, path: str | os.PathLike, 
     os.close(fd)
     try:
         nib.save(img, tmp)
+        os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -204,8 +212,30 @@ def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> Path:
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+        os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def studies_to_score(
+    dataset_dir: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    overwrite: bool = False,
+    datalist_key: str = "testing",
+    done_file: str = "segmentation.nii.gz",
+) -> list[dict[str, str]]:
+    """The studies of ``dataset_dir`` (see :func:`list_studies`), each checked with :func:`check_study`, less those
+    whose ``<output_dir>/<name>/<done_file>`` exists already (unless ``overwrite``), so a stopped run resumes.
+    """
+    studies = list_studies(dataset_dir, datalist_key)
+    names = [s["name"] for s in studies]
+    if len(set(names)) != len(names):
+        raise StudyError(f"{dataset_dir}: study names are not unique ({names}); outputs would overwrite each other")
+    for study in studies:
+        check_study(study)
+    if overwrite:
+        return studies
+    return [s for s in studies if not (Path(output_dir) / s["name"] / done_file).exists()]

@@ -1,0 +1,111 @@
+"""Checkpoint files: weights saved atomically, loaded safely (``weights_only=True``) with clear errors.
+
+Two kinds of file are written by training:
+
+* ``<ckpt_dir>/checkpoint_*.pt`` (ignite ``Checkpoint`` through MONAI's ``CheckpointSaver``): a dict with the
+  network, its EMA copy, the optimiser, the LR scheduler and the trainer state, to resume a run;
+* ``models/model.pt``: the EMA network's ``state_dict`` alone, which inference loads.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import torch
+from ignite.engine import Engine, Events
+
+
+def latest_checkpoint(ckpt_dir: str | os.PathLike) -> str | None:
+    """The resumable checkpoint with the highest iteration in ``ckpt_dir``, or None when there is none."""
+    folder = Path(ckpt_dir)
+    if not folder.is_dir():
+        return None
+    found = []
+    for path in folder.glob("checkpoint_*.pt"):
+        numbers = re.findall(r"=(\d+)", path.name)
+        found.append((int(numbers[-1]) if numbers else -1, path))
+    return str(max(found)[1]) if found else None
+
+
+def save_state_dict(network: torch.nn.Module, path: str | os.PathLike) -> Path:
+    """Save ``network.state_dict()`` to ``path`` atomically (temporary file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    module = network.module if hasattr(network, "module") else network
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save({k: v.detach().cpu() for k, v in module.state_dict().items()}, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_network(network: torch.nn.Module, path: str | os.PathLike, key: str | None = None) -> torch.nn.Module:
+    """Load weights from ``path`` into ``network`` with ``torch.load(weights_only=True)``.
+
+    ``path`` is either a bare ``state_dict`` (``models/model.pt``) or a training checkpoint dict, from which
+    ``key`` (default: ``"ema"`` if present, else ``"model"``) is taken.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: the file is not a checkpoint, or its weights do not fit the network (names the file and the
+            first mismatching parameters).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no checkpoint file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ValueError(f"{path}: not a loadable weights file ({type(err).__name__}: {err})") from err
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: expected a state_dict, got {type(state).__name__}")
+    if key is None and "ema" in state and isinstance(state["ema"], dict):
+        key = "ema"
+    if key is None and "model" in state and isinstance(state["model"], dict):
+        key = "model"
+    if key is not None:
+        if key not in state:
+            raise ValueError(f"{path}: checkpoint has no '{key}' entry (entries: {sorted(state)})")
+        state = state[key]
+    own = network.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or wrong:
+        detail = "; ".join(
+            part
+            for part in (
+                f"missing {missing[:3]}" if missing else "",
+                f"unexpected {unexpected[:3]}" if unexpected else "",
+                f"shape mismatch {[(k, tuple(state[k].shape), tuple(own[k].shape)) for k in wrong[:3]]}"
+                if wrong
+                else "",
+            )
+            if part
+        )
+        raise ValueError(f"{path}: weights do not fit the configured network ({detail}); wrong checkpoint or preset?")
+    network.load_state_dict(state)
+    return network
+
+
+class SaveFinalWeights:
+    """Ignite handler: when training COMPLETES (not on an exception), save ``network``'s weights to ``path``."""
+
+    def __init__(self, network: torch.nn.Module, path: str | os.PathLike) -> None:
+        self.network = network
+        self.path = path
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        if getattr(engine.state, "rank", 0) == 0 and int(os.environ.get("RANK", "0")) == 0:
+            save_state_dict(self.network, self.path)
+            engine.logger.info(f"saved final weights to {self.path}")

@@ -1,0 +1,135 @@
+"""Healthy training slices: every study preprocessed once, its healthy brain slices cached as a memory-mapped array.
+
+A study goes through the bundle's volume preprocessing (``configs/common.yaml``: load, check, RAS, 99th-percentile
+scaling, axial slices resized to 128x128). Its axial slices are kept when the brain is not empty (at least
+``min_brain_fraction`` of the slice, and at least one voxel) and no voxel carries a label. The kept slices,
+(K, C, 128, 128) float32, are saved once per study as ``.npy`` in ``cache_dir`` and read memory-mapped, so an epoch
+never decodes NIfTI. The cache file's name hashes the study's files (path, size, mtime) and ``cache_tag`` (set it
+from the preprocessing settings), so a changed input or setting makes a new file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from scripts.studies import StudyError, check_study, list_studies
+
+logger = logging.getLogger(__name__)
+
+
+def split_studies(
+    dataset_dir: str | os.PathLike, split: str = "training", validation_fraction: float = 0.1
+) -> list[dict[str, str]]:
+    """Studies of one split. A datalist JSON gives its ``split`` list directly; a folder of study folders is split
+    deterministically (sorted names): the last ``validation_fraction`` (at least one study) is ``validation``.
+    """
+    path = Path(dataset_dir)
+    if path.is_file():
+        return list_studies(path, datalist_key=split)
+    studies = list_studies(path)
+    n_val = max(1, round(len(studies) * validation_fraction)) if len(studies) > 1 else 0
+    return studies[len(studies) - n_val :] if split == "validation" else studies[: len(studies) - n_val]
+
+
+def _fingerprint(study: dict[str, str], cache_tag: str) -> str:
+    items = []
+    for key in sorted(k for k in study if k != "name"):
+        stat = os.stat(study[key])
+        items.append([key, os.path.abspath(study[key]), stat.st_size, stat.st_mtime_ns])
+    return hashlib.sha1(json.dumps([items, cache_tag]).encode()).hexdigest()[:16]
+
+
+def healthy_slice_indices(
+    image: torch.Tensor, label: torch.Tensor | None = None, min_brain_fraction: float = 0.0
+) -> torch.Tensor:
+    """Axial slices of ``image`` (C, H, W, D) with a non-empty brain and no labelled voxel; (K,) long."""
+    brain = (image.abs() > 0).any(dim=0)  # (H, W, D)
+    fraction = brain.float().mean(dim=(0, 1))
+    keep = (brain.any(dim=(0, 1))) & (fraction >= min_brain_fraction)
+    if label is not None:
+        keep &= ~(label != 0).any(dim=0).any(dim=0).any(dim=0)
+    return torch.nonzero(keep).flatten()
+
+
+def cache_study_slices(
+    study: dict[str, str],
+    transform: Callable[[dict], dict],
+    cache_dir: str | os.PathLike,
+    cache_tag: str = "",
+    min_brain_fraction: float = 0.0,
+    image_key: str = "image",
+    label_key: str = "label",
+) -> Path:
+    """Preprocess ``study`` and save its healthy slices (K, C, H, W) float32 to ``cache_dir``; returns the file.
+
+    An existing file for the same inputs and ``cache_tag`` is reused. Writes are atomic.
+    """
+    cache_dir = Path(cache_dir)
+    target = cache_dir / f"{study.get('name', 'study')}_{_fingerprint(study, cache_tag)}.npy"
+    if target.exists():
+        return target
+    check_study(study)
+    data = transform(dict(study))
+    image = torch.as_tensor(data[image_key])
+    label = torch.as_tensor(data[label_key]) if label_key in data else None
+    keep = healthy_slice_indices(image, label, min_brain_fraction)
+    slices = image[..., keep].permute(3, 0, 1, 2).contiguous().numpy().astype(np.float32)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".npy", dir=cache_dir)
+    os.close(fd)
+    try:
+        np.save(tmp, slices)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    logger.info("cached %d healthy slices of %s", len(keep), study.get("name", study.get("t1")))
+    return target
+
+
+class HealthySliceDataset(Dataset):
+    """Healthy axial slices of many studies, each item ``{"image": (C, H, W) float32 tensor}``.
+
+    Args:
+        studies: study dicts (paths per modality, optional ``label``), e.g. from :func:`split_studies`.
+        transform: the volume preprocessing, producing ``data["image"]`` (C, H, W, D).
+        cache_dir: where the per-study slice arrays are kept.
+        cache_tag: a string naming the preprocessing settings (part of the cache key).
+        min_brain_fraction: keep slices whose brain covers at least this fraction of the slice.
+    """
+
+    def __init__(
+        self,
+        studies: Sequence[dict[str, str]],
+        transform: Callable[[dict], dict],
+        cache_dir: str | os.PathLike,
+        cache_tag: str = "",
+        min_brain_fraction: float = 0.0,
+    ) -> None:
+        if not studies:
+            raise StudyError("no studies given to build the healthy-slice dataset")
+        self.files = [cache_study_slices(s, transform, cache_dir, cache_tag, min_brain_fraction) for s in studies]
+        self.arrays = [np.load(f, mmap_mode="r") for f in self.files]
+        counts = np.array([len(a) for a in self.arrays])
+        if counts.sum() == 0:
+            raise StudyError(f"no healthy brain slice in {len(studies)} studies (all empty or labelled)")
+        self.offsets = np.concatenate([[0], np.cumsum(counts)])
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        study = int(np.searchsorted(self.offsets, index, side="right") - 1)
+        return {"image": torch.from_numpy(np.array(self.arrays[study][index - self.offsets[study]]))}

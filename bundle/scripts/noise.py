@@ -1,0 +1,188 @@
+"""Noise for training and scoring: Gaussian, and pyramidal Gaussian noise (paper Eq. 9-10).
+
+Pyramidal noise sums Gaussian noise drawn at coarser and coarser resolutions, each bilinearly upsampled to the
+image size and discounted by ``c**i``, then normalised to unit variance:
+
+    eps = sum_{i=1}^{L} c^i * U(eps_i; H, W),   eps_i ~ N(0, I_{h_i x w_i x C}),
+    h_i = ceil(H / r_i^(i-1)),  w_i = ceil(W / r_i^(i-1)),  r_i = 2 + Unif(0, 2).
+
+Two variants are offered so they can be compared:
+
+* ``"pyramid"`` (default): the paper's equation as written. Level i's size divides the *image* size by
+  ``r_i**(i-1)``; each noise map in the batch is normalised to unit variance on its own.
+* ``"pyramid_authors"``: the construction of the authors' public code (after Whitaker's multi-resolution noise):
+  a full-resolution Gaussian term, then levels whose size divides the *already reduced* size again by
+  ``r_i**i``, starting with a second full-resolution term; the sum is divided by one standard deviation taken
+  over the whole batch.
+
+``"gaussian"`` is plain N(0, I) noise (the Table 2 ablation, and the default at scoring time).
+All functions take a ``torch.Generator`` so that a run is reproducible.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Hashable, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from monai.config import KeysCollection
+from monai.transforms import MapTransform, RandomizableTransform
+
+NOISE_TYPES = ("gaussian", "pyramid", "pyramid_authors")
+
+NoiseFn = Callable[..., torch.Tensor]
+
+
+def _uniform(generator: torch.Generator | None, device: torch.device | str) -> float:
+    return float(torch.rand((), generator=generator, device=device))
+
+
+def _upsampled_noise(
+    shape: Sequence[int], size: tuple[int, int], generator: torch.Generator | None, device, dtype
+) -> torch.Tensor:
+    """Gaussian noise of spatial ``size`` bilinearly upsampled to ``shape`` (B, C, H, W)."""
+    b, c, h, w = shape
+    coarse = torch.randn((b, c, *size), generator=generator, device=device, dtype=dtype)
+    if size == (h, w):
+        return coarse
+    return F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False)
+
+
+def gaussian_noise(
+    shape: Sequence[int],
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Standard Gaussian noise of ``shape`` (B, C, H, W)."""
+    return torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype)
+
+
+def pyramid_noise(
+    shape: Sequence[int],
+    levels: int = 10,
+    discount: float = 0.8,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Pyramidal Gaussian noise as in the paper's Eq. 9-10, normalised to unit variance per sample.
+
+    Args:
+        shape: (B, C, H, W) of the noise.
+        levels: number of pyramid levels L (paper: 10).
+        discount: the scale factor c (paper: 0.8); level i is weighted by ``c**i``.
+        generator: random generator (the jitter r_i is drawn from it as well).
+
+    Returns:
+        Tensor of ``shape`` whose every sample (C, H, W) has zero mean and unit variance.
+    """
+    b, c, h, w = shape
+    noise = torch.zeros(tuple(shape), device=device, dtype=torch.float32)
+    for i in range(1, levels + 1):
+        r_i = 2.0 + 2.0 * _uniform(generator, device)
+        scale = r_i ** (i - 1)
+        size = (max(1, math.ceil(h / scale)), max(1, math.ceil(w / scale)))
+        noise += discount**i * _upsampled_noise(shape, size, generator, device, torch.float32)
+    flat = noise.view(b, -1)
+    noise = (noise - flat.mean(1).view(b, 1, 1, 1)) / flat.std(1).clamp_min(1e-12).view(b, 1, 1, 1)
+    return noise.to(dtype)
+
+
+def pyramid_noise_authors(
+    shape: Sequence[int],
+    levels: int = 10,
+    discount: float = 0.8,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Pyramidal noise built the way the authors' public code builds it (see the module docstring).
+
+    Args:
+        shape: (B, C, H, W) of the noise.
+        levels: at most this many pyramid levels after the full-resolution term; stops once a side reaches 1.
+        discount: level i is weighted by ``discount**i`` (i = 0, 1, ...).
+
+    Returns:
+        Tensor of ``shape``, divided by the standard deviation over the whole batch.
+    """
+    _, _, h, w = shape
+    noise = _upsampled_noise(shape, (h, w), generator, device, torch.float32)
+    for i in range(levels):
+        r = 2.0 + 2.0 * _uniform(generator, device)
+        h, w = max(1, int(h / r**i)), max(1, int(w / r**i))
+        noise += discount**i * _upsampled_noise(shape, (h, w), generator, device, torch.float32)
+        if h == 1 or w == 1:
+            break
+    return (noise / noise.std()).to(dtype)
+
+
+def get_noise_fn(noise_type: str = "pyramid", **kwargs) -> NoiseFn:
+    """The noise function named ``noise_type`` (one of ``NOISE_TYPES``), with ``kwargs`` bound (levels, discount).
+
+    The returned callable has the signature ``fn(shape, generator=None, device="cpu", dtype=torch.float32)``.
+    """
+    fns = {"gaussian": gaussian_noise, "pyramid": pyramid_noise, "pyramid_authors": pyramid_noise_authors}
+    if noise_type not in fns:
+        raise ValueError(f"unknown noise type {noise_type!r}; choose one of {NOISE_TYPES}")
+    fn = fns[noise_type]
+    if noise_type == "gaussian":
+        return fn
+
+    def bound(shape, generator=None, device="cpu", dtype=torch.float32):
+        return fn(shape, generator=generator, device=device, dtype=dtype, **kwargs)
+
+    return bound
+
+
+class RandNoise(RandomizableTransform):
+    """Array transform: draw noise (Gaussian or pyramidal) shaped like a channel-first image (C, H, W).
+
+    Returns the noise, not the noised image, so that a caller can both add it and use it as the training target.
+    """
+
+    def __init__(self, noise_type: str = "pyramid", levels: int = 10, discount: float = 0.8) -> None:
+        RandomizableTransform.__init__(self, prob=1.0)
+        kwargs = {} if noise_type == "gaussian" else {"levels": levels, "discount": discount}
+        self.noise_fn = get_noise_fn(noise_type, **kwargs)
+        self.generator = torch.Generator()
+
+    def set_random_state(self, seed: int | None = None, state=None) -> RandNoise:
+        super().set_random_state(seed, state)
+        self.generator.manual_seed(int(self.R.randint(0, 2**31 - 1)))
+        return self
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        img = torch.as_tensor(img)
+        return self.noise_fn((1, *img.shape), generator=self.generator, dtype=torch.float32)[0]
+
+
+class RandNoised(MapTransform, RandomizableTransform):
+    """Dictionary version of :class:`RandNoise`: writes noise shaped like ``data[key]`` to ``data[noise_key]``."""
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        noise_key: str = "noise",
+        noise_type: str = "pyramid",
+        levels: int = 10,
+        discount: float = 0.8,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        RandomizableTransform.__init__(self, prob=1.0)
+        self.noise_key = noise_key
+        self.sampler = RandNoise(noise_type, levels, discount)
+
+    def set_random_state(self, seed: int | None = None, state=None) -> RandNoised:
+        super().set_random_state(seed, state)
+        self.sampler.set_random_state(seed, state)
+        return self
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[self.noise_key if len(self.keys) == 1 else f"{key}_{self.noise_key}"] = self.sampler(d[key])
+        return d

@@ -1,0 +1,140 @@
+"""Intensity preprocessing shared by training and scoring (paper Sec. 5.2), as MONAI array/dictionary transforms.
+
+* :class:`CheckFinite` / :class:`CheckFinited`: refuse volumes with NaN or infinite voxels, naming the file.
+* :class:`ScaleByPercentile` / :class:`ScaleByPercentiled`: divide every channel by the given percentile
+  (paper: the 99th) of its non-zero voxels.
+
+:func:`volume_transforms` assembles the whole volume preprocessing from these and MONAI's own transforms; the
+geometric steps (``Orientationd``, ``Resized``) are invertible, so ``Invertd`` brings the maps back onto each
+study's grid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.transforms import (
+    ConcatItemsd,
+    DeleteItemsd,
+    EnsureTyped,
+    LoadImaged,
+    MapTransform,
+    Orientationd,
+    Resized,
+    Transform,
+)
+
+from scripts import MODALITIES
+from scripts.studies import StudyError
+
+
+def _source_name(img) -> str:
+    meta = getattr(img, "meta", None) or {}
+    name = meta.get("filename_or_obj", "<array>")
+    return str(name[0] if isinstance(name, (list, tuple)) and name else name)
+
+
+class CheckFinite(Transform):
+    """Raise :class:`~scripts.studies.StudyError` naming the source file when a volume holds NaN or infinities."""
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        finite = torch.isfinite(torch.as_tensor(img))
+        if not bool(finite.all()):
+            bad = int((~finite).sum())
+            raise StudyError(f"{_source_name(img)}: holds {bad} NaN or infinite voxels")
+        return img
+
+
+class ScaleByPercentile(Transform):
+    """Divide each channel of ``img`` (C, ...) by its ``percentile`` over non-zero voxels (paper: 99th).
+
+    A channel with no non-zero voxel is left as is; so is the zero background.
+    """
+
+    def __init__(self, percentile: float = 99.0) -> None:
+        if not 0 < percentile <= 100:
+            raise ValueError(f"percentile must be in (0, 100], got {percentile}")
+        self.percentile = float(percentile)
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        out = img.to(torch.float32, copy=True) if isinstance(img, torch.Tensor) else torch.as_tensor(np.asarray(img), dtype=torch.float32)
+        for c in range(out.shape[0]):
+            values = out[c][out[c] != 0]
+            if values.numel() == 0:
+                continue
+            scale = float(np.percentile(values.detach().cpu().numpy(), self.percentile))
+            if scale > 0:
+                out[c] = out[c] / scale
+        return out
+
+
+class CheckFinited(MapTransform):
+    """Dictionary version of :class:`CheckFinite`."""
+
+    def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.op = CheckFinite()
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.op(d[key])
+        return d
+
+
+class ScaleByPercentiled(MapTransform):
+    """Dictionary version of :class:`ScaleByPercentile`."""
+
+    def __init__(self, keys: KeysCollection, percentile: float = 99.0, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.op = ScaleByPercentile(percentile)
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.op(d[key])
+        return d
+
+
+def volume_transforms(
+    modalities: Sequence[str] = MODALITIES,
+    image_size: int = 128,
+    percentile: float = 99.0,
+    label_key: str = "label",
+    image_key: str = "image",
+) -> list[Transform]:
+    """The volume preprocessing of paper Sec. 5.2, shared by training and scoring, as a list of MONAI transforms.
+
+    Input: a study dict of file paths (one per modality, optionally ``label``). Output: ``data[image_key]``, a
+    MetaTensor (C, image_size, image_size, D) in RAS orientation, each channel divided by its 99th percentile of
+    non-zero voxels; ``data[label_key]`` (1, image_size, image_size, D) when a label was given. Steps:
+
+    1. load each modality channel-first (a 4D file with a trailing singleton axis is 3D), refuse NaN/inf;
+    2. stack the modalities in ``modalities`` order as channels;
+    3. reorient to RAS, so that axial slices are the last axis whatever the file's header;
+    4. divide by the percentile of non-zero voxels, per channel;
+    5. resize the axial slices to image_size x image_size with anti-aliasing (labels nearest-neighbour).
+
+    Steps 3 and 5 are invertible (``Invertd`` brings maps back onto the study's grid).
+    """
+    keys = [*modalities, label_key]
+    both = [image_key, label_key]
+    return [
+        LoadImaged(keys=keys, image_only=True, ensure_channel_first=True, allow_missing_keys=True),
+        CheckFinited(keys=keys, allow_missing_keys=True),
+        ConcatItemsd(keys=list(modalities), name=image_key),
+        DeleteItemsd(keys=list(modalities)),
+        Orientationd(keys=both, axcodes="RAS", allow_missing_keys=True),
+        ScaleByPercentiled(keys=image_key, percentile=percentile),
+        Resized(
+            keys=both,
+            spatial_size=(image_size, image_size, -1),
+            mode=("bilinear", "nearest"),
+            anti_aliasing=(True, False),
+            allow_missing_keys=True,
+        ),
+        EnsureTyped(keys=both, dtype=torch.float32, allow_missing_keys=True),
+    ]

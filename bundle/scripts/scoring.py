@@ -1,0 +1,147 @@
+"""ANDi scoring (paper Algorithm 1, lines 2-11): per-channel anomaly maps from aggregated denoising deviations.
+
+For every brain slice x_0 and every t in ``[t_lower, t_upper]`` (step ``t_stride``):
+
+    eps   ~ N(0, I)                                  (plain Gaussian at scoring time, Sec. 4.4)
+    x_t   = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps
+    d_t   = (mu_q(x_t, x_0) - mu_theta(x_t, t))^2
+    a_m   = exp(mean_t log max(d_t, log_floor))      (geometric mean, Eq. 8; arithmetic mean as an option)
+
+Slice-timestep pairs are batched together in chunks of ``batch_size`` pairs; the aggregation is a running sum
+(of logs), so memory does not grow with the number of timesteps. Noise for timestep t is drawn for all slices
+at once from a generator seeded with ``(seed, t)``, so the result does not depend on the chunking.
+
+The mean divides by the number of timesteps used (the paper writes ``T_u - T_l``, one fewer; the two differ by a
+monotone power of the map and give the same ranking of voxels).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from monai.inferers import Inferer
+from monai.networks.schedulers import DDPMScheduler
+
+from scripts.diffusion import deviation, mu_q, mu_theta, q_sample, schedule_terms
+from scripts.noise import get_noise_fn
+
+AGGREGATIONS = ("geometric", "arithmetic")
+
+
+def timestep_range(t_lower: int = 75, t_upper: int = 200, t_stride: int = 1) -> list[int]:
+    """The timesteps scored: ``t_lower, t_lower + t_stride, ...`` up to and including ``t_upper``."""
+    if not 0 <= t_lower <= t_upper:
+        raise ValueError(f"need 0 <= t_lower <= t_upper, got t_lower={t_lower}, t_upper={t_upper}")
+    if t_stride < 1:
+        raise ValueError(f"t_stride must be >= 1, got {t_stride}")
+    return list(range(int(t_lower), int(t_upper) + 1, int(t_stride)))
+
+
+def brain_slices(volume: torch.Tensor, threshold: float = 0.0) -> torch.Tensor:
+    """Indices of the axial slices of ``volume`` (C, H, W, D) that hold any voxel above ``threshold``; (K,) long."""
+    return torch.nonzero(volume.abs().amax(dim=(0, 1, 2)) > threshold).flatten()
+
+
+class ANDiInferer(Inferer):
+    """Score a multi-modal volume with a trained noise-prediction network; returns per-channel maps a_m.
+
+    Args:
+        scheduler: the DDPM schedule the network was trained with.
+        t_lower, t_upper, t_stride: the timesteps scored (paper: 75..200, every step).
+        batch_size: slice-timestep pairs per network call; the memory knob.
+        aggregation: ``"geometric"`` (Eq. 8) or ``"arithmetic"`` (Eq. 7).
+        noise_type: noise used to noise the slices (paper: ``"gaussian"``; ``"pyramid"`` for the ablation).
+        log_floor: d_t is floored at this value before the log (only exact zeros reach it in practice).
+        seed: seed of the scoring noise.
+        amp: autocast the network in bfloat16 (None: on CUDA only).
+        channels_last: run the network in channels-last memory format.
+    """
+
+    def __init__(
+        self,
+        scheduler: DDPMScheduler,
+        t_lower: int = 75,
+        t_upper: int = 200,
+        t_stride: int = 1,
+        batch_size: int = 64,
+        aggregation: str = "geometric",
+        noise_type: str = "gaussian",
+        log_floor: float = 1e-12,
+        seed: int = 0,
+        amp: bool | None = None,
+        channels_last: bool = True,
+    ) -> None:
+        super().__init__()
+        if aggregation not in AGGREGATIONS:
+            raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
+        self.scheduler = scheduler
+        self.timesteps = timestep_range(t_lower, t_upper, t_stride)
+        self.batch_size = int(batch_size)
+        self.aggregation = aggregation
+        self.noise_fn = get_noise_fn(noise_type)
+        self.log_floor = float(log_floor)
+        self.seed = int(seed)
+        self.amp = amp
+        self.channels_last = channels_last
+
+    def noise_for(self, t: int, shape: Sequence[int], device: torch.device) -> torch.Tensor:
+        """The scoring noise of timestep ``t`` for every slice, shape (K, C, H, W); reproducible per (seed, t)."""
+        generator = torch.Generator(device=device).manual_seed(self.seed * 1_000_003 + int(t))
+        return self.noise_fn(tuple(shape), generator=generator, device=device)
+
+    def _predict(self, network: Callable, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        use_amp = self.amp if self.amp is not None else x_t.device.type == "cuda"
+        if self.channels_last:
+            x_t = x_t.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device_type=x_t.device.type, dtype=torch.bfloat16, enabled=bool(use_amp)):
+            eps_hat = network(x_t, timesteps=t)
+        return eps_hat.float()
+
+    def score_slices(self, x_0: torch.Tensor, network: Callable) -> torch.Tensor:
+        """Aggregated per-channel deviation maps for slices ``x_0`` (K, C, H, W); returns (K, C, H, W) float32."""
+        x_0 = x_0.float()
+        k = x_0.shape[0]
+        acc = torch.zeros_like(x_0)
+        pairs = len(self.timesteps) * k
+        noise: dict[int, torch.Tensor] = {}  # timestep index -> noise of all slices, only for the current chunk
+        for start in range(0, pairs, self.batch_size):
+            idx = torch.arange(start, min(start + self.batch_size, pairs), device=x_0.device)
+            t_idx, s_idx = idx // k, idx % k  # timestep-major order: a chunk spans few timesteps
+            t_values = torch.tensor(self.timesteps, device=x_0.device)[t_idx]
+            noise = {ti: noise.get(ti) for ti in t_idx.unique().tolist()}
+            eps = torch.empty((idx.numel(), *x_0.shape[1:]), device=x_0.device)
+            for ti in noise:
+                if noise[ti] is None:
+                    noise[ti] = self.noise_for(self.timesteps[ti], x_0.shape, x_0.device)
+                sel = t_idx == ti
+                eps[sel] = noise[ti][s_idx[sel]]
+            x0_chunk = x_0[s_idx]
+            terms = schedule_terms(self.scheduler, t_values, device=x_0.device)
+            x_t = q_sample(x0_chunk, eps, terms)
+            eps_hat = self._predict(network, x_t, t_values)
+            d_t = deviation(mu_q(x_t, x0_chunk, terms), mu_theta(x_t, eps_hat, terms))
+            if self.aggregation == "geometric":
+                d_t = d_t.clamp_min(self.log_floor).log()
+            acc.index_add_(0, s_idx, d_t)
+        acc /= len(self.timesteps)
+        return acc.exp() if self.aggregation == "geometric" else acc
+
+    def score_volume(self, volume: torch.Tensor, network: Callable) -> torch.Tensor:
+        """Per-channel map a_m for one volume (C, H, W, D); slices with no brain get 0. Returns (C, H, W, D)."""
+        out = torch.zeros(volume.shape, dtype=torch.float32, device=volume.device)
+        keep = brain_slices(volume)
+        if keep.numel() == 0:
+            return out
+        slices = volume[..., keep].permute(3, 0, 1, 2)  # (K, C, H, W)
+        out[..., keep] = self.score_slices(slices, network).permute(1, 2, 3, 0)
+        return out
+
+    @torch.inference_mode()
+    def __call__(self, inputs: torch.Tensor, network: Callable, *args, **kwargs) -> torch.Tensor:
+        """Score a batch of volumes (B, C, H, W, D), or one volume (C, H, W, D); returns maps of the same shape."""
+        if inputs.ndim == 4:
+            return self.score_volume(inputs, network)
+        if inputs.ndim != 5:
+            raise ValueError(f"expected (B, C, H, W, D) or (C, H, W, D) volumes, got shape {tuple(inputs.shape)}")
+        return torch.stack([self.score_volume(v, network) for v in inputs])

@@ -1,0 +1,96 @@
+"""Training pieces that MONAI does not have ready: the noise-drawing prepare-batch and the paper's LR schedule.
+
+Everything else in training is MONAI/ignite as declared in ``configs/train.yaml``: ``SupervisedTrainer`` with
+``DiffusionInferer``, ``ignite.handlers.EMAHandler``, ``LrScheduleHandler``, ``CheckpointSaver``/``CheckpointLoader``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from monai.engines.utils import DiffusionPrepareBatch
+from monai.inferers import DiffusionInferer
+
+from scripts.noise import get_noise_fn
+
+
+class NoisePrepareBatch(DiffusionPrepareBatch):
+    """``DiffusionPrepareBatch`` whose noise is pyramidal (paper Sec. 4.4) or Gaussian.
+
+    Returns ``(images, target=noise, (), {"noise": noise, "timesteps": t})`` for ``DiffusionInferer``; the loss is
+    then the epsilon-prediction MSE of Eq. 5.
+
+    Args:
+        num_train_timesteps: T; timesteps are drawn uniformly from 0..T-1.
+        noise_type: ``"pyramid"`` (paper), ``"pyramid_authors"`` or ``"gaussian"``.
+        levels, discount: pyramid parameters (paper: 10 levels, c = 0.8).
+        channels_last: hand the images to the network in channels-last memory format.
+    """
+
+    def __init__(
+        self,
+        num_train_timesteps: int = 1000,
+        noise_type: str = "pyramid",
+        levels: int = 10,
+        discount: float = 0.8,
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__(num_train_timesteps)
+        kwargs = {} if noise_type == "gaussian" else {"levels": levels, "discount": discount}
+        self.noise_fn = get_noise_fn(noise_type, **kwargs)
+        self.channels_last = channels_last
+
+    def get_noise(self, images: torch.Tensor) -> torch.Tensor:
+        return self.noise_fn(tuple(images.shape), device=images.device, dtype=images.dtype)
+
+    def __call__(self, batchdata, device=None, non_blocking=False, **kwargs):
+        images, target, args, infer_kwargs = super().__call__(batchdata, device, non_blocking, **kwargs)
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images, target, args, infer_kwargs
+
+
+def warmup_cosine_schedule(
+    optimizer: torch.optim.Optimizer,
+    total_steps: int,
+    warmup_fraction: float = 0.05,
+    lr_start: float = 2e-5,
+    lr_peak: float = 1e-4,
+    lr_end: float = 2e-5,
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """The paper's per-step schedule: linear warm-up ``lr_start -> lr_peak`` over ``warmup_fraction`` of the steps,
+    then a cosine decay to ``lr_end`` at ``total_steps``. The optimiser's base learning rate is set to ``lr_peak``.
+    """
+    for group in optimizer.param_groups:
+        group["lr"] = lr_peak
+        group["initial_lr"] = lr_peak
+    warmup = max(1, round(total_steps * warmup_fraction))
+    decay = max(1, total_steps - warmup)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            lr = lr_start + (lr_peak - lr_start) * step / warmup
+        else:
+            progress = min(1.0, (step - warmup) / decay)
+            lr = lr_end + 0.5 * (lr_peak - lr_end) * (1.0 + math.cos(math.pi * progress))
+        return lr / lr_peak
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+class AutocastDiffusionInferer(DiffusionInferer):
+    """MONAI's ``DiffusionInferer`` with the network run under bfloat16 autocast when ``autocast`` is on.
+
+    bf16 needs no gradient scaling, and unlike the engines' ``amp`` flag this works on CPU too. The prediction is
+    returned in float32 so that the loss is computed in full precision.
+    """
+
+    def __init__(self, scheduler, autocast: bool = False) -> None:
+        super().__init__(scheduler)
+        self.autocast = bool(autocast)
+
+    def __call__(self, inputs: torch.Tensor, diffusion_model, noise, timesteps, *args, **kwargs) -> torch.Tensor:
+        with torch.autocast(device_type=inputs.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            prediction = super().__call__(inputs, diffusion_model, noise, timesteps, *args, **kwargs)
+        return prediction.float()
