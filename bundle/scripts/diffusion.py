@@ -62,7 +62,7 @@ def mu_q(x_t: torch.Tensor, x_0: torch.Tensor, terms: ScheduleTerms) -> torch.Te
     """Posterior mean of q(x_{t-1} | x_t, x_0), Eq. 2 (the expected transition). Shapes (N, C, H, W)."""
     one_minus_bar = 1.0 - terms.alpha_bar
     coef_t = terms.alpha.sqrt() * (1.0 - terms.alpha_bar_prev) / one_minus_bar
-    coef_0 = terms.alpha_bar_prev.sqrt() * (1.0 - terms.alpha) / one_minus_bar
+    coef_0 = terms.alpha_bar_prev.sqrt() * terms.beta / one_minus_bar  # beta_t = 1 - alpha_t
     return coef_t * x_t + coef_0 * x_0
 
 

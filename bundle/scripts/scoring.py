@@ -5,11 +5,16 @@ For every brain slice x_0 and every t in ``[t_lower, t_upper]`` (step ``t_stride
     eps   ~ N(0, I)                                  (plain Gaussian at scoring time, Sec. 4.4)
     x_t   = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps
     d_t   = (mu_q(x_t, x_0) - mu_theta(x_t, t))^2
+          = beta_t^2 / (alpha_t (1 - alpha_bar_t)) * (eps - eps_theta(x_t, t))^2
     a_m   = exp(mean_t log max(d_t, log_floor))      (geometric mean, Eq. 8; arithmetic mean as an option)
 
 Slice-timestep pairs are batched together in chunks of ``batch_size`` pairs; the aggregation is a running sum
 (of logs), so memory does not grow with the number of timesteps. Noise for timestep t is drawn for all slices
 at once from a generator seeded with ``(seed, t)``, so the result does not depend on the chunking.
+
+d_t is evaluated in the second, algebraically identical form (``scripts.diffusion.deviation_from_noise``; the tests
+check it against the first): subtracting the two means in float32 cancels digits, and the log then magnifies that
+error in the smallest deviations.
 
 The mean divides by the number of timesteps used (the paper writes ``T_u - T_l``, one fewer; the two differ by a
 monotone power of the map and give the same ranking of voxels).
@@ -23,7 +28,7 @@ import torch
 from monai.inferers import Inferer
 from monai.networks.schedulers import DDPMScheduler
 
-from scripts.diffusion import deviation, mu_q, mu_theta, q_sample, schedule_terms
+from scripts.diffusion import deviation_from_noise, q_sample, schedule_terms
 from scripts.noise import get_noise_fn
 
 AGGREGATIONS = ("geometric", "arithmetic")
@@ -120,7 +125,7 @@ class ANDiInferer(Inferer):
             terms = schedule_terms(self.scheduler, t_values, device=x_0.device)
             x_t = q_sample(x0_chunk, eps, terms)
             eps_hat = self._predict(network, x_t, t_values)
-            d_t = deviation(mu_q(x_t, x0_chunk, terms), mu_theta(x_t, eps_hat, terms))
+            d_t = deviation_from_noise(eps, eps_hat, terms)
             if self.aggregation == "geometric":
                 d_t = d_t.clamp_min(self.log_floor).log()
             acc.index_add_(0, s_idx, d_t)

@@ -1,0 +1,80 @@
+"""Channel reduction, median filter, Yen threshold plus dilation."""
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+from skimage.filters import threshold_yen
+from skimage.morphology import ball
+
+from scripts.postprocess import MedianFilter, ReduceChannels, YenSegmentd, yen_segmentation
+
+
+def test_reduce_channels():
+    a = torch.arange(2 * 3 * 3 * 2, dtype=torch.float32).view(2, 3, 3, 2)
+    torch.testing.assert_close(ReduceChannels("max")(a), a[1:2])
+    torch.testing.assert_close(ReduceChannels("mean")(a), a.mean(0, keepdim=True))
+    with pytest.raises(ValueError):
+        ReduceChannels("min")
+
+
+def test_median_filter_removes_a_lone_voxel_and_keeps_a_block():
+    a = torch.zeros((1, 12, 12, 12))
+    a[0, 2, 2, 2] = 10.0
+    a[0, 5:10, 5:10, 5:10] = 1.0
+    out = MedianFilter(3)(a)
+    assert out[0, 2, 2, 2] == 0
+    assert torch.all(out[0, 6:9, 6:9, 6:9] == 1)
+    assert MedianFilter(0)(a) is a
+    with pytest.raises(ValueError):
+        MedianFilter(4)
+
+
+def test_yen_and_dilation_on_a_known_image():
+    a = np.ones((20, 20, 20), np.float32)
+    a[8:12, 8:12, 8:12] = 5.0  # a bright cube on a flat background
+    mask = np.ones_like(a, dtype=bool)
+    seg, thr = yen_segmentation(a, mask, dilation_radius=1)
+    assert thr == pytest.approx(threshold_yen(a.ravel()))
+    assert 1.0 <= thr < 5.0
+    # the cube, grown by one voxel along the 6-neighbourhood, nothing else
+    expected = np.zeros_like(seg)
+    expected[8:12, 8:12, 8:12] = 1
+    expected[7, 8:12, 8:12] = expected[12, 8:12, 8:12] = 1
+    expected[8:12, 7, 8:12] = expected[8:12, 12, 8:12] = 1
+    expected[8:12, 8:12, 7] = expected[8:12, 8:12, 12] = 1
+    np.testing.assert_array_equal(seg, expected)
+    assert seg.dtype == np.uint8
+    seg0, _ = yen_segmentation(a, mask, dilation_radius=0)
+    assert seg0.sum() == 64
+
+
+def test_yen_on_a_noisy_image_matches_skimage_then_dilation():
+    a = np.random.default_rng(0).normal(1.0, 0.05, (20, 20, 20)).astype(np.float32)
+    a[6:14, 6:14, 6:14] += 2.0
+    seg, thr = yen_segmentation(a, None, dilation_radius=1)
+    assert thr == pytest.approx(threshold_yen(a.ravel()))
+    expected = ndimage.binary_dilation(a > threshold_yen(a.ravel()), structure=ball(1))
+    np.testing.assert_array_equal(seg, expected.astype(np.uint8))
+    assert seg[6:14, 6:14, 6:14].all()
+
+
+def test_yen_is_computed_inside_the_mask_and_result_kept_inside():
+    a = np.zeros((10, 10, 10), np.float32)
+    a[2:8, 2:8, 2:8] = np.random.default_rng(1).normal(1, 0.05, (6, 6, 6))
+    a[4:6, 4:6, 4:6] = 3.0
+    mask = a > 0
+    seg, _ = yen_segmentation(a, mask)
+    assert seg[~mask].sum() == 0
+    assert seg[4:6, 4:6, 4:6].all()
+
+
+def test_dict_version_writes_seg_and_threshold():
+    img = torch.zeros((4, 10, 10, 10))
+    img[:, 2:8, 2:8, 2:8] = 1.0
+    pred = torch.rand((1, 10, 10, 10)) * 0.1
+    pred[0, 4:6, 4:6, 4:6] = 1.0
+    d = YenSegmentd(keys="pred", image_key="image", dilation_radius=0)({"pred": pred * (img[:1] > 0), "image": img})
+    assert d["seg"].shape == (1, 10, 10, 10)
+    assert d["seg"][0, 4:6, 4:6, 4:6].all()
+    assert "seg_threshold" in d
