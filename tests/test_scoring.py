@@ -16,8 +16,13 @@ def toy_network(x_t: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
 def tiny_unet() -> torch.nn.Module:
     torch.manual_seed(0)
     return make_network(
-        {"channels": (8, 16), "attention_levels": (False, True), "num_res_blocks": 1, "num_head_channels": 8,
-         "norm_num_groups": 8}
+        {
+            "channels": (8, 16),
+            "attention_levels": (False, True),
+            "num_res_blocks": 1,
+            "num_head_channels": 8,
+            "norm_num_groups": 8,
+        }
     ).eval()
 
 
@@ -49,8 +54,9 @@ def test_timestep_range():
 @pytest.mark.parametrize("batch_size", [1, 7, 64, 10_000])
 def test_chunked_equals_per_t_loop(aggregation, batch_size):
     x0 = torch.rand((5, 4, 16, 16), generator=torch.Generator().manual_seed(0))
-    inferer = ANDiInferer(make_scheduler(), 75, 200, 25, batch_size=batch_size, aggregation=aggregation,
-                          channels_last=False)
+    inferer = ANDiInferer(
+        make_scheduler(), 75, 200, 25, batch_size=batch_size, aggregation=aggregation, channels_last=False
+    )
     got = inferer.score_slices(x0, toy_network)
     want = per_t_loop(inferer, x0, toy_network, aggregation)
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-12)

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from pathlib import Path
 
 import torch
 from ignite.engine import Engine, Events
+
+from scripts.studies import atomic_path
 
 
 def latest_checkpoint(ckpt_dir: str | os.PathLike) -> str | None:
@@ -32,18 +33,10 @@ def latest_checkpoint(ckpt_dir: str | os.PathLike) -> str | None:
 
 def save_state_dict(network: torch.nn.Module, path: str | os.PathLike) -> Path:
     """Save ``network.state_dict()`` to ``path`` atomically (temporary file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     module = network.module if hasattr(network, "module") else network
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save({k: v.detach().cpu() for k, v in module.state_dict().items()}, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return Path(path)
 
 
 def load_network(network: torch.nn.Module, path: str | os.PathLike, key: str | None = None) -> torch.nn.Module:

@@ -14,7 +14,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from scripts.studies import StudyError, check_study, list_studies
+from scripts.studies import StudyError, atomic_path, check_study, list_studies
 
 logger = logging.getLogger(__name__)
 
@@ -84,15 +83,8 @@ def cache_study_slices(
     label = torch.as_tensor(data[label_key]) if label_key in data else None
     keep = healthy_slice_indices(image, label, min_brain_fraction)
     slices = image[..., keep].permute(3, 0, 1, 2).contiguous().numpy().astype(np.float32)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".npy", dir=cache_dir)
-    os.close(fd)
-    try:
+    with atomic_path(target) as tmp:
         np.save(tmp, slices)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     logger.info("cached %d healthy slices of %s", len(keep), study.get("name", study.get("t1")))
     return target
 

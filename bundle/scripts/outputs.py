@@ -52,7 +52,7 @@ def overview_png(flair: np.ndarray, a: np.ndarray, seg: np.ndarray, n_slices: in
         axes[1, j].imshow(np.rot90(a[..., k]), cmap="inferno", vmin=0, vmax=vmax)
         axes[2, j].imshow(f, cmap="gray")
         axes[2, j].imshow(np.ma.masked_equal(np.rot90(seg[..., k]), 0), cmap="autumn", alpha=0.6)
-    for ax, label in zip(axes[:, 0], ("FLAIR", "anomaly map", "segmentation")):
+    for ax, label in zip(axes[:, 0], ("FLAIR", "anomaly map", "segmentation"), strict=True):
         ax.set_ylabel(label)
     for ax in axes.ravel():
         ax.set_xticks([])

@@ -60,7 +60,11 @@ class ScaleByPercentile(Transform):
         self.percentile = float(percentile)
 
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
-        out = img.to(torch.float32, copy=True) if isinstance(img, torch.Tensor) else torch.as_tensor(np.asarray(img), dtype=torch.float32)
+        out = (
+            img.to(torch.float32, copy=True)
+            if isinstance(img, torch.Tensor)
+            else torch.as_tensor(np.asarray(img), dtype=torch.float32)
+        )
         for c in range(out.shape[0]):
             values = out[c][out[c] != 0]
             if values.numel() == 0:
