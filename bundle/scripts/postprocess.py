@@ -5,7 +5,8 @@
     s = dilate(a > yen(a[brain]))      (per-subject Yen threshold, then one 3D dilation)
 
 Array transforms take channel-first volumes (C, H, W, D); the dictionary versions follow MONAI's pattern.
-The map is set to 0 outside the brain (voxels where every input channel is 0), where it has no meaning.
+The map is set to 0 outside the brain (voxels where every input channel is 0), where it has no meaning: on the
+scoring grid before thresholding, and again on the study's own grid after the map is brought back to it.
 """
 
 from __future__ import annotations
@@ -21,12 +22,9 @@ from scipy import ndimage
 from skimage.filters import threshold_yen
 from skimage.morphology import ball
 
+from scripts.preprocess import brain_mask
+
 CHANNEL_REDUCTIONS = ("max", "mean")
-
-
-def brain_mask(image: torch.Tensor, threshold: float = 0.0) -> torch.Tensor:
-    """Voxels where any channel of ``image`` (C, H, W, D) exceeds ``threshold`` in magnitude; bool (1, H, W, D)."""
-    return (torch.as_tensor(image).abs() > threshold).any(dim=0, keepdim=True)
 
 
 class ReduceChannels(Transform):
@@ -118,15 +116,18 @@ class MedianFilterd(MapTransform):
 
 
 class MaskOutsideBraind(MapTransform):
-    """Set ``data[key]`` to 0 wherever every channel of ``data[image_key]`` is 0 (outside the brain)."""
+    """Set ``data[key]`` to 0 outside the brain: where every channel of ``data[mask_key]`` is 0.
 
-    def __init__(self, keys: KeysCollection, image_key: str = "image", allow_missing_keys: bool = False) -> None:
+    ``data[mask_key]`` is a brain mask or an image (C, H, W, D) on the same grid as ``data[key]``.
+    """
+
+    def __init__(self, keys: KeysCollection, mask_key: str = "image", allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.image_key = image_key
+        self.mask_key = mask_key
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)
-        mask = brain_mask(d[self.image_key])
+        mask = brain_mask(d[self.mask_key])
         for key in self.key_iterator(d):
             d[key] = d[key] * mask.to(d[key].device)
         return d

@@ -37,6 +37,34 @@ def _source_name(img) -> str:
     return str(name[0] if isinstance(name, (list, tuple)) and name else name)
 
 
+def brain_mask(image: torch.Tensor, threshold: float = 0.0) -> torch.Tensor:
+    """Voxels where any channel of ``image`` (C, H, W, D) exceeds ``threshold`` in magnitude; bool (1, H, W, D).
+
+    A bool ``image`` is taken as a mask already.
+    """
+    image = torch.as_tensor(image)
+    inside = image if image.dtype == torch.bool else image.abs() > threshold
+    return inside.any(dim=0, keepdim=True)
+
+
+class BrainMaskd(MapTransform):
+    """Store the brain mask of ``data[key]`` (any channel non-zero) as a plain bool tensor in ``data[mask_key]``.
+
+    Used on the study's own grid, before any resampling, so that outputs brought back to that grid can be
+    restricted to the brain exactly. The mask is not a MetaTensor: later spatial transforms leave it alone.
+    """
+
+    def __init__(self, keys: KeysCollection, mask_key: str = "brain", allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.mask_key = mask_key
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[self.mask_key] = brain_mask(d[key]).as_subclass(torch.Tensor)
+        return d
+
+
 class CheckFinite(Transform):
     """Raise :class:`~scripts.studies.StudyError` naming the source file when a volume holds NaN or infinities."""
 
@@ -117,7 +145,7 @@ def volume_transforms(
     non-zero voxels; ``data[label_key]`` (1, image_size, image_size, D) when a label was given. Steps:
 
     1. load each modality channel-first (a 4D file with a trailing singleton axis is 3D), refuse NaN/inf;
-    2. stack the modalities in ``modalities`` order as channels;
+    2. stack the modalities in ``modalities`` order as channels; keep the brain mask of this grid in ``brain``;
     3. reorient to RAS, so that axial slices are the last axis whatever the file's header;
     4. divide by the percentile of non-zero voxels, per channel;
     5. resize the axial slices to image_size x image_size with anti-aliasing (labels nearest-neighbour).
@@ -131,6 +159,7 @@ def volume_transforms(
         CheckFinited(keys=keys, allow_missing_keys=True),
         ConcatItemsd(keys=list(modalities), name=image_key),
         DeleteItemsd(keys=list(modalities)),
+        BrainMaskd(keys=image_key, mask_key="brain"),
         Orientationd(keys=both, axcodes="RAS", allow_missing_keys=True),
         ScaleByPercentiled(keys=image_key, percentile=percentile),
         Resized(

@@ -1,0 +1,80 @@
+"""Command line for what is not a bundle workflow (run from the ``bundle`` folder: ``python -m scripts.cli --help``).
+
+    python -m scripts.cli make-demo-data OUT_DIR [--n_healthy 20] [--n_anomalous 2] [--lesion tumour]
+    python -m scripts.cli make-demo-study OUT_DIR [--lesion tumour] [--seed 1000]
+
+Every image these commands make is synthetic (made from the MNI152 templates that ship with nilearn).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import fire
+
+from scripts.synthetic import make_dataset, make_study, write_study
+
+SIZES = {"full": ((240, 240, 155), (1.0, 1.0, 1.0)), "small": ((96, 96, 62), (2.5, 2.5, 2.5))}
+
+
+def _size(size: str) -> tuple[tuple[int, int, int], tuple[float, float, float]]:
+    if size not in SIZES:
+        raise fire.core.FireError(f"--size must be one of {sorted(SIZES)}, got {size!r}")
+    return SIZES[size]
+
+
+def make_demo_data(
+    out_dir: str,
+    n_healthy: int = 20,
+    n_anomalous: int = 2,
+    lesion: str = "tumour",
+    n_validation: int = 2,
+    seed: int = 0,
+    size: str = "full",
+) -> str:
+    """Make a synthetic dataset: healthy studies for training/validation, anomalous ones for testing.
+
+    Writes one folder per study (BraTS-style file names) and ``OUT_DIR/datalist.json`` with the lists
+    ``training``, ``validation`` and ``testing``. Existing studies are kept, so an interrupted run resumes.
+
+    Args:
+        out_dir: folder to write to.
+        n_healthy: healthy studies (training + validation).
+        n_anomalous: anomalous studies (testing).
+        lesion: ``tumour`` or ``ms``.
+        n_validation: healthy studies held out for the validation loss.
+        seed: seed of the first study.
+        size: ``full`` (240x240x155, 1 mm, as BraTS) or ``small`` (96x96x62, 2.5 mm, for quick tries).
+    """
+    shape, spacing = _size(size)
+    path = make_dataset(out_dir, n_healthy, n_anomalous, lesion, seed, shape, spacing, n_validation)
+    print(f"synthetic dataset written; datalist: {path}")
+    return str(path)
+
+
+def make_demo_study(out_dir: str, lesion: str = "tumour", seed: int = 1000, name: str = "", size: str = "full") -> str:
+    """Make one synthetic anomalous study in ``OUT_DIR/<name>/`` (the bundle's ``demo`` folder is made this way).
+
+    Args:
+        out_dir: folder that receives the study folder.
+        lesion: ``tumour``, ``ms`` or ``none``.
+        seed: the study's seed.
+        name: study name (default ``synthetic_<lesion>_<seed>``).
+        size: ``full`` or ``small``.
+    """
+    shape, spacing = _size(size)
+    name = name or f"synthetic_{lesion}_{seed}"
+    paths = write_study(make_study(seed, lesion, shape, spacing), Path(out_dir), name)
+    print(f"synthetic study written to {Path(paths['t1']).parent}")
+    return str(Path(paths["t1"]).parent)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: ``python -m scripts.cli COMMAND ...``."""
+    commands = {"make-demo-data": make_demo_data, "make-demo-study": make_demo_study}
+    fire.Fire(commands, command=argv if argv is not None else sys.argv[1:], name="python -m scripts.cli")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,218 @@
+"""The bundle's workflows through the real command line: `python -m monai.bundle run training|inference`."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from scripts.synthetic import make_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_NET = "{'channels': [8, 16], 'attention_levels': [False, True], 'num_res_blocks': 1, 'num_head_channels': 8, 'norm_num_groups': 8}"  # noqa: E501
+TINY = ["--network_preset", TINY_NET, "--image_size", "32"]
+
+
+def bundle_cmd(workflow: str, config: str, *args: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        workflow,
+        "--config_file",
+        f"bundle/configs/{config}",
+        "--bundle_root",
+        "bundle",
+        *args,
+    ]
+
+
+def run_bundle(workflow: str, config: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(bundle_cmd(workflow, config, *args), cwd=REPO, capture_output=True, text=True, timeout=300)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{workflow} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    """Made (synthetic) tiny studies: 4 healthy (1 for validation) and 1 with a tumour, 48x48x32 at 5 mm."""
+    out = tmp_path_factory.mktemp("data")
+    return make_dataset(
+        out,
+        n_healthy=4,
+        n_anomalous=1,
+        lesion="tumour",
+        seed=0,
+        shape=(48, 48, 32),
+        spacing=(5.0, 5.0, 5.0),
+        n_validation=1,
+    )
+
+
+def train_args(datalist: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "--dataset_dir",
+        str(datalist),
+        "--output_dir",
+        str(out),
+        "--final_weights",
+        str(out / "model.pt"),
+        "--epoch_iterations",
+        "3",
+        "--checkpoint_interval",
+        "3",
+        "--batch_size",
+        "4",
+        "--val_batches",
+        "1",
+        *TINY,
+        *extra,
+    ]
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_data, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("train")
+    run_bundle("training", "train.yaml", *train_args(tiny_data, out, "--max_epochs", "1"))
+    return out
+
+
+def test_training_writes_checkpoint_and_final_weights(trained):
+    assert (trained / "model.pt").is_file()
+    assert [p.name for p in (trained / "checkpoints").glob("*.pt")] == ["checkpoint_iteration=3.pt"]
+    assert list(trained.glob("events.out.tfevents.*")), "no TensorBoard event file"
+    assert list((trained / "cache").glob("*.npy")), "healthy slices were not cached"
+
+
+def test_training_resumes_after_being_killed(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    cmd = bundle_cmd("training", "train.yaml", *train_args(tiny_data, out, "--max_epochs", "30"))
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    ckpt_dir = out / "checkpoints"
+    deadline = time.time() + 240
+    while time.time() < deadline and not list(ckpt_dir.glob("checkpoint_iteration=*.pt")):
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    saved = sorted(ckpt_dir.glob("checkpoint_iteration=*.pt"))
+    assert saved, "no checkpoint was written before the kill"
+    assert not [p for p in ckpt_dir.iterdir() if p.name.startswith(".")], "a half-written file was left behind"
+    iteration = int(saved[-1].stem.split("=")[-1])
+    assert not (out / "model.pt").exists()
+    target_epochs = iteration // 3 + 1
+    done = run_bundle("training", "train.yaml", *train_args(tiny_data, out, "--max_epochs", str(target_epochs)))
+    log = done.stdout + done.stderr
+    assert f"Restored all variables from {saved[-1]}" in log
+    assert (ckpt_dir / f"checkpoint_iteration={target_epochs * 3}.pt").is_file()
+    assert (out / "model.pt").is_file()
+
+
+def test_inference_writes_nifti_on_the_input_grid_and_resumes(trained, tiny_data, tmp_path):
+    out = tmp_path / "out"
+    args = [
+        "--dataset_dir",
+        str(tiny_data),
+        "--output_dir",
+        str(out),
+        "--checkpoint",
+        str(trained / "model.pt"),
+        "--t_stride",
+        "60",
+        *TINY,
+    ]
+    proc = run_bundle("inference", "inference.yaml", *args)
+    assert f"ANDi outputs written to {out}" in proc.stdout
+    study = json.loads(tiny_data.read_text())["testing"][0]
+    ref = nib.load(tiny_data.parent / study["flair"])
+    folder = out / study["name"]
+    a = nib.load(folder / "anomaly.nii.gz")
+    s = nib.load(folder / "segmentation.nii.gz")
+    assert a.shape == ref.shape and s.shape == ref.shape
+    np.testing.assert_allclose(a.affine, ref.affine, atol=1e-5)
+    np.testing.assert_allclose(s.affine, ref.affine, atol=1e-5)
+    assert a.get_data_dtype() == np.float32 and s.get_data_dtype() == np.uint8
+    amap = a.get_fdata()
+    assert np.isfinite(amap).all() and amap.max() > 0
+    assert amap[ref.get_fdata() == 0].max() == 0, "map must be 0 outside the brain"
+    assert set(np.unique(s.get_fdata())) <= {0.0, 1.0}
+    assert (folder / "overview.png").stat().st_size > 1000
+    # a second run finds the study done and writes nothing
+    mtime = (folder / "anomaly.nii.gz").stat().st_mtime_ns
+    again = run_bundle("inference", "inference.yaml", *args)
+    assert "already scored" in again.stdout
+    assert (folder / "anomaly.nii.gz").stat().st_mtime_ns == mtime
+
+
+def copy_study(tiny_data: Path, dst: Path) -> dict[str, Path]:
+    study = json.loads(tiny_data.read_text())["testing"][0]
+    dst.mkdir(parents=True)
+    paths = {}
+    for key in ("t1", "t1c", "t2", "flair"):
+        src = tiny_data.parent / study[key]
+        paths[key] = dst / src.name
+        shutil.copy(src, paths[key])
+    return paths
+
+
+@pytest.mark.parametrize("problem", ["missing", "grid", "nan", "dims", "unreadable", "checkpoint"])
+def test_inference_refuses_bad_input_naming_the_file(problem, trained, tiny_data, tmp_path):
+    paths = copy_study(tiny_data, tmp_path / "studies" / "bad")
+    checkpoint = trained / "model.pt"
+    if problem == "missing":
+        paths["t2"].unlink()
+        expected = ["bad", "missing modality t2"]
+    elif problem == "grid":
+        img = nib.load(paths["t2"])
+        nib.save(nib.Nifti1Image(np.asarray(img.dataobj)[:-2], img.affine), paths["t2"])
+        expected = [paths["t2"].name, "differs from"]
+    elif problem == "nan":
+        img = nib.load(paths["flair"])
+        data = np.asarray(img.dataobj).astype(np.float32)
+        data[10, 10, 10] = np.nan
+        nib.save(nib.Nifti1Image(data, img.affine), paths["flair"])
+        expected = [paths["flair"].name, "NaN"]
+    elif problem == "dims":
+        img = nib.load(paths["t1"])
+        nib.save(nib.Nifti1Image(np.asarray(img.dataobj)[..., :2, None].repeat(2, -1), img.affine), paths["t1"])
+        expected = [paths["t1"].name, "expected a 3D volume"]
+    elif problem == "unreadable":
+        paths["t1c"].write_bytes(b"not a nifti file")
+        expected = [paths["t1c"].name, "unreadable"]
+    else:
+        checkpoint = tmp_path / "wrong.pt"
+        import torch
+
+        torch.save({"conv.weight": torch.zeros(3, 3)}, checkpoint)
+        expected = ["wrong.pt", "do not fit"]
+    before = {p: p.read_bytes() for p in paths.values() if p.exists()}
+    proc = run_bundle(
+        "inference",
+        "inference.yaml",
+        "--dataset_dir",
+        str(tmp_path / "studies"),
+        "--output_dir",
+        str(tmp_path / "out"),
+        "--checkpoint",
+        str(checkpoint),
+        "--t_stride",
+        "100",
+        *TINY,
+        check=False,
+    )
+    assert proc.returncode != 0
+    text = proc.stdout + proc.stderr
+    for fragment in expected:
+        assert fragment in text, f"{fragment!r} not in the error output:\n{text[-2000:]}"
+    assert all(p.read_bytes() == b for p, b in before.items()), "an input file was modified"
+    assert not list((tmp_path / "out").rglob("*.nii.gz"))
