@@ -5,8 +5,8 @@ Pipeline (``register_study``), all with SimpleITK:
 
 1. every modality is read as a 3D float32 image (a trailing singleton 4th axis is dropped);
 2. every modality is co-registered rigidly to the reference modality (default ``t1``): Mattes mutual information,
-   multi-resolution pyramid, a rotation centred on the reference image and starting from the scanner's own
-   coordinates (modalities of one session share them);
+   multi-resolution pyramid, centred-transform initialisation (centres of mass matched) and, as a second start,
+   the scanner's own coordinates; the start ending with the better metric wins;
 3. a brain mask, when given, is brought onto the reference grid (it may sit on another modality's grid, then the
    co-registration of that modality carries it) and the reference is masked; without a mask and with an image
    that does not look skull-stripped (``looks_skull_stripped``) a ``SkullStripWarning`` says that results will
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 import warnings
 from collections.abc import Hashable, Mapping, Sequence
@@ -36,6 +37,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 import torch
@@ -43,7 +45,7 @@ from monai.data import MetaTensor
 from monai.transforms import LoadImage, MapTransform
 
 from scripts import MODALITIES
-from scripts.studies import StudyError, atomic_write_bytes
+from scripts.studies import MODALITY_ALIASES, StudyError, atomic_write_bytes
 
 ATLAS_NAME = "sri24_t1_brain.nii.gz"
 ATLAS_SIZE: tuple[int, int, int] = (240, 240, 155)
@@ -97,6 +99,7 @@ class RegistrationSettings:
             shrink_factors=(8, 4, 2), smoothing_sigmas=(4.0, 2.0, 1.0), iterations=200, sampling=0.05
         )
     )
+    rigid_starts: tuple[str, ...] = ("moments", "identity")
     seed: int = 20240613
     mask_dilation_mm: float = 6.0
 
@@ -147,6 +150,21 @@ def _drop_singleton(image: sitk.Image, fname: str) -> sitk.Image:
     return image
 
 
+def _check_finite_nifti(fname: str) -> None:
+    """StudyError if a floating-point NIfTI file holds NaN/inf voxels (ITK's reader silently turns NaN into 0)."""
+    if not fname.lower().endswith((".nii", ".nii.gz")):
+        return
+    try:
+        image = nib.load(fname)
+    except Exception:  # unreadable for nibabel: ITK has already accepted the file, nothing more to check
+        return
+    if np.issubdtype(image.get_data_dtype(), np.floating):
+        array = np.asanyarray(image.dataobj)
+        bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+        if bad:
+            raise StudyError(f"{fname}: holds {bad} NaN or infinite voxels")
+
+
 def read_image(path: PathLike, dtype: int = sitk.sitkFloat32) -> sitk.Image:
     """Read a NIfTI (or any ITK-readable) volume as a 3D SimpleITK image of ``dtype``.
 
@@ -160,11 +178,10 @@ def read_image(path: PathLike, dtype: int = sitk.sitkFloat32) -> sitk.Image:
         first = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
         raise StudyError(f"{fname}: unreadable as an image ({first})") from err
     image = sitk.Cast(_drop_singleton(image, fname), dtype)
-    if dtype in (sitk.sitkFloat32, sitk.sitkFloat64):
-        array = sitk.GetArrayViewFromImage(image)
-        if not np.isfinite(array).all():
-            bad = int(array.size - np.count_nonzero(np.isfinite(array)))
-            raise StudyError(f"{fname}: holds {bad} NaN or infinite voxels")
+    _check_finite_nifti(fname)
+    array = sitk.GetArrayViewFromImage(image)
+    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+        raise StudyError(f"{fname}: holds NaN or infinite voxels")
     return image
 
 
@@ -364,6 +381,24 @@ def _image_centre(image: sitk.Image) -> tuple[float, float, float]:
     return image.TransformContinuousIndexToPhysicalPoint([(s - 1) / 2.0 for s in image.GetSize()])
 
 
+def _rigid_start(fixed: sitk.Image, moving: sitk.Image, start: str) -> sitk.Euler3DTransform:
+    """Initial rigid transform: "moments" (centres of mass matched), "geometry" (field-of-view centres matched) or
+    "identity" (scanner coordinates trusted), all rotating about the fixed image's centre or centre of mass."""
+    if start == "identity":
+        initial = sitk.Euler3DTransform()
+        initial.SetCenter(_image_centre(fixed))
+        return initial
+    modes = {
+        "moments": sitk.CenteredTransformInitializerFilter.MOMENTS,
+        "geometry": sitk.CenteredTransformInitializerFilter.GEOMETRY,
+    }
+    if start not in modes:
+        raise ValueError(f"unknown rigid start {start!r}; use 'moments', 'geometry' or 'identity'")
+    return sitk.Euler3DTransform(
+        sitk.CenteredTransformInitializer(fixed, moving, sitk.Euler3DTransform(), modes[start])
+    )
+
+
 def coregister_rigid(
     fixed: sitk.Image,
     moving: sitk.Image,
@@ -371,23 +406,32 @@ def coregister_rigid(
     fixed_mask: sitk.Image | None = None,
     moving_mask: sitk.Image | None = None,
     seed: int = 0,
+    starts: Sequence[str] = ("moments", "identity"),
 ) -> sitk.Euler3DTransform:
-    """Rigid transform mapping ``fixed`` points to ``moving`` points (same session, so scanner coordinates agree).
+    """Rigid transform mapping ``fixed`` points to ``moving`` points.
 
-    Starts from the identity with its centre of rotation at the fixed image's centre; metric masks (uint8, on the
-    fixed/moving grids) restrict the metric to the brain when given.
+    One registration per initialisation in ``starts`` (see ``_rigid_start``); the one ending with the best metric
+    value wins. Trusting the scanner coordinates alone is not enough: in the lgg_native study the T2 and FLAIR
+    headers are ~15-18 mm and up to 14 degrees off the T1's, and an identity start then ends in a wrong local
+    optimum. Metric masks (uint8, on the fixed/moving grids) restrict the metric to the brain when given.
     """
     stage = stage or StageSettings()
-    initial = sitk.Euler3DTransform()
-    initial.SetCenter(_image_centre(fixed))
-    method = _method(stage, seed)
-    method.SetInitialTransform(initial, inPlace=True)
-    if fixed_mask is not None:
-        method.SetMetricFixedMask(fixed_mask)
-    if moving_mask is not None:
-        method.SetMetricMovingMask(moving_mask)
-    method.Execute(fixed, moving)
-    return initial
+    best: tuple[float, sitk.Euler3DTransform] | None = None
+    for start in starts:
+        transform = _rigid_start(fixed, moving, start)
+        method = _method(stage, seed)
+        method.SetInitialTransform(transform, inPlace=True)
+        if fixed_mask is not None:
+            method.SetMetricFixedMask(fixed_mask)
+        if moving_mask is not None:
+            method.SetMetricMovingMask(moving_mask)
+        method.Execute(fixed, moving)
+        value = method.GetMetricValue()
+        if best is None or value < best[0]:
+            best = (value, transform)
+    if best is None:
+        raise ValueError("coregister_rigid needs at least one start")
+    return best[1]
 
 
 def register_affine(
@@ -421,12 +465,34 @@ def compose(*transforms: sitk.Transform) -> sitk.CompositeTransform:
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _mask_modality(mask_grid: Grid, grids: Mapping[str, Grid], reference: str) -> str | None:
-    """The modality whose grid the mask sits on (the reference preferred), or None."""
-    for key in [reference, *[k for k in grids if k != reference]]:
-        if _same_grid(mask_grid, grids[key]):
-            return key
-    return None
+def _names_modality(path: PathLike, key: str) -> bool:
+    """Whether a file name holds a token naming modality ``key`` (``bet_t1c_mask.nii.gz`` names ``t1c``)."""
+    stem = Path(path).name.lower()
+    for suffix in (".nii.gz", ".nii"):
+        stem = stem.removesuffix(suffix)
+    return any(token in MODALITY_ALIASES.get(key, (key,)) for token in re.split(r"[_\-.]", stem))
+
+
+def mask_modality(mask: PathLike, grids: Mapping[str, Grid], reference: str, explicit: str | None = None) -> str | None:
+    """The modality a brain mask was made on: its voxels are that modality's, carried by its co-registration.
+
+    ``explicit`` wins; otherwise among the modalities whose grid the mask shares, the one its file name names (as
+    in ``bet_t1c_mask.nii.gz``), else the reference, else the first. None when it shares no modality's grid: it is
+    then taken to lie in the reference's physical space. Two modalities may share one header and still not be
+    aligned (lgg_native's t1 and t1c are about 8 degrees apart), hence the file-name rule.
+    """
+    if explicit is not None:
+        if explicit not in grids:
+            raise StudyError(f"{mask}: mask modality '{explicit}' is not among the study's keys {sorted(grids)}")
+        return explicit
+    mask_grid = read_grid(mask)
+    matching = [key for key in grids if _same_grid(mask_grid, grids[key])]
+    named = [key for key in matching if _names_modality(mask, key)]
+    if named:
+        return named[0]
+    if reference in matching:
+        return reference
+    return matching[0] if matching else None
 
 
 def _passthrough(paths: Mapping[str, PathLike], reference: str, mask: PathLike | None) -> RegistrationResult:
@@ -442,9 +508,13 @@ def _passthrough(paths: Mapping[str, PathLike], reference: str, mask: PathLike |
     )
 
 
-def _decide(register: bool | str, paths: Mapping[str, PathLike], atlas: PathLike | sitk.Image | None) -> bool:
+def _decide(
+    register: bool | str, paths: Mapping[str, PathLike], atlas: PathLike | sitk.Image | None, mask: PathLike | None
+) -> bool:
+    """Whether to register: ``register`` itself, or for "auto" whether the files (mask included) need it."""
     if register == "auto":
-        return needs_registration(paths, None if isinstance(atlas, sitk.Image) else atlas)
+        files = [*paths.values(), *([mask] if mask is not None else [])]
+        return needs_registration(files, None if isinstance(atlas, sitk.Image) else atlas)
     if isinstance(register, bool):
         return register
     raise ValueError(f"register must be 'auto', True or False, got {register!r}")
@@ -457,6 +527,7 @@ def register_study(
     register: bool | str = "auto",
     atlas: PathLike | sitk.Image | None = None,
     settings: RegistrationSettings | None = None,
+    mask_on: str | None = None,
 ) -> RegistrationResult:
     """Register a study's modalities (``paths``: key -> file) to the atlas and resample each once onto its grid.
 
@@ -468,6 +539,7 @@ def register_study(
         register: "auto" (``needs_registration``), True (always) or False (never: pass through).
         atlas: atlas path or image; the shipped SRI24 T1 brain by default.
         settings: registration budget; ``RegistrationSettings()`` by default.
+        mask_on: the modality the mask was made on; by default found by ``mask_modality`` (grid, file name).
 
     Returns:
         a ``RegistrationResult``; on the atlas grid every image is (240, 240, 155) float32 (SimpleITK size order).
@@ -477,13 +549,20 @@ def register_study(
     """
     if reference not in paths:
         raise StudyError(f"reference modality '{reference}' is not among the study's keys {sorted(paths)}")
-    if not _decide(register, paths, atlas):
+    if not _decide(register, paths, atlas, mask):
         return _passthrough(paths, reference, mask)
     settings = settings or RegistrationSettings()
     images = {key: read_image(path) for key, path in paths.items()}
     fixed = images[reference]
     transforms: dict[str, sitk.Transform] = {reference: sitk.Euler3DTransform()}
-    native_mask, mask_key = _native_mask(mask, images, reference, settings, transforms)
+    native_mask, mask_image, mask_key = None, None, None
+    if mask is not None:
+        mask_image = _binary(read_image(mask))
+        if np.count_nonzero(sitk.GetArrayViewFromImage(mask_image)) == 0:
+            raise StudyError(f"{mask}: the brain mask is empty")
+        grids = {key: Grid.of(image) for key, image in images.items()}
+        mask_key = mask_modality(mask, grids, reference, mask_on)
+        native_mask = _mask_on_reference(mask_image, mask_key, images, reference, settings, transforms)
     if native_mask is None and not looks_skull_stripped(fixed):
         warnings.warn(
             f"{paths[reference]}: no brain mask given and the image does not look skull-stripped; skull stripping "
@@ -495,17 +574,18 @@ def register_study(
     fixed_mask = _dilate(native_mask, settings.mask_dilation_mm) if native_mask is not None else None
     for key, image in images.items():
         if key not in transforms:
-            transforms[key] = coregister_rigid(fixed, image, settings.rigid, fixed_mask=fixed_mask, seed=settings.seed)
+            transforms[key] = coregister_rigid(
+                fixed, image, settings.rigid, fixed_mask=fixed_mask, seed=settings.seed, starts=settings.rigid_starts
+            )
     moving = fixed if native_mask is None else sitk.Mask(fixed, native_mask)
     atlas_image = load_atlas(atlas)
     atlas_mask = _dilate(_binary(sitk.BinaryThreshold(atlas_image, 1e-6, 1e30, 1, 0)), settings.mask_dilation_mm)
     affine = register_affine(atlas_image, moving, settings.affine, atlas_mask=atlas_mask, seed=settings.seed)
     composed = {key: compose(affine, transforms[key]) for key in images}
     atlas_grid_mask = None
-    if native_mask is not None:
-        mask_moving = read_image(mask)
+    if mask_image is not None:
         mask_transform = composed[mask_key] if mask_key is not None else compose(affine)
-        atlas_grid_mask = _binary(_resample(mask_moving, atlas_image, mask_transform))
+        atlas_grid_mask = _binary(_resample(sitk.Cast(mask_image, sitk.sitkFloat32), atlas_image, mask_transform))
     out = {}
     for key, image in images.items():
         resampled = _resample(image, atlas_image, composed[key])
@@ -513,38 +593,31 @@ def register_study(
     return RegistrationResult(out, dict(composed), reference, fixed, atlas_grid_mask, True)
 
 
-def _native_mask(
-    mask: PathLike | None,
+def _mask_on_reference(
+    mask_image: sitk.Image,
+    key: str | None,
     images: Mapping[str, sitk.Image],
     reference: str,
     settings: RegistrationSettings,
     transforms: dict[str, sitk.Transform],
-) -> tuple[sitk.Image | None, str | None]:
-    """The brain mask on the reference grid (uint8) and the modality whose grid it came on (None: no match).
+) -> sitk.Image:
+    """The brain mask (uint8, on the grid of modality ``key``) brought onto the reference grid.
 
-    A mask on another modality's grid is carried by that modality's rigid co-registration, computed here (with the
-    mask as moving metric mask) and stored in ``transforms``. A mask on no modality's grid is taken to lie in the
-    reference's physical space.
+    A mask of another modality is carried by that modality's rigid co-registration, computed here (with the mask as
+    moving metric mask) and stored in ``transforms``; with ``key`` None the mask is resampled as it lies in space.
     """
-    if mask is None:
-        return None, None
-    mask_image = _binary(read_image(mask))
-    if np.count_nonzero(sitk.GetArrayViewFromImage(mask_image)) == 0:
-        raise StudyError(f"{mask}: the brain mask is empty")
-    grids = {key: Grid.of(image) for key, image in images.items()}
-    key = _mask_modality(Grid.of(mask_image), grids, reference)
     fixed = images[reference]
-    if key is not None and key != reference:
+    if key is not None and key not in transforms:
         transforms[key] = coregister_rigid(
             fixed,
             images[key],
             settings.rigid,
             moving_mask=_dilate(mask_image, settings.mask_dilation_mm),
             seed=settings.seed,
+            starts=settings.rigid_starts,
         )
     carry = transforms[key] if key is not None else sitk.Euler3DTransform()
-    on_reference = _binary(_resample(sitk.Cast(mask_image, sitk.sitkFloat32), fixed, carry))
-    return on_reference, key
+    return _binary(_resample(sitk.Cast(mask_image, sitk.sitkFloat32), fixed, carry))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -632,9 +705,13 @@ def to_native(
     if interpolator == "linear":
         image = sitk.Cast(image, sitk.sitkFloat32)
     target = reference_native if isinstance(reference_native, sitk.Image) else read_grid(reference_native).blank()
+    if transform is None:
+        # a study that passed through: same points, maybe another voxel order; nearest copies them exactly
+        exact = same_lattice(Grid.of(image), Grid.of(target))
+        kind = sitk.sitkNearestNeighbor if exact else kinds[interpolator]
+        return sitk.Resample(image, target, sitk.Transform(), kind, 0.0, image.GetPixelID())
     # Resampling onto the native grid reads the atlas-space map at T^-1(p) for every native point p.
-    inverse = sitk.Transform() if transform is None else transform.GetInverse()
-    return sitk.Resample(image, target, inverse, kinds[interpolator], 0.0, image.GetPixelID())
+    return sitk.Resample(image, target, transform.GetInverse(), kinds[interpolator], 0.0, image.GetPixelID())
 
 
 def write_transform(transform: sitk.Transform, path: PathLike) -> Path:
@@ -679,6 +756,16 @@ class RegisterToAtlasd(MapTransform):
 
     ``anomaly_map`` may be a MetaTensor (its affine is honoured, so a reoriented map is fine) or a plain array in the
     output's voxel order; use ``interpolator="nearest"`` for label maps.
+
+    Args:
+        keys: the modality keys (file paths in, images out).
+        reference: the modality registered to the atlas (the others are co-registered to it).
+        mask_key: key of an optional brain mask file (absent or None: no mask).
+        register: "auto" (``needs_registration``, mask included), True (always) or False (never, just load).
+        atlas: atlas file; the shipped SRI24 T1 brain by default.
+        settings: registration budget, ``RegistrationSettings()`` by default.
+        mask_on: the modality the mask was made on (default: found by ``mask_modality``).
+        allow_missing_keys: as for every ``MapTransform``.
     """
 
     def __init__(
@@ -689,6 +776,7 @@ class RegisterToAtlasd(MapTransform):
         register: bool | str = "auto",
         atlas: PathLike | None = None,
         settings: RegistrationSettings | None = None,
+        mask_on: str | None = None,
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
@@ -701,6 +789,7 @@ class RegisterToAtlasd(MapTransform):
         self.register = register
         self.atlas = atlas
         self.settings = settings
+        self.mask_on = mask_on
         self._loader = LoadImage(image_only=True, ensure_channel_first=True)
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
@@ -709,16 +798,18 @@ class RegisterToAtlasd(MapTransform):
         for key, value in paths.items():
             if not isinstance(value, (str, os.PathLike)):
                 raise StudyError(f"RegisterToAtlasd: '{key}' must be a file path, got {type(value).__name__}")
+        if self.reference not in paths:
+            raise StudyError(f"RegisterToAtlasd: the reference modality '{self.reference}' is missing")
         mask = d.get(self.mask_key) if self.mask_key is not None else None
         d["native_reference"] = str(paths[self.reference])
-        if not _decide(self.register, paths, self.atlas):
+        if not _decide(self.register, paths, self.atlas, mask):
             for key, path in paths.items():
                 d[key] = self._loader(path)
             if mask is not None:
                 d[self.mask_key] = self._loader(mask)
             d["atlas_transform"] = None
             return d
-        result = register_study(paths, self.reference, mask, True, self.atlas, self.settings)
+        result = register_study(paths, self.reference, mask, True, self.atlas, self.settings, self.mask_on)
         for key, image in result.images.items():
             d[key] = to_metatensor(image, paths[key])
         if result.mask is not None:
@@ -840,7 +931,7 @@ def load_landmarks(path: PathLike, percentiles: Sequence[float] | None = DEFAULT
         landmarks = {str(k): np.asarray(v, dtype=np.float64) for k, v in content["landmarks"].items()}
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise StudyError(f"{path}: not a readable landmarks JSON ({err})") from err
-    if percentiles is not None and not np.allclose(stored, list(percentiles)):
+    if percentiles is not None and (len(stored) != len(percentiles) or not np.allclose(stored, list(percentiles))):
         raise StudyError(f"{path}: landmarks were built at percentiles {stored}, expected {list(percentiles)}")
     if any(v.shape != (len(stored),) for v in landmarks.values()):
         raise StudyError(f"{path}: every modality needs {len(stored)} landmarks")
