@@ -132,6 +132,20 @@ def grid_affine(shape: Sequence[int] = BRATS_SHAPE, spacing: Sequence[float] = (
     return affine
 
 
+# The header of BraTS files (and of the SRI24 atlas lattice): LPS voxel axes, the first voxel at (0, 239, 0) RAS mm.
+BRATS_AFFINE = np.array([[-1.0, 0, 0, 0], [0, -1.0, 0, 239.0], [0, 0, 1.0, 0], [0, 0, 0, 1.0]])
+
+
+def header_affine(shape: Sequence[int] = BRATS_SHAPE, spacing: Sequence[float] = (1.0, 1.0, 1.0)) -> np.ndarray:
+    """The affine written to the files: BraTS's own on the full BraTS grid, so that made studies are already on the
+    SRI24 atlas lattice like BraTS studies (no registration needed); :func:`grid_affine` on any other grid.
+    The brain is placed by :func:`grid_affine` in both cases: only the world coordinates written differ.
+    """
+    if tuple(int(v) for v in shape) == BRATS_SHAPE and np.allclose(spacing, 1.0):
+        return BRATS_AFFINE.copy()
+    return grid_affine(shape, spacing)
+
+
 def _smooth_field(rng: np.random.Generator, axes_mm: Sequence[np.ndarray], order: int, rms: float) -> np.ndarray:
     """A smooth random field (len(x), len(y), len(z)) of about ``rms`` RMS: a sum of low-order cosines in mm.
 
@@ -376,7 +390,7 @@ def make_study(
     return SyntheticStudy(
         images={m: full(images[m]) for m in MODALITIES},
         label=full(label),
-        affine=affine,
+        affine=header_affine(shape, spacing),
         mask=full(mask),
         tissue=full(tissue),
     )
