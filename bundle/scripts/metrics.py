@@ -1,0 +1,283 @@
+"""The paper's evaluation metrics (Sec. 5.4) on anomaly maps a (H, W, D), with labels and brain masks.
+
+Over a test set of subjects, for each median filter setting (off, 3, 5; the map of each subject is median-filtered
+in 3D first, as in Sec. 4.5):
+
+* **AUPRC**: average precision of the voxel scores pooled over every brain voxel of the test set, the maps
+  normalised to [0, 1] by min-max over those voxels (paper Sec. 5.4). Computed exactly as scikit-learn's
+  ``average_precision_score`` (same curve, same sum).
+* **AUROC**: area under the ROC curve of the same pooled, normalised scores.
+* **ceil Dice**: the best Dice over the test set at one threshold on the pooled normalised scores, with that
+  threshold (segmentation = score >= threshold). Taken from the cumulative counts of the sorted scores, where
+  Dice = 2 TP / (2 TP + FP + FN) = 2PR / (P + R) at every distinct score, not by a loop over thresholds.
+* **Dice_Yen**: each subject thresholded with its own Yen threshold plus one 3D dilation
+  (:func:`scripts.postprocess.yen_segmentation`, as inference does); Dice per subject, mean over subjects.
+* **per-subject Dice** at the ceil threshold.
+
+Labels: a voxel is anomalous when its label is above 0.5, so any positive integer label (BraTS 1, 2, 4) counts and
+a soft label counts above 0.5. Every metric is computed on the brain voxels only (the brain mask of each subject);
+Dice of a subject with no anomalous brain voxel is undefined (NaN) and left out of the mean.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from scripts.postprocess import MedianFilter, yen_segmentation
+
+MEDIAN_FILTER_SIZES: tuple[int, ...] = (0, 3, 5)
+CURVE_POINTS = 2000  # points kept of each precision-recall curve for plotting
+
+
+@dataclass
+class Subject:
+    """One evaluated subject on the scoring grid.
+
+    Attributes:
+        name: the study's name.
+        a: anomaly map (H, W, D), float32, before any median filter.
+        label: reference segmentation (H, W, D); see :func:`binarize_label`.
+        mask: brain mask (H, W, D), bool.
+    """
+
+    name: str
+    a: np.ndarray
+    label: np.ndarray
+    mask: np.ndarray
+
+
+@dataclass
+class SubjectMetrics:
+    """The metrics of one subject at one median filter setting."""
+
+    name: str
+    median_filter: int
+    brain_voxels: int
+    label_voxels: int
+    dice_ceil: float
+    dice_yen: float
+    yen_threshold: float
+
+
+@dataclass
+class Metrics:
+    """The test-set metrics at one median filter setting.
+
+    ``ceil_threshold`` is on the normalised scale ([0, 1] over the test set's brain voxels), ``ceil_threshold_raw``
+    the same threshold on the maps' own scale. ``precision``/``recall`` are a subsample (at most
+    :data:`CURVE_POINTS`) of the precision-recall curve, for plotting.
+    """
+
+    median_filter: int
+    n_subjects: int
+    auprc: float
+    auroc: float
+    ceil_dice: float
+    ceil_threshold: float
+    ceil_threshold_raw: float
+    dice_yen: float
+    dice_yen_std: float
+    prevalence: float
+    subjects: list[SubjectMetrics] = field(default_factory=list)
+    precision: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    recall: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    def summary(self) -> dict[str, float | int]:
+        """The scalar figures, for JSON."""
+        keys = ("median_filter", "n_subjects", "auprc", "auroc", "ceil_dice", "ceil_threshold", "ceil_threshold_raw")
+        return {k: getattr(self, k) for k in (*keys, "dice_yen", "dice_yen_std", "prevalence")}
+
+
+def binarize_label(label: np.ndarray) -> np.ndarray:
+    """Anomalous voxels of a label (any shape): values above 0.5 (integer labels 1, 2, 4 -> True; soft > 0.5)."""
+    return np.asarray(label) > 0.5
+
+
+def dice(pred: np.ndarray, target: np.ndarray) -> float:
+    """Dice of two boolean arrays of one shape; NaN when ``target`` is empty (undefined)."""
+    pred, target = np.asarray(pred, dtype=bool), np.asarray(target, dtype=bool)
+    n_target = int(target.sum())
+    if n_target == 0:
+        return float("nan")
+    return 2.0 * int(np.count_nonzero(pred & target)) / (int(pred.sum()) + n_target)
+
+
+def median_filtered(a: np.ndarray, size: int) -> np.ndarray:
+    """``a`` (H, W, D) median-filtered in 3D with a cube of ``size`` (0: off) by :class:`MedianFilter`."""
+    if not size or size <= 1:
+        return np.asarray(a, dtype=np.float32)
+    t = torch.as_tensor(np.asarray(a, dtype=np.float32))[None]
+    return MedianFilter(size)(t)[0].numpy()
+
+
+def minmax_normalise(scores: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """``scores`` (N,) mapped to [0, 1] by their min and max; returns (normalised float32, min, max).
+
+    Constant scores map to 0.
+    """
+    scores = np.asarray(scores, dtype=np.float32)
+    if scores.size == 0:
+        return scores, 0.0, 0.0
+    lo, hi = float(scores.min()), float(scores.max())
+    if hi <= lo:
+        return np.zeros_like(scores), lo, hi
+    return ((scores - np.float32(lo)) / np.float32(hi - lo)).astype(np.float32), lo, hi
+
+
+@dataclass
+class Curve:
+    """Cumulative counts of the sorted scores (scikit-learn's ``_binary_clf_curve``).
+
+    For each distinct score, from the highest down: ``thresholds[k]``, and the true and false positives of the
+    segmentation ``score >= thresholds[k]``: ``tps[k]``, ``fps[k]`` (int64). ``positives`` = ``tps[-1]``.
+    """
+
+    thresholds: np.ndarray
+    tps: np.ndarray
+    fps: np.ndarray
+
+    @property
+    def positives(self) -> int:
+        return int(self.tps[-1]) if self.tps.size else 0
+
+    @property
+    def negatives(self) -> int:
+        return int(self.fps[-1]) if self.fps.size else 0
+
+
+def binary_curve(scores: np.ndarray, targets: np.ndarray) -> Curve:
+    """The :class:`Curve` of pooled ``scores`` (N,) against boolean ``targets`` (N,)."""
+    scores = np.asarray(scores).ravel()
+    targets = np.asarray(targets, dtype=bool).ravel()
+    if scores.shape != targets.shape:
+        raise ValueError(f"scores {scores.shape} and targets {targets.shape} differ in size")
+    order = np.argsort(scores, kind="mergesort")[::-1]
+    scores, targets = scores[order], targets[order]
+    del order
+    distinct = np.flatnonzero(np.diff(scores))
+    ends = np.r_[distinct, scores.size - 1]
+    tps = np.cumsum(targets, dtype=np.int64)[ends]
+    fps = 1 + ends - tps
+    return Curve(thresholds=scores[ends], tps=tps, fps=fps)
+
+
+def precision_recall(curve: Curve) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(precision, recall, thresholds) as scikit-learn's ``precision_recall_curve``: recall decreasing to 0, with
+    the point (recall 0, precision 1) appended. NaN recall when there is no positive."""
+    tps = curve.tps.astype(np.float64)
+    ps = tps + curve.fps
+    precision = np.zeros_like(tps)
+    np.divide(tps, ps, out=precision, where=ps != 0)
+    recall = tps / tps[-1] if curve.positives else np.full_like(tps, np.nan)
+    return np.hstack((precision[::-1], 1.0)), np.hstack((recall[::-1], 0.0)), curve.thresholds[::-1]
+
+
+def average_precision(curve: Curve) -> float:
+    """AP = sum_n (R_n - R_{n-1}) P_n (scikit-learn's ``average_precision_score``); NaN without positives."""
+    if not curve.positives:
+        return float("nan")
+    precision, recall, _ = precision_recall(curve)
+    return float(-np.sum(np.diff(recall) * precision[:-1]))
+
+
+def roc_auc(curve: Curve) -> float:
+    """Area under the ROC curve (trapezoids, ties as one step); NaN unless both classes occur."""
+    if not curve.positives or not curve.negatives:
+        return float("nan")
+    tpr = np.r_[0.0, curve.tps / curve.positives]
+    fpr = np.r_[0.0, curve.fps / curve.negatives]
+    return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1])) / 2.0)
+
+
+def best_dice(curve: Curve) -> tuple[float, float]:
+    """(best Dice, its threshold) over every threshold ``score >= t``: Dice_k = 2 TP_k / (TP_k + FP_k + P).
+
+    Ties go to the highest threshold; NaN and +inf without positives.
+    """
+    if not curve.positives:
+        return float("nan"), float("inf")
+    scores = 2.0 * curve.tps / (curve.tps + curve.fps + curve.positives)
+    k = int(np.argmax(scores))
+    return float(scores[k]), float(curve.thresholds[k])
+
+
+def _subsample(precision: np.ndarray, recall: np.ndarray, n: int = CURVE_POINTS) -> tuple[np.ndarray, np.ndarray]:
+    """At most about ``n`` points of a precision-recall curve, evenly spread in recall and in curve index."""
+    if precision.size <= n:
+        return precision, recall
+    steps = np.linspace(0, precision.size - 1, n // 2).round().astype(np.int64)
+    order = np.arange(recall.size)[::-1]  # recall increases along the reversed curve
+    by_recall = order[np.searchsorted(recall[::-1], np.linspace(0, 1, n // 2)).clip(0, recall.size - 1)]
+    keep = np.unique(np.r_[steps, by_recall])
+    return precision[keep], recall[keep]
+
+
+def evaluate_subjects(subjects: Iterable[Subject], median_filter: int = 0, dilation_radius: int = 1) -> Metrics:
+    """All metrics of a test set at one median filter setting (see the module docstring).
+
+    Args:
+        subjects: each with map ``a`` (H, W, D), ``label`` and brain ``mask`` on one grid (the scoring grid).
+        median_filter: size of the cubic 3D median filter applied to each map first (0: off).
+        dilation_radius: radius of the dilation after the Yen threshold (paper: one dilation).
+    """
+    scores, targets, per_subject, bounds = [], [], [], [0]
+    for s in subjects:
+        mask = np.asarray(s.mask, dtype=bool)
+        target = binarize_label(s.label) & mask
+        if s.a.shape != mask.shape or target.shape != mask.shape:
+            raise ValueError(f"{s.name}: map {s.a.shape}, label {np.shape(s.label)}, mask {mask.shape} differ")
+        a = median_filtered(s.a, median_filter)
+        seg, thr = yen_segmentation(a, mask, dilation_radius)
+        per_subject.append(
+            SubjectMetrics(
+                name=s.name,
+                median_filter=int(median_filter),
+                brain_voxels=int(mask.sum()),
+                label_voxels=int(target.sum()),
+                dice_ceil=float("nan"),
+                dice_yen=dice(seg.astype(bool) & mask, target),
+                yen_threshold=thr,
+            )
+        )
+        scores.append(a[mask])
+        targets.append(target[mask])
+        bounds.append(bounds[-1] + scores[-1].size)
+    if not per_subject:
+        raise ValueError("no subject to evaluate")
+    pooled, lo, hi = minmax_normalise(np.concatenate(scores))
+    del scores
+    pooled_targets = np.concatenate(targets)
+    curve = binary_curve(pooled, pooled_targets)
+    ceil, thr = best_dice(curve)
+    for m, start, stop in zip(per_subject, bounds[:-1], bounds[1:], strict=True):
+        m.dice_ceil = dice(pooled[start:stop] >= thr, pooled_targets[start:stop])
+    precision, recall, _ = precision_recall(curve)
+    precision, recall = _subsample(precision, recall)
+    yen = np.array([m.dice_yen for m in per_subject], dtype=np.float64)
+    defined = yen[np.isfinite(yen)]
+    return Metrics(
+        median_filter=int(median_filter),
+        n_subjects=len(per_subject),
+        auprc=average_precision(curve),
+        auroc=roc_auc(curve),
+        ceil_dice=ceil,
+        ceil_threshold=thr,
+        ceil_threshold_raw=lo + thr * (hi - lo) if np.isfinite(thr) else thr,
+        dice_yen=float(defined.mean()) if defined.size else float("nan"),
+        dice_yen_std=float(defined.std()) if defined.size else float("nan"),
+        prevalence=float(pooled_targets.mean()) if pooled_targets.size else float("nan"),
+        subjects=per_subject,
+        precision=precision,
+        recall=recall,
+    )
+
+
+def evaluate_all(
+    subjects: Sequence[Subject], median_filters: Sequence[int] = MEDIAN_FILTER_SIZES, dilation_radius: int = 1
+) -> list[Metrics]:
+    """:func:`evaluate_subjects` for each median filter setting (paper: off, 3, 5)."""
+    return [evaluate_subjects(subjects, int(size), dilation_radius) for size in median_filters]

@@ -1,0 +1,278 @@
+"""The ``evaluate`` workflow's reporting: labelled studies in, metrics tables and precision-recall curves out.
+
+* :func:`labelled_studies`: the studies to evaluate, every one with a label (all of them, none skipped);
+* :class:`MapCollector` / :class:`CollectMapsd`: a post-processing transform that keeps each subject's reduced map,
+  label and brain mask on the scoring grid (and optionally saves them as ``maps/<name>.npz``);
+* :class:`EvaluationReport`: computes :mod:`scripts.metrics` for each median filter setting and writes
+  ``metrics_per_subject.csv``, ``metrics.md``, ``metrics.json`` and ``pr_curves.png``, each atomically.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import os
+from collections.abc import Hashable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.transforms import MapTransform
+
+from scripts.metrics import MEDIAN_FILTER_SIZES, Metrics, Subject, evaluate_all
+from scripts.preprocess import brain_mask
+from scripts.studies import StudyError, atomic_write_bytes, studies_to_score
+
+logger = logging.getLogger(__name__)
+
+CSV_FILE = "metrics_per_subject.csv"
+MARKDOWN_FILE = "metrics.md"
+JSON_FILE = "metrics.json"
+CURVES_FILE = "pr_curves.png"
+MAPS_DIR = "maps"
+
+
+def labelled_studies(
+    dataset_dir: str | os.PathLike,
+    output_dir: str | os.PathLike | None = None,
+    overwrite: bool | str = True,
+    datalist_key: str = "testing",
+    **kwargs,
+) -> list[dict[str, str]]:
+    """Every study of ``dataset_dir``, checked as for inference, each of which must have a label.
+
+    Takes the arguments of :func:`scripts.studies.studies_to_score` (so the config only swaps the target), but
+    ``overwrite`` is ignored: no study is skipped as "already scored" in ``output_dir``.
+
+    Raises:
+        StudyError: a study has no label (``seg``/``label`` file, or ``label`` entry of the datalist).
+    """
+    del overwrite
+    studies = studies_to_score(
+        dataset_dir, output_dir or dataset_dir, overwrite=True, datalist_key=datalist_key, **kwargs
+    )
+    unlabelled = [s["name"] for s in studies if "label" not in s]
+    if unlabelled:
+        raise StudyError(
+            f"{dataset_dir}: study {', '.join(unlabelled[:5])}{' ...' if len(unlabelled) > 5 else ''} has no label "
+            "to evaluate against (a seg/label NIfTI in the study folder, or a 'label' entry in the datalist)"
+        )
+    return studies
+
+
+def load_maps(path: str | os.PathLike) -> Subject:
+    """A :class:`~scripts.metrics.Subject` from a ``maps/<name>.npz`` written by :class:`CollectMapsd`."""
+    with np.load(path) as z:
+        return Subject(name=str(z["name"]), a=z["a"], label=z["label"], mask=z["mask"])
+
+
+class MapCollector:
+    """Keeps the evaluated subjects, in the order they are scored."""
+
+    def __init__(self) -> None:
+        self.subjects: list[Subject] = []
+
+    def add(self, subject: Subject) -> None:
+        if any(s.name == subject.name for s in self.subjects):
+            raise StudyError(f"study {subject.name} was evaluated twice; study names must be unique")
+        self.subjects.append(subject)
+
+
+class CollectMapsd(MapTransform):
+    """Add each subject's map ``data[key]`` (1, H, W, D), ``data[label_key]`` and the brain mask of
+    ``data[image_key]`` to ``collector`` as numpy (H, W, D); the data pass through unchanged.
+
+    With ``maps_dir``, also write them (and the grid's affine) to ``maps_dir/<name>.npz`` atomically, so the
+    metrics can be recomputed (:func:`load_maps`).
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        collector: MapCollector,
+        label_key: str = "label",
+        image_key: str = "image",
+        name_key: str = "name",
+        maps_dir: str | None = None,
+    ) -> None:
+        super().__init__(keys)
+        self.collector = collector
+        self.label_key, self.image_key, self.name_key = label_key, image_key, name_key
+        self.maps_dir = Path(maps_dir) if maps_dir else None
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        name = d.get(self.name_key, f"study_{len(self.collector.subjects):04d}")
+        name = str(name[0] if isinstance(name, (list, tuple)) else name)
+        if d.get(self.label_key) is None:
+            raise StudyError(f"study {name}: no label to evaluate against")
+        for key in self.key_iterator(d):
+            a = d[key]
+            if a.shape[0] != 1:
+                raise ValueError(f"study {name}: expected a one-channel map (1, H, W, D), got {tuple(a.shape)}")
+            subject = Subject(
+                name=name,
+                a=a[0].detach().cpu().numpy().astype(np.float32),
+                label=d[self.label_key][0].detach().cpu().numpy().astype(np.float32),
+                mask=brain_mask(d[self.image_key])[0].cpu().numpy(),
+            )
+            self.collector.add(subject)
+            if self.maps_dir is not None:
+                affine = getattr(a, "affine", None)
+                affine = np.eye(4) if affine is None else np.asarray(affine.cpu().numpy(), dtype=np.float64)
+                buffer = io.BytesIO()
+                np.savez_compressed(
+                    buffer, name=name, a=subject.a, label=subject.label, mask=subject.mask, affine=affine
+                )
+                atomic_write_bytes(buffer.getvalue(), self.maps_dir / f"{name}.npz")
+        return d
+
+
+def _fmt(value: float, digits: int = 4) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
+
+
+def _finite_or_none(value: float | int) -> float | int | None:
+    """``value``, or None (JSON null) when it is NaN or infinite."""
+    return value if math.isfinite(value) else None
+
+
+def mf_label(size: int) -> str:
+    """``"off"`` or ``"3"``... for a median filter size."""
+    return "off" if size <= 1 else str(size)
+
+
+def markdown_table(results: Sequence[Metrics]) -> str:
+    """The summary table: one row per median filter setting; AUPRC, ceil Dice (threshold), Dice_Yen, AUROC."""
+    lines = [
+        "| median filter | AUPRC | ceil Dice (threshold) | Dice_Yen (mean ± sd) | AUROC |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for m in results:
+        lines.append(
+            f"| {mf_label(m.median_filter)} | {_fmt(m.auprc)} | {_fmt(m.ceil_dice)} ({_fmt(m.ceil_threshold)}) | "
+            f"{_fmt(m.dice_yen)} ± {_fmt(m.dice_yen_std)} | {_fmt(m.auroc)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def markdown_report(results: Sequence[Metrics], settings: Mapping[str, object] | None = None, note: str = "") -> str:
+    """``metrics.md``: the summary table, what it was computed on, and the settings of the run."""
+    n = results[0].n_subjects if results else 0
+    raw = ", ".join(f"MF {mf_label(m.median_filter)}: {m.ceil_threshold_raw:.6g}" for m in results)
+    text = [
+        "# ANDi evaluation",
+        "",
+        *([note, ""] if note else []),
+        markdown_table(results),
+        f"- {n} studies; every figure is on the voxels inside each study's brain, on the scoring grid.",
+        "- AUPRC, AUROC: every brain voxel of the test set pooled, the maps min-max normalised to [0, 1] over",
+        "  those voxels (paper Sec. 5.4).",
+        "- ceil Dice: the best single threshold over the pooled voxels; the threshold is on that normalised scale",
+        f"  (on the maps' own scale: {raw}).",
+        "- Dice_Yen: per-subject Yen threshold plus one 3D dilation; mean ± sd over the subjects with a lesion.",
+        f"- Anomalous voxels: label > 0.5; prevalence {_fmt(results[0].prevalence, 5) if results else 'n/a'}.",
+        f"- Per-subject figures: `{CSV_FILE}`; all figures: `{JSON_FILE}`; precision-recall curves: `{CURVES_FILE}`.",
+    ]
+    if settings:
+        text += ["", "Settings:", "", *[f"- {k}: `{v}`" for k, v in settings.items()]]
+    return "\n".join(text) + "\n"
+
+
+def per_subject_csv(results: Sequence[Metrics]) -> str:
+    """``metrics_per_subject.csv``: one row per subject and median filter setting."""
+    buffer = io.StringIO()
+    columns = ["subject", "median_filter", "brain_voxels", "label_voxels", "dice_ceil", "dice_yen", "yen_threshold"]
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    for m in results:
+        for s in m.subjects:
+            writer.writerow(
+                [
+                    s.name,
+                    s.median_filter,
+                    s.brain_voxels,
+                    s.label_voxels,
+                    f"{s.dice_ceil:.6f}",
+                    f"{s.dice_yen:.6f}",
+                    f"{s.yen_threshold:.6g}",
+                ]
+            )
+    return buffer.getvalue()
+
+
+def pr_curves_png(results: Sequence[Metrics], title: str = "Precision-recall, pooled brain voxels") -> bytes:
+    """A PNG with the precision-recall curve of each median filter setting and the prevalence (chance level)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    for m in results:
+        ax.plot(m.recall, m.precision, label=f"MF {mf_label(m.median_filter)} (AUPRC {_fmt(m.auprc, 3)})")
+    if results and math.isfinite(results[0].prevalence):
+        ax.axhline(results[0].prevalence, color="grey", linestyle="--", linewidth=1, label="prevalence")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+class EvaluationReport:
+    """Compute the metrics of the collected subjects and write the report files to ``output_dir``.
+
+    Args:
+        collector: filled by :class:`CollectMapsd` while the evaluator runs.
+        output_dir: where ``metrics_per_subject.csv``, ``metrics.md``, ``metrics.json``, ``pr_curves.png`` go.
+        median_filters: median filter sizes to evaluate (paper: off, 3, 5).
+        dilation_radius: dilation after the Yen threshold.
+        settings: shown in ``metrics.md`` and ``metrics.json`` (data, weights, timesteps...).
+        note: a line put above the table (e.g. that the data or the weights are made).
+    """
+
+    def __init__(
+        self,
+        collector: MapCollector,
+        output_dir: str | os.PathLike,
+        median_filters: Sequence[int] = MEDIAN_FILTER_SIZES,
+        dilation_radius: int = 1,
+        settings: Mapping[str, object] | None = None,
+        note: str = "",
+    ) -> None:
+        self.collector = collector
+        self.output_dir = Path(output_dir)
+        self.median_filters = [int(s) for s in median_filters]
+        self.dilation_radius = int(dilation_radius)
+        self.settings = dict(settings or {})
+        self.note = note
+
+    def write(self) -> list[Metrics]:
+        """Compute, write the four files, print the summary table; returns the metrics per median filter."""
+        if not self.collector.subjects:
+            raise StudyError("no study was evaluated; nothing to report")
+        results = evaluate_all(self.collector.subjects, self.median_filters, self.dilation_radius)
+        out = self.output_dir
+        atomic_write_bytes(per_subject_csv(results).encode(), out / CSV_FILE)
+        atomic_write_bytes(markdown_report(results, self.settings, self.note).encode(), out / MARKDOWN_FILE)
+        summary = {
+            "subjects": [s.name for s in self.collector.subjects],
+            "settings": {k: str(v) for k, v in self.settings.items()},
+            "metrics": [{k: _finite_or_none(v) for k, v in m.summary().items()} for m in results],
+        }
+        atomic_write_bytes((json.dumps(summary, indent=2) + "\n").encode(), out / JSON_FILE)
+        atomic_write_bytes(pr_curves_png(results), out / CURVES_FILE)
+        print(f"ANDi evaluation of {len(self.collector.subjects)} studies:\n{markdown_table(results)}", flush=True)
+        print(f"metrics written to {out.resolve()}", flush=True)
+        return results

@@ -1,0 +1,156 @@
+"""`python -m monai.bundle run evaluate` through the real command line, on tiny made (synthetic) studies."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from sklearn.metrics import average_precision_score
+
+from scripts.checkpoints import save_state_dict
+from scripts.metrics import median_filtered
+from scripts.networks import make_network
+from scripts.report import labelled_studies, load_maps
+from scripts.studies import StudyError
+from scripts.synthetic import make_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = ["bundle/configs/inference.yaml", "bundle/configs/evaluate.yaml"]
+TINY_PRESET = {
+    "channels": [8, 16],
+    "attention_levels": [False, True],
+    "num_res_blocks": 1,
+    "num_head_channels": 8,
+    "norm_num_groups": 8,
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_labelled(tmp_path_factory) -> Path:
+    """Two made studies with a tumour and its label, 48x48x32 at 5 mm; datalist "testing" list."""
+    return make_dataset(
+        tmp_path_factory.mktemp("data"), 0, 2, lesion="tumour", seed=1, shape=(48, 48, 32), spacing=(5.0, 5.0, 5.0)
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory) -> Path:
+    """Random weights of a tiny network (the workflow is checked, not the model)."""
+    torch.manual_seed(0)
+    return save_state_dict(make_network(TINY_PRESET, in_channels=4), tmp_path_factory.mktemp("w") / "tiny.pt")
+
+
+@pytest.fixture(scope="module")
+def evaluated(tiny_labelled, tiny_weights, tmp_path_factory) -> tuple[Path, str]:
+    out = tmp_path_factory.mktemp("eval")
+    # a study that inference would count as already scored: evaluate must score it all the same
+    done = out / "tumour_000" / "segmentation.nii.gz"
+    done.parent.mkdir()
+    done.write_bytes(b"")
+    cmd = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "evaluate",
+        "--config_file",
+        str(CONFIGS),
+        "--bundle_root",
+        "bundle",
+        "--dataset_dir",
+        str(tiny_labelled),
+        "--output_dir",
+        str(out),
+        "--checkpoint",
+        str(tiny_weights),
+        "--network_preset",
+        str(TINY_PRESET),
+        "--image_size",
+        "32",
+        "--t_stride",
+        "60",
+        "--register",  # the made studies are not on the atlas lattice: score them on their own grid (fast)
+        "false",
+    ]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    if proc.returncode != 0:
+        raise AssertionError(f"evaluate failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return out, proc.stdout
+
+
+def printed_auprc(stdout: str) -> dict[str, float]:
+    rows = re.findall(r"^\| (off|\d+) \| ([0-9.]+) \|", stdout, flags=re.MULTILINE)
+    return {mf: float(v) for mf, v in rows}
+
+
+def test_evaluate_writes_the_report_and_prints_auprc_as_sklearn(evaluated, tiny_labelled):
+    out, stdout = evaluated
+    for name in ("metrics_per_subject.csv", "metrics.md", "metrics.json"):
+        assert (out / name).stat().st_size > 0
+    png = (out / "pr_curves.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    md = (out / "metrics.md").read_text()
+    assert "| median filter | AUPRC | ceil Dice (threshold) | Dice_Yen (mean ± sd) | AUROC |" in md
+    names = [s["name"] for s in json.loads(tiny_labelled.read_text())["testing"]]
+    rows = (out / "metrics_per_subject.csv").read_text().splitlines()
+    assert rows[0].startswith("subject,median_filter,")
+    assert sorted(r.split(",")[:2] for r in rows[1:]) == sorted([n, mf] for n in names for mf in ("0", "3", "5"))
+    placeholder = out / "tumour_000" / "segmentation.nii.gz"
+    assert list(out.rglob("*.nii.gz")) == [placeholder] and placeholder.stat().st_size == 0, "NIfTI written"
+
+    subjects = [load_maps(out / "maps" / f"{n}.npz") for n in names]
+    assert subjects[0].a.shape[:2] == (32, 32) and subjects[0].label.max() > 0
+    printed = printed_auprc(stdout)
+    assert set(printed) == {"off", "3", "5"}
+    summary = {m["median_filter"]: m for m in json.loads((out / "metrics.json").read_text())["metrics"]}
+    for size, key in ((0, "off"), (3, "3"), (5, "5")):
+        maps = [median_filtered(s.a, size) for s in subjects]
+        scores = np.concatenate([a[s.mask] for a, s in zip(maps, subjects, strict=True)])
+        scores = (scores - scores.min()) / (scores.max() - scores.min())
+        targets = np.concatenate([s.label[s.mask] > 0.5 for s in subjects])
+        want = average_precision_score(targets, scores)
+        assert printed[key] == pytest.approx(want, abs=5e-5)
+        assert summary[size]["auprc"] == pytest.approx(want, abs=1e-12)
+
+
+def test_evaluate_collects_after_the_same_first_steps_as_inference():
+    """evaluate.yaml's post-processing starts as inference.yaml's (reduce, mask) before it collects the maps."""
+    inference = yaml.safe_load((REPO / CONFIGS[0]).read_text())
+    evaluate = yaml.safe_load((REPO / CONFIGS[1]).read_text())
+    assert evaluate["evaluation_transforms"][:2] == inference["postprocessing"]["transforms"][:2]
+
+
+@pytest.mark.parametrize("write", [False, True, "false", "true"])
+def test_evaluate_writes_study_outputs_only_when_asked(write, tmp_path):
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(ConfigParser.load_config_files([str(REPO / c) for c in CONFIGS]))
+    parser.update({"bundle_root": str(REPO / "bundle"), "output_dir": str(tmp_path), "write_study_outputs": write})
+    assert parser["evaluator"]["postprocessing"] == "@evaluation_postprocessing"
+    assert parser["studies"]["_target_"] == "scripts.report.labelled_studies"
+    names = [type(t).__name__ for t in parser.get_parsed_content("evaluation_postprocessing").transforms]
+    inference = [type(t).__name__ for t in parser.get_parsed_content("postprocessing").transforms]
+    assert names == ["ReduceChannelsd", "MaskOutsideBraind", "CollectMapsd"] + (
+        inference[2:] if write in (True, "true") else []
+    )
+    assert "SaveStudyOutputsd" in inference
+
+
+def test_evaluate_refuses_studies_without_label(tiny_labelled, tmp_path):
+    study = json.loads(tiny_labelled.read_text())["testing"][0]
+    folder = tmp_path / "studies" / "nolabel"
+    folder.mkdir(parents=True)
+    for key in ("t1", "t1c", "t2", "flair"):
+        (folder / f"{key}.nii.gz").write_bytes((tiny_labelled.parent / study[key]).read_bytes())
+    with pytest.raises(StudyError, match="nolabel.*no label"):
+        labelled_studies(tmp_path / "studies")
+    (folder / "seg.nii.gz").write_bytes((tiny_labelled.parent / study["label"]).read_bytes())
+    assert [s["name"] for s in labelled_studies(tmp_path / "studies")] == ["nolabel"]
