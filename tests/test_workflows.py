@@ -19,7 +19,7 @@ from scripts.synthetic import make_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_NET = "{'channels': [8, 16], 'attention_levels': [False, True], 'num_res_blocks': 1, 'num_head_channels': 8, 'norm_num_groups': 8}"  # noqa: E501
-TINY = ["--network_preset", TINY_NET, "--image_size", "32"]
+TINY = ["--network_preset", TINY_NET, "--image_size", "32", "--register", "false"]
 
 
 def bundle_cmd(workflow: str, config: str, *args: str) -> list[str]:

@@ -6,3 +6,25 @@ MONAI's bundle runner puts ``bundle_root`` on ``sys.path``, so configs use ``$im
 
 MODALITIES: tuple[str, ...] = ("t1", "t1c", "t2", "flair")
 """Channel order of every image tensor in the bundle: T1, T1Gd, T2, FLAIR."""
+
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0", "none", ""}
+
+
+def as_bool(value: object) -> bool:
+    """A config flag as a bool: command-line overrides such as ``--overwrite false`` arrive as the string "false"."""
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return False
+        raise ValueError(f"expected a boolean (true/false), got {value!r}")
+    return bool(value)
+
+
+def as_flag_or_auto(value: object) -> bool | str:
+    """A tri-state option: "auto" stays "auto", anything else goes through :func:`as_bool`."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    return as_bool(value)

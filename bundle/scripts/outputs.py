@@ -1,4 +1,5 @@
-"""Writing a study's results: ``anomaly.nii.gz`` (float32 map), ``segmentation.nii.gz`` (uint8) and ``overview.png``.
+"""Writing a study's results: ``anomaly.nii.gz`` (float32 map), ``segmentation.nii.gz`` (uint8) and ``overview.png``,
+optionally ``preprocessed.nii.gz`` and ``transform.tfm``; and bringing maps of registered studies back to native space.
 
 Files go to ``<output_dir>/<study name>/``, each written atomically; the segmentation is written last, so a study
 whose segmentation exists is complete (see :func:`scripts.studies.studies_to_score`).
@@ -16,6 +17,8 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
+from scripts import as_bool
+from scripts.registration import matrix_transform, to_metatensor, to_native, write_transform
 from scripts.studies import atomic_write_bytes, write_nifti
 
 logger = logging.getLogger(__name__)
@@ -23,6 +26,8 @@ logger = logging.getLogger(__name__)
 ANOMALY_FILE = "anomaly.nii.gz"
 SEGMENTATION_FILE = "segmentation.nii.gz"
 OVERVIEW_FILE = "overview.png"
+PREPROCESSED_FILE = "preprocessed.nii.gz"
+TRANSFORM_FILE = "transform.tfm"
 
 
 def _name(d: Mapping) -> str:
@@ -74,11 +79,12 @@ class SaveOverviewd(MapTransform):
         image_key: str = "image",
         seg_key: str = "seg",
         flair_channel: int = 3,
-        enabled: bool = True,
+        enabled: bool | str = True,
     ) -> None:
         super().__init__(keys)
         self.output_dir = Path(output_dir)
-        self.image_key, self.seg_key, self.flair_channel, self.enabled = image_key, seg_key, flair_channel, enabled
+        self.image_key, self.seg_key, self.flair_channel = image_key, seg_key, flair_channel
+        self.enabled = as_bool(enabled)
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)
@@ -113,4 +119,61 @@ class SaveStudyOutputsd(MapTransform):
             seg_np = (seg[0].detach().cpu().numpy() > 0.5).astype(np.uint8)
             write_nifti(seg_np, affine, folder / SEGMENTATION_FILE, np.uint8)
             logger.info("%s: wrote %s and %s", _name(d), folder / ANOMALY_FILE, folder / SEGMENTATION_FILE)
+        return d
+
+
+class ToNatived(MapTransform):
+    """Bring maps of a registered study from the atlas grid back onto its reference modality's native grid.
+
+    Does nothing for a study that was not registered (no ``transform_key`` in the data). Use after ``Invertd``, when
+    the maps are back on the grid the study was loaded (registered) on.
+
+    Args:
+        keys: the maps, MetaTensors (1, X, Y, Z) on the atlas grid.
+        interpolators: one per key, ``"linear"`` for maps, ``"nearest"`` for segmentations.
+        transform_key: the composed atlas -> native transform (4 x 4 matrix) set by ``RegisterToAtlasd``.
+        reference_key: the reference modality's native file, whose grid the outputs take.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        interpolators: str | list[str] = "linear",
+        transform_key: str = "atlas_transform",
+        reference_key: str = "native_reference",
+    ) -> None:
+        super().__init__(keys)
+        self.interpolators = [interpolators] * len(self.keys) if isinstance(interpolators, str) else interpolators
+        self.transform_key, self.reference_key = transform_key, reference_key
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        if d.get(self.transform_key) is None:
+            return d
+        for key, interpolator in zip(self.keys, self.interpolators, strict=True):
+            native = to_native(d[key], d[self.transform_key], d[self.reference_key], interpolator)
+            d[key] = to_metatensor(native, d[self.reference_key])
+        return d
+
+
+class SavePreprocessedd(MapTransform):
+    """Write the preprocessed image (C channels on the atlas grid) as ``preprocessed.nii.gz`` and, for a registered
+    study, the composed transform as ``transform.tfm`` (atlas points -> native reference points, ITK convention)."""
+
+    def __init__(self, keys: KeysCollection, output_dir: str, enabled: bool | str = True) -> None:
+        super().__init__(keys)
+        self.output_dir = Path(output_dir)
+        self.enabled = as_bool(enabled)
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        if not self.enabled:
+            return d
+        folder = self.output_dir / _name(d)
+        for key in self.key_iterator(d):
+            img = d[key]
+            volume = np.moveaxis(img.detach().cpu().numpy(), 0, -1)  # (X, Y, Z, C)
+            write_nifti(volume, np.asarray(img.affine, dtype=np.float64), folder / PREPROCESSED_FILE, np.float32)
+        if d.get("atlas_transform") is not None:
+            write_transform(matrix_transform(d["atlas_transform"]), folder / TRANSFORM_FILE)
         return d

@@ -11,6 +11,7 @@ study's grid.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Hashable, Mapping, Sequence
 
 import numpy as np
@@ -20,14 +21,14 @@ from monai.transforms import (
     ConcatItemsd,
     DeleteItemsd,
     EnsureTyped,
-    LoadImaged,
     MapTransform,
     Orientationd,
     Resized,
     Transform,
 )
 
-from scripts import MODALITIES
+from scripts import MODALITIES, as_bool, as_flag_or_auto
+from scripts.registration import RegisterToAtlasd, load_landmarks, match_histogram
 from scripts.studies import StudyError
 
 
@@ -131,37 +132,80 @@ class ScaleByPercentiled(MapTransform):
         return d
 
 
+class HistogramMatchd(MapTransform):
+    """Nyul-style histogram matching of each modality (``keys``) to reference landmarks, inside the brain.
+
+    ``landmarks`` is a JSON file written by ``python -m scripts.cli build-histogram-landmarks`` (one landmark
+    vector per modality key, see :func:`scripts.registration.save_landmarks`). Voxels that are 0 stay 0.
+    """
+
+    def __init__(self, keys: KeysCollection, landmarks: str | os.PathLike, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.landmarks = load_landmarks(landmarks)
+        missing = [k for k in self.keys if k not in self.landmarks]
+        if missing:
+            raise StudyError(f"{landmarks}: no landmarks for modality {', '.join(map(str, missing))}")
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            img = d[key]
+            matched = match_histogram(np.asarray(img.detach().cpu().numpy()), None, self.landmarks[str(key)])
+            d[key] = img.new_tensor(matched) if isinstance(img, torch.Tensor) else matched
+        return d
+
+
 def volume_transforms(
     modalities: Sequence[str] = MODALITIES,
     image_size: int = 128,
     percentile: float = 99.0,
     label_key: str = "label",
     image_key: str = "image",
+    register: bool | str = False,
+    reference: str = "t1",
+    histogram_matching: bool | str = False,
+    histogram_landmarks: str | os.PathLike | None = None,
+    extra: Sequence[Transform] = (),
 ) -> list[Transform]:
     """The volume preprocessing of paper Sec. 5.2, shared by training and scoring, as a list of MONAI transforms.
 
-    Input: a study dict of file paths (one per modality, optionally ``label``). Output: ``data[image_key]``, a
-    MetaTensor (C, image_size, image_size, D) in RAS orientation, each channel divided by its 99th percentile of
-    non-zero voxels; ``data[label_key]`` (1, image_size, image_size, D) when a label was given. Steps:
+    Input: a study dict of file paths (one per modality, optionally ``label`` and a brain ``mask``). Output:
+    ``data[image_key]``, a MetaTensor (C, image_size, image_size, D) in RAS orientation, each channel divided by
+    its 99th percentile of non-zero voxels; ``data[label_key]`` (1, image_size, image_size, D) when a label was
+    given; ``data["brain"]``, the brain mask on the grid the study was loaded on. Steps:
 
-    1. load each modality channel-first (a 4D file with a trailing singleton axis is 3D), refuse NaN/inf;
-    2. stack the modalities in ``modalities`` order as channels; keep the brain mask of this grid in ``brain``;
-    3. reorient to RAS, so that axial slices are the last axis whatever the file's header;
-    4. divide by the percentile of non-zero voxels, per channel;
-    5. resize the axial slices to image_size x image_size with anti-aliasing (labels nearest-neighbour).
+    1. load each modality channel-first (a 4D file with a trailing singleton axis is 3D); with ``register``
+       ("auto": when the study is not on the SRI24 lattice) co-register the modalities and register them to the
+       SRI24 atlas, resampling each once onto the atlas grid (``scripts.registration.RegisterToAtlasd``);
+       refuse NaN/inf;
+    2. with ``histogram_matching``, match each modality's histogram to the ``histogram_landmarks`` file (Nyul);
+    3. stack the modalities in ``modalities`` order as channels; keep the brain mask of this grid in ``brain``;
+    4. reorient to RAS, so that axial slices are the last axis whatever the file's header;
+    5. divide by the percentile of non-zero voxels, per channel;
+    6. resize the axial slices to image_size x image_size with anti-aliasing (labels nearest-neighbour).
 
-    Steps 3 and 5 are invertible (``Invertd`` brings maps back onto the study's grid).
+    Steps 4 and 6 are invertible (``Invertd`` brings maps back onto the loaded grid; a registered study then needs
+    ``scripts.outputs.ToNatived`` for the last step back to its native grid). ``extra`` transforms run between
+    steps 5 and 6 (e.g. ``scripts.outputs.SavePreprocessedd``).
     """
     keys = [*modalities, label_key]
     both = [image_key, label_key]
-    return [
-        LoadImaged(keys=keys, image_only=True, ensure_channel_first=True, allow_missing_keys=True),
+    register = as_flag_or_auto(register)
+    steps: list[Transform] = [
+        RegisterToAtlasd(keys=list(modalities), reference=reference, register=register, label_key=label_key),
         CheckFinited(keys=keys, allow_missing_keys=True),
+    ]
+    if as_bool(histogram_matching):
+        if not histogram_landmarks:
+            raise ValueError("histogram_matching is on but no histogram_landmarks file is given")
+        steps.append(HistogramMatchd(keys=list(modalities), landmarks=histogram_landmarks))
+    steps += [
         ConcatItemsd(keys=list(modalities), name=image_key),
-        DeleteItemsd(keys=list(modalities)),
+        DeleteItemsd(keys=[*modalities, "mask"]),
         BrainMaskd(keys=image_key, mask_key="brain"),
         Orientationd(keys=both, axcodes="RAS", allow_missing_keys=True),
         ScaleByPercentiled(keys=image_key, percentile=percentile),
+        *extra,
         Resized(
             keys=both,
             spatial_size=(image_size, image_size, -1),
@@ -171,3 +215,4 @@ def volume_transforms(
         ),
         EnsureTyped(keys=both, dtype=torch.float32, allow_missing_keys=True),
     ]
+    return steps

@@ -44,7 +44,7 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import LoadImage, MapTransform
 
-from scripts import MODALITIES
+from scripts import MODALITIES, as_flag_or_auto
 from scripts.studies import MODALITY_ALIASES, StudyError, atomic_write_bytes
 
 ATLAS_NAME = "sri24_t1_brain.nii.gz"
@@ -677,9 +677,29 @@ def _atlas_space_image(
     return image_from_array(array, affine_ras(grid))
 
 
+def transform_matrix(transform: sitk.Transform) -> np.ndarray:
+    """The 4 x 4 homogeneous matrix (LPS mm -> LPS mm) of an affine ``transform`` (composites of rigid and affine
+    maps included), found from the images of four points. A matrix, unlike a SimpleITK object, passes through
+    MONAI's batching and can be saved anywhere."""
+    points = np.array([[0.0, 0, 0], [100.0, 0, 0], [0, 100.0, 0], [0, 0, 100.0]])
+    mapped = np.array([transform.TransformPoint(tuple(p)) for p in points])
+    matrix = np.eye(4)
+    matrix[:3, :3] = (mapped[1:] - mapped[0]).T / 100.0
+    matrix[:3, 3] = mapped[0]
+    return matrix
+
+
+def matrix_transform(matrix: np.ndarray | torch.Tensor) -> sitk.AffineTransform:
+    """The SimpleITK transform of a 4 x 4 homogeneous matrix from :func:`transform_matrix`."""
+    m = np.asarray(matrix.detach().cpu().numpy() if isinstance(matrix, torch.Tensor) else matrix, dtype=np.float64)
+    if m.shape != (4, 4):
+        raise ValueError(f"expected a 4 x 4 matrix, got shape {m.shape}")
+    return sitk.AffineTransform(m[:3, :3].ravel().tolist(), m[:3, 3].tolist())
+
+
 def to_native(
     volume: np.ndarray | torch.Tensor | sitk.Image,
-    transform: sitk.Transform | None,
+    transform: sitk.Transform | np.ndarray | torch.Tensor | None,
     reference_native: sitk.Image | PathLike,
     interpolator: str = "linear",
     atlas: PathLike | sitk.Image | None = None,
@@ -689,8 +709,8 @@ def to_native(
     Args:
         volume: the map: a SimpleITK image, a MetaTensor (its affine is used, so it may have been reoriented), or a
             plain array (x, y, z) / (1, x, y, z) on the atlas grid in the atlas file's voxel order.
-        transform: the reference modality's composed transform (atlas points -> native points), e.g.
-            ``data["atlas_transform"]``; None for a study that passed through (identity).
+        transform: the reference modality's composed transform (atlas points -> native points), as a SimpleITK
+            transform or its 4 x 4 matrix (``data["atlas_transform"]``); None for a study that passed through.
         reference_native: the reference modality's native image or its file (only the header is read).
         interpolator: "linear" (float32 output) or "nearest" (labels; keeps the pixel type).
 
@@ -710,6 +730,8 @@ def to_native(
         exact = same_lattice(Grid.of(image), Grid.of(target))
         kind = sitk.sitkNearestNeighbor if exact else kinds[interpolator]
         return sitk.Resample(image, target, sitk.Transform(), kind, 0.0, image.GetPixelID())
+    if not isinstance(transform, sitk.Transform):
+        transform = matrix_transform(transform)
     # Resampling onto the native grid reads the atlas-space map at T^-1(p) for every native point p.
     return sitk.Resample(image, target, transform.GetInverse(), kinds[interpolator], 0.0, image.GetPixelID())
 
@@ -742,8 +764,10 @@ class RegisterToAtlasd(MapTransform):
     Input: ``data[key]`` is a file path for each of ``keys`` (and optionally ``data[mask_key]``, a brain mask on any
     modality's grid). Output: ``data[key]`` is a ``MetaTensor`` (1, 240, 240, 155) float32 on the atlas lattice with
     its RAS ``affine``; ``data[mask_key]`` likewise (0/1) when a mask was given; ``data["atlas_transform"]`` is the
-    reference modality's composed transform (atlas -> native points) or None when the study was not registered;
-    ``data["native_reference"]`` is the reference modality's file.
+    reference modality's composed transform (atlas -> native points) as a 4 x 4 matrix (see :func:`transform_matrix`),
+    absent when the study was not registered; ``data["native_reference"]`` is the reference modality's file.
+    A label (``label_key``) of a registered study is brought onto the atlas grid with the transform of the modality
+    whose grid it shares (linear interpolation of the binary label, then > 0.5, as the paper does for Shifts).
 
     A study already on the atlas lattice is just loaded with ``LoadImage(image_only=True, ensure_channel_first=True)``
     (identical to a plain load; its voxel order stays the file's, e.g. LPS for BraTS files, whereas registered
@@ -751,7 +775,7 @@ class RegisterToAtlasd(MapTransform):
 
     Bringing a map computed on these images back to the native reference grid::
 
-        native = to_native(anomaly_map, data["atlas_transform"], data["native_reference"])  # sitk.Image
+        native = to_native(anomaly_map, data.get("atlas_transform"), data["native_reference"])  # sitk.Image
         sitk.WriteImage(native, "anomaly_native.nii.gz")
 
     ``anomaly_map`` may be a MetaTensor (its affine is honoured, so a reoriented map is fine) or a plain array in the
@@ -777,11 +801,11 @@ class RegisterToAtlasd(MapTransform):
         atlas: PathLike | None = None,
         settings: RegistrationSettings | None = None,
         mask_on: str | None = None,
+        label_key: str | None = "label",
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
-        if register not in ("auto", True, False):
-            raise ValueError(f"register must be 'auto', True or False, got {register!r}")
+        register = as_flag_or_auto(register)
         if reference not in self.keys:
             raise ValueError(f"reference '{reference}' must be one of keys {self.keys}")
         self.reference = reference
@@ -790,6 +814,7 @@ class RegisterToAtlasd(MapTransform):
         self.atlas = atlas
         self.settings = settings
         self.mask_on = mask_on
+        self.label_key = label_key
         self._loader = LoadImage(image_only=True, ensure_channel_first=True)
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
@@ -807,15 +832,30 @@ class RegisterToAtlasd(MapTransform):
                 d[key] = self._loader(path)
             if mask is not None:
                 d[self.mask_key] = self._loader(mask)
-            d["atlas_transform"] = None
+            label = d.get(self.label_key) if self.label_key is not None else None
+            if isinstance(label, (str, os.PathLike)):
+                d[self.label_key] = self._loader(label)
+            d.pop("atlas_transform", None)
             return d
         result = register_study(paths, self.reference, mask, True, self.atlas, self.settings, self.mask_on)
         for key, image in result.images.items():
             d[key] = to_metatensor(image, paths[key])
         if result.mask is not None:
             d[self.mask_key] = to_metatensor(result.mask, mask)
-        d["atlas_transform"] = result.transforms[self.reference]
+        label = d.get(self.label_key) if self.label_key is not None else None
+        if isinstance(label, (str, os.PathLike)):
+            d[self.label_key] = to_metatensor(self._label_to_atlas(label, paths, result), label)
+        d["atlas_transform"] = transform_matrix(result.transforms[self.reference])
         return d
+
+    def _label_to_atlas(self, label: PathLike, paths: Mapping[str, PathLike], result: RegistrationResult) -> sitk.Image:
+        """The binary label on the atlas grid, moved with the transform of the modality whose grid it shares."""
+        image = read_image(label)
+        grid = Grid.of(image)
+        key = next((k for k, p in paths.items() if _same_grid(read_grid(p), grid)), self.reference)
+        binary = sitk.Cast(sitk.BinaryThreshold(image, 1e-6, 1e30, 1, 0), sitk.sitkFloat32)
+        moved = _resample(binary, load_atlas(self.atlas), result.transforms[key])
+        return sitk.Cast(sitk.BinaryThreshold(moved, 0.5, 1e30, 1, 0), sitk.sitkFloat32)
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from scripts import MODALITIES
+from scripts import MODALITIES, as_bool, as_flag_or_auto
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
@@ -137,8 +137,9 @@ def _studies_from_datalist(path: Path, key: str) -> list[dict[str, str]]:
     return studies
 
 
-def check_study(study: dict[str, str], keys: Sequence[str] = MODALITIES) -> None:
-    """Check a study's headers before any voxel is used: readable, 3D (or 4D with a singleton), one grid.
+def check_study(study: dict[str, str], keys: Sequence[str] = MODALITIES, same_grid: bool = True) -> None:
+    """Check a study's headers before any voxel is used: readable, 3D (or 4D with a singleton), and (with
+    ``same_grid``) all on one grid. Studies that will be registered may have their modalities on different grids.
 
     Raises:
         StudyError: naming the file and what is wrong with it.
@@ -157,8 +158,8 @@ def check_study(study: dict[str, str], keys: Sequence[str] = MODALITIES) -> None
             shape = shape[:3]
         if len(shape) != 3:
             raise StudyError(f"{fname}: expected a 3D volume, got shape {img.shape}")
-        if reference is None:
-            reference = (fname, img)
+        if reference is None or not same_grid:
+            reference = reference or (fname, img)
             continue
         ref_name, ref = reference
         if tuple(ref.shape[:3]) != tuple(shape) or not np.allclose(ref.affine, img.affine, atol=1e-3):
@@ -224,19 +225,23 @@ def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> Path:
 def studies_to_score(
     dataset_dir: str | os.PathLike,
     output_dir: str | os.PathLike,
-    overwrite: bool = False,
+    overwrite: bool | str = False,
     datalist_key: str = "testing",
     done_file: str = "segmentation.nii.gz",
+    register: bool | str = False,
 ) -> list[dict[str, str]]:
     """The studies of ``dataset_dir`` (see :func:`list_studies`), each checked with :func:`check_study`, less those
     whose ``<output_dir>/<name>/<done_file>`` exists already (unless ``overwrite``), so a stopped run resumes.
+    Unless ``register`` is false, the modalities of a study may lie on different grids (registration aligns them).
     """
+    overwrite = as_bool(overwrite)
+    same_grid = as_flag_or_auto(register) is False
     studies = list_studies(dataset_dir, datalist_key)
     names = [s["name"] for s in studies]
     if len(set(names)) != len(names):
         raise StudyError(f"{dataset_dir}: study names are not unique ({names}); outputs would overwrite each other")
     for study in studies:
-        check_study(study)
+        check_study(study, same_grid=same_grid)
     if overwrite:
         return studies
     return [s for s in studies if not (Path(output_dir) / s["name"] / done_file).exists()]
