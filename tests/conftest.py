@@ -11,8 +11,9 @@ REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundle"
 SHARED = REPO.parent / "shared"
 
-if str(BUNDLE) not in sys.path:
-    sys.path.insert(0, str(BUNDLE))
+for path in (BUNDLE, REPO):  # `scripts` (as MONAI's bundle runner does) and `benchmarks.reference`
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
 
 
 @pytest.fixture(scope="session")

@@ -28,6 +28,7 @@ import torch
 from monai.inferers import Inferer
 from monai.networks.schedulers import DDPMScheduler
 
+from scripts import as_bool, as_flag_or_auto
 from scripts.diffusion import deviation_from_noise, q_sample, schedule_terms
 from scripts.noise import get_noise_fn
 
@@ -41,6 +42,27 @@ def timestep_range(t_lower: int = 75, t_upper: int = 200, t_stride: int = 1) -> 
     if t_stride < 1:
         raise ValueError(f"t_stride must be >= 1, got {t_stride}")
     return list(range(int(t_lower), int(t_upper) + 1, int(t_stride)))
+
+
+def activation_bytes_per_pair(network: Callable, shape: Sequence[int], device: torch.device, amp: bool) -> float:
+    """Memory one slice-timestep pair needs in a forward pass of ``network`` on slices of ``shape`` (C, H, W).
+
+    On CUDA it is measured: peak memory of a probe batch of 8 pairs, less what was allocated before, over 8.
+    Elsewhere it is estimated as 12 feature maps of the network's widest level at full resolution (float32), a
+    deliberately generous bound for MONAI's ``DiffusionModelUNet``.
+    """
+    c, h, w = shape
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        x = torch.zeros((8, c, h, w), device=device)
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+            network(x, timesteps=torch.zeros(8, dtype=torch.long, device=device))
+        torch.cuda.synchronize(device)
+        return max(1.0, (torch.cuda.max_memory_allocated(device) - base) / 8)
+    widest = max((m.out_channels for m in network.modules() if isinstance(m, torch.nn.Conv2d)), default=c)
+    return 12.0 * widest * h * w * 4
 
 
 def brain_slices(volume: torch.Tensor, threshold: float = 0.0) -> torch.Tensor:
@@ -59,8 +81,11 @@ class ANDiInferer(Inferer):
         noise_type: noise used to noise the slices (paper: ``"gaussian"``; ``"pyramid"`` for the ablation).
         log_floor: d_t is floored at this value before the log (only exact zeros reach it in practice).
         seed: seed of the scoring noise.
-        amp: autocast the network in bfloat16 (None: on CUDA only).
+        amp: autocast the network in bfloat16: True, False, or "auto" (on CUDA, and on CPUs with native bf16).
         channels_last: run the network in channels-last memory format.
+        compile: run the network through ``torch.compile`` (the first study pays the compilation).
+        memory_budget_mb: if set, ``batch_size`` is derived from it: the activation memory of one pair is measured
+            once with a probe batch (CUDA) or estimated from the network's widest feature map (CPU).
     """
 
     def __init__(
@@ -74,8 +99,10 @@ class ANDiInferer(Inferer):
         noise_type: str = "gaussian",
         log_floor: float = 1e-12,
         seed: int = 0,
-        amp: bool | None = None,
-        channels_last: bool = True,
+        amp: bool | str | None = "auto",
+        channels_last: bool | str = True,
+        compile: bool | str = False,
+        memory_budget_mb: float | None = None,
     ) -> None:
         super().__init__()
         if aggregation not in AGGREGATIONS:
@@ -87,21 +114,46 @@ class ANDiInferer(Inferer):
         self.noise_fn = get_noise_fn(noise_type)
         self.log_floor = float(log_floor)
         self.seed = int(seed)
-        self.amp = amp
-        self.channels_last = channels_last
+        self.amp = "auto" if amp is None else as_flag_or_auto(amp)
+        self.channels_last = as_bool(channels_last)
+        self.compile = as_bool(compile)
+        self.memory_budget_mb = None if memory_budget_mb in (None, "", "none", "None") else float(memory_budget_mb)
+        self._compiled: dict[int, Callable] = {}
 
     def noise_for(self, t: int, shape: Sequence[int], device: torch.device) -> torch.Tensor:
         """The scoring noise of timestep ``t`` for every slice, shape (K, C, H, W); reproducible per (seed, t)."""
         generator = torch.Generator(device=device).manual_seed(self.seed * 1_000_003 + int(t))
         return self.noise_fn(tuple(shape), generator=generator, device=device)
 
+    def use_amp(self, device: torch.device) -> bool:
+        """Whether the network runs under bf16 autocast on ``device``."""
+        if self.amp != "auto":
+            return bool(self.amp)
+        if device.type == "cuda":
+            return True
+        return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+    def _network(self, network: Callable) -> Callable:
+        if not self.compile:
+            return network
+        if id(network) not in self._compiled:
+            self._compiled[id(network)] = torch.compile(network, dynamic=True)
+        return self._compiled[id(network)]
+
     def _predict(self, network: Callable, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        use_amp = self.amp if self.amp is not None else x_t.device.type == "cuda"
         if self.channels_last:
             x_t = x_t.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device_type=x_t.device.type, dtype=torch.bfloat16, enabled=bool(use_amp)):
-            eps_hat = network(x_t, timesteps=t)
+        with torch.autocast(device_type=x_t.device.type, dtype=torch.bfloat16, enabled=self.use_amp(x_t.device)):
+            eps_hat = self._network(network)(x_t, timesteps=t)
         return eps_hat.float()
+
+    def pairs_per_call(self, network: Callable, x_0: torch.Tensor) -> int:
+        """Slice-timestep pairs per network call: ``batch_size``, or what fits ``memory_budget_mb``."""
+        if self.memory_budget_mb is None:
+            return self.batch_size
+        budget = self.memory_budget_mb * 2**20
+        per_pair = activation_bytes_per_pair(network, x_0.shape[1:], x_0.device, self.use_amp(x_0.device))
+        return max(1, int(budget // per_pair))
 
     def score_slices(self, x_0: torch.Tensor, network: Callable) -> torch.Tensor:
         """Aggregated per-channel deviation maps for slices ``x_0`` (K, C, H, W); returns (K, C, H, W) float32."""
@@ -109,9 +161,10 @@ class ANDiInferer(Inferer):
         k = x_0.shape[0]
         acc = torch.zeros_like(x_0)
         pairs = len(self.timesteps) * k
+        chunk = self.pairs_per_call(network, x_0)
         noise: dict[int, torch.Tensor] = {}  # timestep index -> noise of all slices, only for the current chunk
-        for start in range(0, pairs, self.batch_size):
-            idx = torch.arange(start, min(start + self.batch_size, pairs), device=x_0.device)
+        for start in range(0, pairs, chunk):
+            idx = torch.arange(start, min(start + chunk, pairs), device=x_0.device)
             t_idx, s_idx = idx // k, idx % k  # timestep-major order: a chunk spans few timesteps
             t_values = torch.tensor(self.timesteps, device=x_0.device)[t_idx]
             noise = {ti: noise.get(ti) for ti in t_idx.unique().tolist()}

@@ -1,0 +1,43 @@
+"""The authors' scoring procedure, for comparison only (benchmarks and tests; never the bundle's product path).
+
+One timestep after another, batched over all slices of the volume (empty ones included), in float32; every d_t is
+kept (stacked) and the geometric mean is taken at the end. d_t is computed from the two means, as Eq. 6 writes it.
+The noise of timestep t is drawn exactly as ``ANDiInferer.noise_for`` draws it, so both give the same maps up to
+floating-point error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from scripts.diffusion import deviation, mu_q, mu_theta, q_sample, schedule_terms
+from scripts.scoring import ANDiInferer
+
+
+@torch.inference_mode()
+def reference_slices(inferer: ANDiInferer, x_0: torch.Tensor, network: Callable) -> torch.Tensor:
+    """Aggregated maps (N, C, H, W) for slices ``x_0`` (N, C, H, W) with ``inferer``'s timesteps, noise and floor."""
+    x_0 = x_0.float()
+    n = x_0.shape[0]
+    d_all = []
+    for t in inferer.timesteps:
+        eps = inferer.noise_for(t, x_0.shape, x_0.device)
+        terms = schedule_terms(inferer.scheduler, torch.full((n,), t, device=x_0.device), device=x_0.device)
+        x_t = q_sample(x_0, eps, terms)
+        eps_hat = network(x_t, timesteps=torch.full((n,), t, device=x_0.device)).float()
+        d_all.append(deviation(mu_q(x_t, x_0, terms), mu_theta(x_t, eps_hat, terms)))
+    d = torch.stack(d_all)  # (T, N, C, H, W): every d_t in memory, as the authors' code keeps them
+    if inferer.aggregation == "geometric":
+        return torch.exp(torch.log(d.clamp_min(inferer.log_floor)).mean(0))
+    return d.mean(0)
+
+
+def reference_volume(inferer: ANDiInferer, volume: torch.Tensor, network: Callable) -> torch.Tensor:
+    """Per-channel maps (C, H, W, D) of a volume (C, H, W, D): all D slices scored, empty ones set to 0 after."""
+    slices = volume.permute(3, 0, 1, 2)
+    out = reference_slices(inferer, slices, network).permute(1, 2, 3, 0)
+    empty = volume.abs().amax(dim=(0, 1, 2)) == 0
+    out[..., empty] = 0
+    return out
