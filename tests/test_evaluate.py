@@ -17,7 +17,7 @@ from sklearn.metrics import average_precision_score
 from scripts.checkpoints import save_state_dict
 from scripts.metrics import median_filtered
 from scripts.networks import make_network
-from scripts.report import labelled_studies, load_maps
+from scripts.report import CollectMapsd, MapCollector, labelled_studies, load_maps
 from scripts.studies import StudyError
 from scripts.synthetic import make_dataset
 
@@ -142,6 +142,29 @@ def test_evaluate_writes_study_outputs_only_when_asked(write, tmp_path):
         inference[2:] if write in (True, "true") else []
     )
     assert "SaveStudyOutputsd" in inference
+
+
+def test_collector_keeps_map_binary_label_and_brain_mask(tmp_path):
+    image = torch.zeros(4, 6, 5, 4)
+    image[3, 1:5, 1:4, 1:3] = 1.0
+    pred = torch.rand(1, 6, 5, 4)
+    label = torch.zeros(1, 6, 5, 4)
+    label[0, 2, 2, 1], label[0, 2, 3, 1], label[0, 3, 2, 1] = 4.0, 0.3, 0.7
+    collector = MapCollector()
+    transform = CollectMapsd("pred", collector, maps_dir=str(tmp_path / "maps"))
+    out = transform({"name": ["s1"], "pred": pred, "label": label, "image": image})
+    assert out["pred"] is pred
+    (subject,) = collector.subjects
+    saved = load_maps(tmp_path / "maps" / "s1.npz")
+    for s in (subject, saved):
+        assert s.name == "s1" and s.a.dtype == np.float32 and s.a.shape == (6, 5, 4)
+        np.testing.assert_array_equal(s.a, pred[0].numpy())
+        assert s.label.dtype == bool and sorted(map(tuple, np.argwhere(s.label))) == [(2, 2, 1), (3, 2, 1)]
+        np.testing.assert_array_equal(s.mask, image[3].numpy() > 0)
+    with pytest.raises(StudyError, match="twice"):
+        transform({"name": "s1", "pred": pred, "label": label, "image": image})
+    with pytest.raises(StudyError, match="s2: no label"):
+        transform({"name": "s2", "pred": pred, "image": image})
 
 
 def test_evaluate_refuses_studies_without_label(tiny_labelled, tmp_path):
