@@ -2,8 +2,10 @@
 
     python -m scripts.cli make-demo-data OUT_DIR [--n_healthy 20] [--n_anomalous 2] [--lesion tumour]
     python -m scripts.cli make-demo-study OUT_DIR [--lesion tumour] [--seed 1000]
+    python -m scripts.cli make-datalist BRATS_DIR OUT_JSON [--splits_dir DIR] [--absolute]
 
-Every image these commands make is synthetic (made from the MNI152 templates that ship with nilearn).
+Every image the make-demo commands make is synthetic (made from the MNI152 templates that ship with nilearn).
+``make-datalist`` turns an unpacked BraTS 2021 download into a datalist JSON for the paper's splits.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import fire
 
+from scripts.datalists import SPLITS_DIR, DatalistError, make_brats21_datalist
 from scripts.synthetic import make_dataset, make_study, write_study
 
 SIZES = {"full": ((240, 240, 155), (1.0, 1.0, 1.0)), "small": ((96, 96, 62), (2.5, 2.5, 2.5))}
@@ -70,9 +73,40 @@ def make_demo_study(out_dir: str, lesion: str = "tumour", seed: int = 1000, name
     return str(Path(paths["t1"]).parent)
 
 
+def make_datalist(brats_dir: str, out_json: str, splits_dir: str = "", absolute: bool = False) -> str:
+    """Write a datalist JSON ("training", "validation", "testing") for the paper's BraTS 2021 splits.
+
+    BRATS_DIR is the unpacked BraTS 2021 training data: one folder per subject,
+    ``BraTS2021_XXXXX/BraTS2021_XXXXX_{t1,t1ce,t2,flair,seg}.nii.gz``. Every item of the JSON has the keys
+    ``name``, ``t1``, ``t1c``, ``t2``, ``flair`` and ``label``. Paths are relative to the JSON's folder unless
+    ``--absolute`` is given. A subject of a split with no folder or a missing file stops the command with the
+    problems named; subject folders that are in no split are counted and left out.
+
+    Args:
+        brats_dir: folder holding the ``BraTS2021_XXXXX`` subject folders.
+        out_json: the datalist JSON to write, e.g. ``datalist.json``.
+        splits_dir: folder with ``train.csv``, ``val.csv``, ``test.csv`` (default: the bundle's copy of the paper's
+            splits in ``data/brats21_splits``: 938 / 62 / 251 subjects).
+        absolute: write absolute paths instead of paths relative to the JSON's folder.
+    """
+    try:
+        summary = make_brats21_datalist(str(brats_dir), str(out_json), str(splits_dir or SPLITS_DIR), bool(absolute))
+    except DatalistError as err:
+        raise fire.core.FireError(str(err)) from err
+    counts = summary["counts"]
+    print(
+        f"datalist written: {summary['path']} "
+        f"(training {counts['training']}, validation {counts['validation']}, testing {counts['testing']} subjects)"
+    )
+    unused = summary["unused"]
+    if unused:
+        print(f"note: {len(unused)} subject folder(s) in {brats_dir} are in no split and were left out")
+    return str(summary["path"])
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: ``python -m scripts.cli COMMAND ...``."""
-    commands = {"make-demo-data": make_demo_data, "make-demo-study": make_demo_study}
+    commands = {"make-demo-data": make_demo_data, "make-demo-study": make_demo_study, "make-datalist": make_datalist}
     fire.Fire(commands, command=argv if argv is not None else sys.argv[1:], name="python -m scripts.cli")
 
 

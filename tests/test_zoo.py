@@ -1,0 +1,264 @@
+"""MONAI model-zoo readiness, all offline: metadata schema, network in/out, TorchScript export, large files, version
+and changelog, experiment tracking with ``--tracking mlflow``.
+
+The schema in ``tests/data/meta_schema_20240725.json`` is a verbatim copy of the file the metadata's ``schema`` URL
+names (MONAI-extra-test-data release 0.8.1, Apache-2.0), kept with the tests so that the check runs without a
+network and without ``../shared``; the zoo's own CI downloads it again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from monai.bundle import ConfigParser, ConfigWorkflow, verify_metadata, verify_net_in_out
+from monai.data import load_net_with_metadata, save_net_with_metadata
+from monai.networks.utils import convert_to_torchscript
+
+from scripts import MODALITIES
+from scripts.checkpoints import load_network
+
+REPO = Path(__file__).resolve().parents[1]
+BUNDLE = REPO / "bundle"
+CONFIGS = BUNDLE / "configs"
+META = CONFIGS / "metadata.json"
+INFERENCE = CONFIGS / "inference.yaml"
+TRAIN = CONFIGS / "train.yaml"
+WEIGHTS = BUNDLE / "models" / "model.pt"
+SCHEMA_COPY = Path(__file__).resolve().parent / "data" / "meta_schema_20240725.json"
+SCHEMA_SHARED = REPO.parent / "shared" / "reference" / "meta_schema_20240725.json"
+SCHEMA_MD5 = "76e1add273836515d0bbb3bc71962474"
+TINY_NET = "{'channels': [8, 16], 'attention_levels': [False, True], 'num_res_blocks': 1, 'num_head_channels': 8, 'norm_num_groups': 8}"  # noqa: E501
+
+
+def metadata() -> dict:
+    return json.loads(META.read_text())
+
+
+def md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+# --- metadata -------------------------------------------------------------------------------------------------------
+
+
+def test_schema_copy_is_the_reference() -> None:
+    assert md5(SCHEMA_COPY) == SCHEMA_MD5
+    if SCHEMA_SHARED.is_file():
+        assert md5(SCHEMA_SHARED) == SCHEMA_MD5
+    assert metadata()["schema"].endswith("/" + SCHEMA_COPY.name)
+
+
+def test_verify_metadata(tmp_path: Path) -> None:
+    """monai.bundle.verify_metadata, offline: the schema file is already at ``filepath``, so nothing is downloaded."""
+    schema = tmp_path / "schema.json"
+    shutil.copy(SCHEMA_SHARED if SCHEMA_SHARED.is_file() else SCHEMA_COPY, schema)
+    verify_metadata(meta_file=str(META), filepath=str(schema))
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split("."))
+
+
+def test_version_is_the_latest_in_changelog() -> None:
+    meta = metadata()
+    assert meta["version"] in meta["changelog"], "the version needs a changelog entry"
+    assert _version(meta["version"]) == max(_version(v) for v in meta["changelog"]), "version is not the highest"
+
+
+def test_metadata_describes_the_code() -> None:
+    """Inputs/outputs in metadata.json agree with the configs and the code they run."""
+    meta = metadata()
+    fmt = meta["network_data_format"]
+    parser = ConfigParser()
+    parser.read_config(str(INFERENCE))
+    modalities = parser.get_parsed_content("modalities")
+    assert tuple(modalities) == MODALITIES
+    image = fmt["inputs"]["image"]
+    assert image["num_channels"] == len(modalities) == 4
+    assert list(image["channel_def"].values()) == ["T1", "T1Gd", "T2", "FLAIR"]
+    size = parser.get_parsed_content("image_size")
+    assert image["spatial_shape"] == [size, size]
+    assert image["dtype"] == "float32"
+    steps = fmt["inputs"]["timesteps"]
+    assert steps["dtype"] == "int64"
+    assert steps["value_range"] == [0, parser.get_parsed_content("num_train_timesteps") - 1]
+    pred = fmt["outputs"]["pred"]
+    assert pred["num_channels"] == image["num_channels"] and pred["spatial_shape"] == image["spatial_shape"]
+    post = fmt["post_processed_outputs"]
+    assert post["anomaly"]["dtype"] == "float32" and post["segmentation"]["dtype"] == "uint8"
+    assert "not a clinical model" in meta["description"] and "Not for clinical use" in meta["intended_use"]
+    assert "arXiv:2312.01904" in " ".join(meta["references"])
+
+
+# --- network --------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("preset", ["cpu", "paper"])
+def test_verify_net_in_out(preset: str) -> None:
+    """monai.bundle.verify_net_in_out on ``network_def`` of inference.yaml, the timestep as an extra forward argument
+    (the model zoo's CI calls it without one, which DiffusionModelUNet cannot run)."""
+    verify_net_in_out(
+        net_id="network_def",
+        meta_file=str(META),
+        config_file=str(INFERENCE),
+        device="cpu",
+        extra_forward_args={"timesteps": torch.tensor([500])},
+        network_preset=preset,
+    )
+
+
+def bundle_network() -> tuple[torch.nn.Module, ConfigParser]:
+    """``network_def`` of inference.yaml with the shipped weights, or small random weights when there are none."""
+    parser = ConfigParser()
+    parser.read_config(str(INFERENCE))
+    parser.read_meta(str(META))
+    parser["bundle_root"] = str(BUNDLE)
+    net = parser.get_parsed_content("network_def")
+    if WEIGHTS.is_file():
+        load_network(net, WEIGHTS)
+    else:
+        # MONAI zero-initialises the output convolution; perturb every weight so that the output is not all zero
+        generator = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for param in net.parameters():
+                param.add_(0.05 * torch.randn(param.shape, generator=generator))
+    return net.eval(), parser
+
+
+def test_torchscript_export_matches_eager(tmp_path: Path) -> None:
+    """The network traced to TorchScript and saved with the metadata and config (what ``ckpt_export`` writes) gives
+    the eager network's output on a new input, batch size and timesteps.
+
+    ``ckpt_export`` scripts by default, and ``torch.jit.script`` fails on DiffusionModelUNet's attention block in
+    MONAI 1.6.1; its ``use_trace=True`` passes a single example input, while the network also takes ``timesteps``.
+    So the same MONAI helpers are called directly, with both example inputs.
+    """
+    net, parser = bundle_network()
+    size = metadata()["network_data_format"]["inputs"]["image"]["spatial_shape"]
+    example = [torch.rand(2, 4, *size), torch.tensor([75, 200])]
+    traced = convert_to_torchscript(net, inputs=example, use_trace=True, check_trace=False)
+    path = tmp_path / "model.ts"
+    save_net_with_metadata(
+        traced,
+        str(path),
+        include_config_vals=False,
+        append_timestamp=False,
+        meta_values=parser.get().get("_meta_"),
+        more_extra_files={"inference.json": json.dumps(ConfigParser.load_config_file(str(INFERENCE))).encode()},
+    )
+    loaded, meta, extra = load_net_with_metadata(str(path), more_extra_files=("inference.json",))
+    assert meta["version"] == metadata()["version"]
+    assert json.loads(extra["inference.json"])["network_preset"] == parser.get("network_preset")
+    x = torch.randn(3, 4, *size, generator=torch.Generator().manual_seed(1))
+    t = torch.tensor([0, 137, 999])
+    with torch.no_grad():
+        expected = net(x, t)
+        got = loaded(x, t)
+    assert expected.abs().max() > 0, "the network's output is all zero: nothing to compare"
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
+# --- large files ----------------------------------------------------------------------------------------------------
+
+
+def large_files_path() -> Path:
+    """``large_files.yml``: at the bundle root (where the zoo's CI looks) or in ``configs``."""
+    for folder in (BUNDLE, CONFIGS):
+        for name in ("large_files.yml", "large_files.yaml", "large_files.json"):
+            if (folder / name).is_file():
+                return folder / name
+    raise AssertionError("no large_files.yml in the bundle")
+
+
+def test_large_files_lists_the_weights_with_their_md5() -> None:
+    entries = yaml.safe_load(large_files_path().read_text())["large_files"]
+    weights = [e for e in entries if e["path"] == "models/model.pt"]
+    assert len(weights) == 1 and set(weights[0]) >= {"path", "url", "hash_val", "hash_type"}
+    assert weights[0]["hash_type"] == "md5"
+    if not WEIGHTS.is_file():
+        pytest.skip(f"{WEIGHTS} is absent")
+    assert weights[0]["hash_val"] == md5(WEIGHTS), f"update hash_val in {large_files_path()} to md5({WEIGHTS})"
+
+
+# --- experiment tracking (`python -m monai.bundle run training ... --tracking mlflow`) ------------------------------
+# MONAI appends an MLFlowHandler to the list at `train#handlers` and to `validate#handlers`; where that list is
+# missing it REPLACES `validate#evaluator#val_handlers`. train.yaml therefore keeps its validation handlers in
+# `validate#handlers` and instantiates them in `initialize`, so that a missing mlflow stops the run at once.
+
+TRACKING_READY = "handlers" in (yaml.safe_load(TRAIN.read_text()).get("validate") or {})
+pending = pytest.mark.xfail(
+    not TRACKING_READY, reason="train.yaml lacks validate#handlers (issue 6 config change pending)", strict=True
+)
+HAS_MLFLOW = importlib.util.find_spec("mlflow") is not None
+
+
+def tracking_workflow(tmp_path: Path, dataset_dir: Path) -> ConfigWorkflow:
+    return ConfigWorkflow(
+        config_file=str(TRAIN),
+        logging_file=False,
+        tracking="mlflow",
+        bundle_root=str(BUNDLE),
+        dataset_dir=str(dataset_dir),
+        output_dir=str(tmp_path / "run"),
+        save_execute_config=str(tmp_path / "run" / "executed_config.json"),
+    )
+
+
+@pending
+def test_tracking_keeps_the_bundle_handlers(tmp_path: Path) -> None:
+    workflow = tracking_workflow(tmp_path, tmp_path / "absent.json")
+    targets = [h.get("_target_") if isinstance(h, dict) else h for h in workflow.parser.get("validate#handlers")]
+    assert "StatsHandler" in targets and targets[-1] == "MLFlowHandler"
+    assert workflow.parser.get("validate#evaluator#val_handlers") == "@validate#handlers"
+    assert workflow.parser.get("train#handlers")[-1]["_target_"] == "MLFlowHandler"
+
+
+@pending
+@pytest.mark.skipif(HAS_MLFLOW, reason="mlflow is installed")
+def test_tracking_without_mlflow_stops_before_reading_data(tmp_path: Path) -> None:
+    """No data is read (the datalist does not even exist): the missing package is the first thing reported."""
+    workflow = tracking_workflow(tmp_path, tmp_path / "absent.json")
+    with pytest.raises(Exception) as err:  # noqa: B017 - MONAI wraps the OptionalImportError in a RuntimeError
+        workflow.initialize()
+    chain, exc = [], err.value
+    while exc is not None:
+        chain.append(str(exc))
+        exc = exc.__cause__ or exc.__context__
+    assert any("Please install mlflow" in message for message in chain), chain
+    assert not (tmp_path / "run" / "cache").exists()
+
+
+@pending
+@pytest.mark.skipif(not HAS_MLFLOW, reason="mlflow is not installed")
+def test_tracking_with_mlflow_logs_losses(tmp_path: Path) -> None:
+    from scripts.synthetic import make_dataset
+
+    datalist = make_dataset(tmp_path / "data", 3, 0, "tumour", 0, (48, 48, 32), (5.0, 5.0, 5.0), 1)
+    run = tmp_path / "run"
+    cmd = [
+        *[sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", str(TRAIN)],
+        *["--bundle_root", str(BUNDLE), "--tracking", "mlflow", "--dataset_dir", str(datalist)],
+        *["--output_dir", str(run), "--final_weights", str(run / "model.pt"), "--save_execute_config"],
+        *[str(run / "executed_config.json"), "--epoch_iterations", "2", "--max_epochs", "2", "--batch_size", "2"],
+        *["--val_batches", "1", "--network_preset", TINY_NET, "--image_size", "32"],
+    ]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Epoch[2] Metrics -- val_loss" in proc.stdout + proc.stderr, "validation StatsHandler was dropped"
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{run / 'mlruns.db'}")
+    name = ConfigParser.load_config_file(str(TRAIN)).get("experiment_name", "monai_experiment")
+    experiment = client.get_experiment_by_name(name)
+    (record,) = client.search_runs([experiment.experiment_id])
+    assert {"train_loss", "val_loss"} <= set(record.data.metrics)
+    assert [a.path for a in client.list_artifacts(record.info.run_id)] == ["executed_config.json"]
