@@ -194,10 +194,6 @@ def test_large_files_lists_the_weights_with_their_md5() -> None:
 # missing it REPLACES `validate#evaluator#val_handlers`. train.yaml therefore keeps its validation handlers in
 # `validate#handlers` and instantiates them in `initialize`, so that a missing mlflow stops the run at once.
 
-TRACKING_READY = "handlers" in (yaml.safe_load(TRAIN.read_text()).get("validate") or {})
-pending = pytest.mark.xfail(
-    not TRACKING_READY, reason="train.yaml lacks validate#handlers (issue 6 config change pending)", strict=True
-)
 HAS_MLFLOW = importlib.util.find_spec("mlflow") is not None
 
 
@@ -213,7 +209,6 @@ def tracking_workflow(tmp_path: Path, dataset_dir: Path) -> ConfigWorkflow:
     )
 
 
-@pending
 def test_tracking_keeps_the_bundle_handlers(tmp_path: Path) -> None:
     workflow = tracking_workflow(tmp_path, tmp_path / "absent.json")
     targets = [h.get("_target_") if isinstance(h, dict) else h for h in workflow.parser.get("validate#handlers")]
@@ -222,7 +217,6 @@ def test_tracking_keeps_the_bundle_handlers(tmp_path: Path) -> None:
     assert workflow.parser.get("train#handlers")[-1]["_target_"] == "MLFlowHandler"
 
 
-@pending
 @pytest.mark.skipif(HAS_MLFLOW, reason="mlflow is installed")
 def test_tracking_without_mlflow_stops_before_reading_data(tmp_path: Path) -> None:
     """No data is read (the datalist does not even exist): the missing package is the first thing reported."""
@@ -237,7 +231,6 @@ def test_tracking_without_mlflow_stops_before_reading_data(tmp_path: Path) -> No
     assert not (tmp_path / "run" / "cache").exists()
 
 
-@pending
 @pytest.mark.skipif(not HAS_MLFLOW, reason="mlflow is not installed")
 def test_tracking_with_mlflow_logs_losses(tmp_path: Path) -> None:
     from scripts.synthetic import make_dataset
