@@ -171,7 +171,7 @@ def markdown_report(results: Sequence[Metrics], settings: Mapping[str, object] |
         "",
         *([note, ""] if note else []),
         markdown_table(results),
-        f"- {n} studies; every figure is on the voxels inside each study's brain, on the scoring grid.",
+        f"- {n} {'study' if n == 1 else 'studies'}; every figure is on the brain voxels, on the scoring grid.",
         "- AUPRC, AUROC: every brain voxel of the test set pooled, the maps min-max normalised to [0, 1] over",
         "  those voxels (paper Sec. 5.4).",
         "- ceil Dice: the best single threshold over the pooled voxels; the threshold is on that normalised scale",
@@ -275,6 +275,7 @@ class EvaluationReport:
         }
         atomic_write_bytes((json.dumps(summary, indent=2) + "\n").encode(), out / JSON_FILE)
         atomic_write_bytes(pr_curves_png(results), out / CURVES_FILE)
-        print(f"ANDi evaluation of {len(self.collector.subjects)} studies:\n{markdown_table(results)}", flush=True)
+        n = len(self.collector.subjects)
+        print(f"ANDi evaluation of {n} {'study' if n == 1 else 'studies'}:\n{markdown_table(results)}", flush=True)
         print(f"metrics written to {out.resolve()}", flush=True)
         return results
