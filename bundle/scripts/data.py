@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch.utils.data import Dataset
 
 from scripts.studies import StudyError, atomic_path, check_study, list_studies
@@ -110,7 +111,13 @@ class HealthySliceDataset(Dataset):
     ) -> None:
         if not studies:
             raise StudyError("no studies given to build the healthy-slice dataset")
+        # Under DDP, rank 0 builds the cache while the others wait; they then find every file in place.
+        distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+        if distributed and dist.get_rank() > 0:
+            dist.barrier()
         self.files = [cache_study_slices(s, transform, cache_dir, cache_tag, min_brain_fraction) for s in studies]
+        if distributed and dist.get_rank() == 0:
+            dist.barrier()
         self.arrays = [np.load(f, mmap_mode="r") for f in self.files]
         counts = np.array([len(a) for a in self.arrays])
         if counts.sum() == 0:

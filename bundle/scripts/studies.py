@@ -229,10 +229,15 @@ def studies_to_score(
     datalist_key: str = "testing",
     done_file: str = "segmentation.nii.gz",
     register: bool | str = False,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> list[dict[str, str]]:
     """The studies of ``dataset_dir`` (see :func:`list_studies`), each checked with :func:`check_study`, less those
     whose ``<output_dir>/<name>/<done_file>`` exists already (unless ``overwrite``), so a stopped run resumes.
     Unless ``register`` is false, the modalities of a study may lie on different grids (registration aligns them).
+
+    Under torchrun (``rank``/``world_size`` from the environment), process ``rank`` takes every ``world_size``-th
+    study of the sorted list, before finished ones are skipped: each study belongs to exactly one process.
     """
     overwrite = as_bool(overwrite)
     same_grid = as_flag_or_auto(register) is False
@@ -240,6 +245,9 @@ def studies_to_score(
     names = [s["name"] for s in studies]
     if len(set(names)) != len(names):
         raise StudyError(f"{dataset_dir}: study names are not unique ({names}); outputs would overwrite each other")
+    if not 0 <= int(rank) < int(world_size):
+        raise ValueError(f"rank {rank} is outside world size {world_size}")
+    studies = studies[int(rank) :: int(world_size)]
     for study in studies:
         check_study(study, same_grid=same_grid)
     if overwrite:
