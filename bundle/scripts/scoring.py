@@ -70,7 +70,95 @@ def brain_slices(volume: torch.Tensor, threshold: float = 0.0) -> torch.Tensor:
     return torch.nonzero(volume.abs().amax(dim=(0, 1, 2)) > threshold).flatten()
 
 
-class ANDiInferer(Inferer):
+def use_amp(amp: bool | str | None, device: torch.device) -> bool:
+    """Whether a network runs under bf16 autocast on ``device``: ``amp`` True, False, or "auto"/None (on CUDA, and
+    on CPUs with native bf16 support)."""
+    amp = "auto" if amp is None else as_flag_or_auto(amp)
+    if amp != "auto":
+        return bool(amp)
+    return device.type == "cuda" or (device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()))
+
+
+class BrainSliceInferer(Inferer):
+    """The inferer contract of every method in the bundle (ANDi and the baselines): per-channel anomaly maps.
+
+    ``__call__(volumes (B, C, H, W, D), network) -> maps (B, C, H, W, D)``: the axial slices holding any brain voxel
+    are cut out of each volume, scored together by :meth:`score_slices` (K, C, H, W) -> (K, C, H, W), and put back;
+    slices with no brain get 0. :meth:`network_call` runs the network with the shared speed options.
+
+    Args:
+        batch_size: inputs per network call; the memory knob.
+        amp: autocast the network in bfloat16: True, False, or "auto" (on CUDA, and on CPUs with native bf16).
+        channels_last: run the network in channels-last memory format.
+        compile: run the network through ``torch.compile`` (the first study pays the compilation).
+    """
+
+    def __init__(
+        self,
+        batch_size: int = 64,
+        amp: bool | str | None = "auto",
+        channels_last: bool | str = True,
+        compile: bool | str = False,
+    ) -> None:
+        super().__init__()
+        self.batch_size = int(batch_size)
+        self.amp = "auto" if amp is None else as_flag_or_auto(amp)
+        self.channels_last = as_bool(channels_last)
+        self.compile = as_bool(compile)
+        self._compiled: dict[int, Callable] = {}
+
+    def use_amp(self, device: torch.device) -> bool:
+        """Whether the network runs under bf16 autocast on ``device``."""
+        return use_amp(self.amp, device)
+
+    def _network(self, network: Callable) -> Callable:
+        if not self.compile:
+            return network
+        if id(network) not in self._compiled:
+            self._compiled[id(network)] = torch.compile(network, dynamic=True)
+        return self._compiled[id(network)]
+
+    def network_call(self, network: Callable, x: torch.Tensor, **kwargs: torch.Tensor) -> torch.Tensor:
+        """One call ``network(x, **kwargs)`` with the speed options; the output in float32. ``x`` is (N, C, H, W)."""
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=self.use_amp(x.device)):
+            return self._network(network)(x, **kwargs).float()
+
+    def run_network(self, network: Callable, x: torch.Tensor, **kwargs: torch.Tensor) -> torch.Tensor:
+        """``network(x, **kwargs)`` in chunks of ``batch_size``; ``x`` is (K, C, H, W) and every tensor in ``kwargs``
+        (e.g. ``timesteps``) is (K, ...) and is chunked alongside. Returns float32 (K, ...)."""
+        out = []
+        for start in range(0, x.shape[0], self.batch_size):
+            chunk_kwargs = {k: v[start : start + self.batch_size] for k, v in kwargs.items()}
+            out.append(self.network_call(network, x[start : start + self.batch_size], **chunk_kwargs))
+        return torch.cat(out).contiguous()
+
+    def score_slices(self, x_0: torch.Tensor, network: Callable) -> torch.Tensor:
+        """Per-channel maps (K, C, H, W) float32 of the brain slices ``x_0`` (K, C, H, W)."""
+        raise NotImplementedError
+
+    def score_volume(self, volume: torch.Tensor, network: Callable) -> torch.Tensor:
+        """Per-channel map a_m for one volume (C, H, W, D); slices with no brain get 0. Returns (C, H, W, D)."""
+        out = torch.zeros(volume.shape, dtype=torch.float32, device=volume.device)
+        keep = brain_slices(volume)
+        if keep.numel() == 0:
+            return out
+        slices = volume[..., keep].permute(3, 0, 1, 2).float()  # (K, C, H, W)
+        out[..., keep] = self.score_slices(slices, network).float().permute(1, 2, 3, 0)
+        return out
+
+    @torch.inference_mode()
+    def __call__(self, inputs: torch.Tensor, network: Callable, *args, **kwargs) -> torch.Tensor:
+        """Score a batch of volumes (B, C, H, W, D), or one volume (C, H, W, D); returns maps of the same shape."""
+        if inputs.ndim == 4:
+            return self.score_volume(inputs, network)
+        if inputs.ndim != 5:
+            raise ValueError(f"expected (B, C, H, W, D) or (C, H, W, D) volumes, got shape {tuple(inputs.shape)}")
+        return torch.stack([self.score_volume(v, network) for v in inputs])
+
+
+class ANDiInferer(BrainSliceInferer):
     """Score a multi-modal volume with a trained noise-prediction network; returns per-channel maps a_m.
 
     Args:
@@ -104,48 +192,21 @@ class ANDiInferer(Inferer):
         compile: bool | str = False,
         memory_budget_mb: float | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(batch_size, amp, channels_last, compile)
         if aggregation not in AGGREGATIONS:
             raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
         self.scheduler = scheduler
         self.timesteps = timestep_range(t_lower, t_upper, t_stride)
-        self.batch_size = int(batch_size)
         self.aggregation = aggregation
         self.noise_fn = get_noise_fn(noise_type)
         self.log_floor = float(log_floor)
         self.seed = int(seed)
-        self.amp = "auto" if amp is None else as_flag_or_auto(amp)
-        self.channels_last = as_bool(channels_last)
-        self.compile = as_bool(compile)
         self.memory_budget_mb = None if memory_budget_mb in (None, "", "none", "None") else float(memory_budget_mb)
-        self._compiled: dict[int, Callable] = {}
 
     def noise_for(self, t: int, shape: Sequence[int], device: torch.device) -> torch.Tensor:
         """The scoring noise of timestep ``t`` for every slice, shape (K, C, H, W); reproducible per (seed, t)."""
         generator = torch.Generator(device=device).manual_seed(self.seed * 1_000_003 + int(t))
         return self.noise_fn(tuple(shape), generator=generator, device=device)
-
-    def use_amp(self, device: torch.device) -> bool:
-        """Whether the network runs under bf16 autocast on ``device``."""
-        if self.amp != "auto":
-            return bool(self.amp)
-        if device.type == "cuda":
-            return True
-        return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-
-    def _network(self, network: Callable) -> Callable:
-        if not self.compile:
-            return network
-        if id(network) not in self._compiled:
-            self._compiled[id(network)] = torch.compile(network, dynamic=True)
-        return self._compiled[id(network)]
-
-    def _predict(self, network: Callable, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        if self.channels_last:
-            x_t = x_t.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device_type=x_t.device.type, dtype=torch.bfloat16, enabled=self.use_amp(x_t.device)):
-            eps_hat = self._network(network)(x_t, timesteps=t)
-        return eps_hat.float()
 
     def pairs_per_call(self, network: Callable, x_0: torch.Tensor) -> int:
         """Slice-timestep pairs per network call: ``batch_size``, or what fits ``memory_budget_mb``."""
@@ -177,29 +238,10 @@ class ANDiInferer(Inferer):
             x0_chunk = x_0[s_idx]
             terms = schedule_terms(self.scheduler, t_values, device=x_0.device)
             x_t = q_sample(x0_chunk, eps, terms)
-            eps_hat = self._predict(network, x_t, t_values)
+            eps_hat = self.network_call(network, x_t, timesteps=t_values)
             d_t = deviation_from_noise(eps, eps_hat, terms)
             if self.aggregation == "geometric":
                 d_t = d_t.clamp_min(self.log_floor).log()
             acc.index_add_(0, s_idx, d_t)
         acc /= len(self.timesteps)
         return acc.exp() if self.aggregation == "geometric" else acc
-
-    def score_volume(self, volume: torch.Tensor, network: Callable) -> torch.Tensor:
-        """Per-channel map a_m for one volume (C, H, W, D); slices with no brain get 0. Returns (C, H, W, D)."""
-        out = torch.zeros(volume.shape, dtype=torch.float32, device=volume.device)
-        keep = brain_slices(volume)
-        if keep.numel() == 0:
-            return out
-        slices = volume[..., keep].permute(3, 0, 1, 2)  # (K, C, H, W)
-        out[..., keep] = self.score_slices(slices, network).permute(1, 2, 3, 0)
-        return out
-
-    @torch.inference_mode()
-    def __call__(self, inputs: torch.Tensor, network: Callable, *args, **kwargs) -> torch.Tensor:
-        """Score a batch of volumes (B, C, H, W, D), or one volume (C, H, W, D); returns maps of the same shape."""
-        if inputs.ndim == 4:
-            return self.score_volume(inputs, network)
-        if inputs.ndim != 5:
-            raise ValueError(f"expected (B, C, H, W, D) or (C, H, W, D) volumes, got shape {tuple(inputs.shape)}")
-        return torch.stack([self.score_volume(v, network) for v in inputs])

@@ -9,6 +9,6 @@ filter, Yen threshold + dilation), so that every method is scored the same way:
 * :mod:`scripts.baselines.autoddpm`: mask, stitch and re-sample with a Gaussian DDPM (Bercea et al., ICML 2023).
 * :mod:`scripts.baselines.flair`: FLAIR intensity thresholding, semi-supervised (Meissen et al., 2021).
 
-Shared pieces: :mod:`scripts.baselines.slices` (volume -> brain slices -> volume, the contract) and
+Shared pieces: :class:`scripts.scoring.BrainSliceInferer` (volume -> brain slices -> volume, the contract) and
 :mod:`scripts.baselines.sampling` (the DDPM reverse chain the two reconstruction methods run).
 """

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from monai.engines.utils import PrepareBatch
 from monai.networks.nets import BasicUNet
 
-from scripts.baselines.slices import BrainSliceInferer
+from scripts.scoring import BrainSliceInferer
 from scripts.noise import coarse_noise
 
 DAE_DEFAULTS: dict[str, Any] = {"norm": ("group", {"num_groups": 8}), "act": "swish", "upsample": "deconv"}
@@ -111,7 +111,7 @@ class DAEInferer(BrainSliceInferer):
 
     Args:
         erosion_radius: the brain mask's erosion per slice (2: a 5 x 5 square, as the original's 5 x 5 pooling).
-        batch_size, amp, channels_last: network calls, see :class:`~scripts.baselines.slices.BrainSliceInferer`.
+        batch_size, amp, channels_last: network calls, see :class:`~scripts.scoring.BrainSliceInferer`.
     """
 
     def __init__(

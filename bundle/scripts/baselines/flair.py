@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from scripts.baselines.slices import BrainSliceInferer
+from scripts.scoring import BrainSliceInferer
 from scripts.preprocess import brain_mask
 
 

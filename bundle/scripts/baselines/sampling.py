@@ -18,7 +18,7 @@ from collections.abc import Callable
 import torch
 from monai.networks.schedulers import DDPMScheduler
 
-from scripts.baselines.slices import BrainSliceInferer
+from scripts.scoring import BrainSliceInferer
 from scripts.diffusion import ScheduleTerms, mu_theta, q_sample, schedule_terms
 from scripts.noise import get_noise_fn
 
@@ -47,7 +47,7 @@ class ReverseChainInferer(BrainSliceInferer):
         noise_type: noise of the forward noising and of every reverse step (``scripts.noise.NOISE_TYPES``).
         levels, discount: pyramid levels / simplex octaves, and their discount / persistence.
         seed: seed of all the noise of one volume.
-        batch_size, amp, channels_last: network calls, see :class:`~scripts.baselines.slices.BrainSliceInferer`.
+        batch_size, amp, channels_last: network calls, see :class:`~scripts.scoring.BrainSliceInferer`.
     """
 
     def __init__(
