@@ -62,7 +62,7 @@ def yen_threshold(a: np.ndarray, mask: np.ndarray | None = None) -> float:
 
 
 def yen_segmentation(
-    a: np.ndarray, mask: np.ndarray | None = None, dilation_radius: int = 1
+    a: np.ndarray, mask: np.ndarray | None = None, dilation_radius: int = 1, threshold: float | None = None
 ) -> tuple[np.ndarray, float]:
     """Binary segmentation of map ``a`` (H, W, D): Yen threshold inside ``mask``, then a 3D dilation.
 
@@ -71,12 +71,13 @@ def yen_segmentation(
         mask: brain mask (bool, same shape); the threshold is computed on these voxels and the result is kept
             inside it. None uses every voxel.
         dilation_radius: radius of the ball used for the dilation (1: the 6-neighbourhood); 0 for none.
+        threshold: a fixed threshold to use instead of Yen's (e.g. one tuned on labelled data: semi-supervised).
 
     Returns:
         (segmentation as uint8 (H, W, D), the threshold).
     """
     a = np.asarray(a, dtype=np.float32)
-    thr = yen_threshold(a, mask)
+    thr = yen_threshold(a, mask) if threshold is None else float(threshold)
     seg = a > thr
     if mask is not None:
         seg &= mask
@@ -134,7 +135,8 @@ class MaskOutsideBraind(MapTransform):
 
 
 class YenSegmentd(MapTransform):
-    """Threshold ``data[key]`` (1, H, W, D) per subject with Yen plus dilation; writes ``data[seg_key]`` (uint8).
+    """Threshold ``data[key]`` (1, H, W, D) per subject with Yen (or a fixed ``threshold``) plus dilation; writes
+    ``data[seg_key]``.
 
     The threshold is also stored as ``data[seg_key + "_threshold"]``. The segmentation is a MetaTensor carrying
     the map's metadata, so that it can be inverted onto the input grid like the map.
@@ -146,19 +148,21 @@ class YenSegmentd(MapTransform):
         seg_key: str = "seg",
         image_key: str = "image",
         dilation_radius: int = 1,
+        threshold: float | None = None,
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.seg_key = seg_key
         self.image_key = image_key
         self.dilation_radius = dilation_radius
+        self.threshold = threshold
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)
         for key in self.key_iterator(d):
             a = d[key]
             mask = brain_mask(d[self.image_key])[0].cpu().numpy() if self.image_key in d else None
-            seg, thr = yen_segmentation(a[0].detach().cpu().numpy(), mask, self.dilation_radius)
+            seg, thr = yen_segmentation(a[0].detach().cpu().numpy(), mask, self.dilation_radius, self.threshold)
             d[self.seg_key] = _like(a, seg[None])
             d[f"{self.seg_key}_threshold"] = thr
         return d
