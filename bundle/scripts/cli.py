@@ -3,6 +3,7 @@
     python -m scripts.cli make-demo-data OUT_DIR [--n_healthy 20] [--n_anomalous 2] [--lesion tumour]
     python -m scripts.cli make-demo-study OUT_DIR [--lesion tumour] [--seed 1000]
     python -m scripts.cli make-datalist BRATS_DIR OUT_JSON [--splits_dir DIR] [--absolute]
+    python -m scripts.cli build-histogram-landmarks DATASET_DIR OUT_JSON [--datalist_key training]
 
 Every image the make-demo commands make is synthetic (made from the MNI152 templates that ship with nilearn).
 ``make-datalist`` turns an unpacked BraTS 2021 download into a datalist JSON for the paper's splits.
@@ -16,6 +17,8 @@ from pathlib import Path
 import fire
 
 from scripts.datalists import SPLITS_DIR, DatalistError, make_brats21_datalist
+from scripts.prepare import build_histogram_landmarks as build_landmarks_file
+from scripts.studies import StudyError
 from scripts.synthetic import make_dataset, make_study, write_study
 
 SIZES = {"full": ((240, 240, 155), (1.0, 1.0, 1.0)), "small": ((96, 96, 62), (2.5, 2.5, 2.5))}
@@ -104,9 +107,35 @@ def make_datalist(brats_dir: str, out_json: str, splits_dir: str = "", absolute:
     return str(summary["path"])
 
 
+def build_histogram_landmarks(dataset_dir: str, out_json: str, datalist_key: str = "training", max_studies: int = 50):
+    """Build the Nyul histogram landmarks (one set per modality) that ``--histogram_matching true`` matches to.
+
+    DATASET_DIR is a datalist JSON (its ``datalist_key`` list) or a folder of study folders whose studies are each on
+    one grid, e.g. the output of ``run preprocess``. Landmarks are intensity percentiles of the non-zero (brain)
+    voxels, averaged over at most ``max_studies`` studies. Ship the file as ``models/histogram_landmarks.json``.
+
+    Args:
+        dataset_dir: the training datalist or study folder.
+        out_json: the landmarks file to write.
+        datalist_key: the datalist's list to read.
+        max_studies: at most this many studies are read.
+    """
+    try:
+        path = build_landmarks_file(dataset_dir, out_json, datalist_key, max_studies=int(max_studies))
+    except StudyError as err:
+        raise fire.core.FireError(str(err)) from err
+    print(f"histogram landmarks written: {path}")
+    return str(path)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: ``python -m scripts.cli COMMAND ...``."""
-    commands = {"make-demo-data": make_demo_data, "make-demo-study": make_demo_study, "make-datalist": make_datalist}
+    commands = {
+        "make-demo-data": make_demo_data,
+        "make-demo-study": make_demo_study,
+        "make-datalist": make_datalist,
+        "build-histogram-landmarks": build_histogram_landmarks,
+    }
     fire.Fire(commands, command=argv if argv is not None else sys.argv[1:], name="python -m scripts.cli")
 
 

@@ -1,0 +1,188 @@
+"""Scoring speed and memory: the bundle's fast path against the authors' procedure, on one made study.
+
+    python benchmarks/scoring.py [--weights bundle/models/model.pt] [--t_stride 5] [--strides 1,2,5,10]
+
+Both paths use the same weights, the same preprocessed study and the same noise (``ANDiInferer.noise_for``):
+
+* reference (``benchmarks/reference.py``): one timestep after another, batched over all slices, float32, every d_t
+  stacked, then the geometric mean;
+* fast (``scripts.scoring.ANDiInferer`` with the inference config's defaults): brain slices x timesteps in chunks,
+  running log-sum, inference mode, channels-last, bf16 autocast where it is the default ("auto").
+
+Each measurement runs in its own process, so that peak memory is that path's alone: on CPU the peak resident set
+size while scoring, less the resident size before (Linux ``/proc/self/status``, peak reset through ``clear_refs``);
+on CUDA ``torch.cuda.max_memory_allocated``. The study is MADE (synthetic) data, a tumour-like lesion on the MNI152
+anatomy (``scripts.synthetic``), and so is every AUPRC printed here. The last line reads
+``speedup=<x> peak_mem_ratio=<y> max_abs_diff_fp32=<z> auprc_delta_bf16=<w>`` (z relative to the map's range).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+for path in (REPO / "bundle", REPO):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from benchmarks.reference import reference_volume  # noqa: E402
+from scripts.checkpoints import load_network  # noqa: E402
+from scripts.diffusion import make_scheduler  # noqa: E402
+from scripts.metrics import Subject, evaluate_subjects  # noqa: E402
+from scripts.networks import make_network  # noqa: E402
+from scripts.scoring import ANDiInferer  # noqa: E402
+
+
+def _rss_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def _reset_peak() -> None:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def make_study(folder: Path, seed: int) -> Path:
+    """Preprocess one made tumour study as inference does; save image (C, H, W, D), label and brain to npz."""
+    from monai.transforms import Compose
+
+    from scripts.preprocess import volume_transforms
+    from scripts.synthetic import make_study as synth, write_study
+
+    paths = write_study(synth(seed, "tumour"), folder, f"bench_{seed}")
+    data = Compose(volume_transforms(register=False))(paths)
+    out = folder / "study.npz"
+    np.savez(out, image=data["image"].numpy(), label=data["label"].numpy()[0] > 0.5)
+    return out
+
+
+def worker(args: argparse.Namespace) -> None:
+    """One measurement in this process: score the study with one path, save the map, print seconds and peak memory."""
+    torch.manual_seed(0)
+    device = torch.device(args.device)
+    with np.load(args.study) as z:
+        image = torch.from_numpy(z["image"]).to(device)
+    net = make_network(args.preset)
+    if Path(args.weights).is_file():
+        load_network(net, args.weights)
+    net = net.to(device).eval()
+    amp = {"reference": False, "fast_fp32": False, "fast_bf16": True, "fast": "auto"}[args.worker]
+    inferer = ANDiInferer(make_scheduler(), args.t_lower, args.t_upper, args.t_stride, batch_size=args.batch_size,
+                          amp=amp, compile=args.compile)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    _reset_peak()
+    rss_before = _rss_kb("VmRSS")
+    start = time.perf_counter()
+    with torch.inference_mode():
+        if args.worker == "reference":
+            a = reference_volume(inferer, image, net)
+        else:
+            a = inferer(image, net)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    if device.type == "cuda":
+        peak_mb = (torch.cuda.max_memory_allocated() - base) / 2**20
+    else:
+        peak_mb = (_rss_kb("VmHWM") - rss_before) / 1024
+    torch.save(a.float().cpu(), args.output)
+    print(json.dumps({"seconds": seconds, "peak_mb": peak_mb, "amp": inferer.use_amp(device)}))
+
+
+def run_worker(mode: str, study: Path, out: Path, args: argparse.Namespace, t_stride: int) -> dict:
+    cmd = [sys.executable, __file__, "--worker", mode, "--study", str(study), "--output", str(out),
+           "--weights", args.weights, "--preset", args.preset, "--device", args.device, "--t_stride", str(t_stride),
+           "--t_lower", str(args.t_lower), "--t_upper", str(args.t_upper), "--batch_size", str(args.batch_size)]
+    if args.compile:
+        cmd.append("--compile")
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def auprc(a: torch.Tensor, study: Path) -> float:
+    """AUPRC of the channel-max map over the study's brain voxels (no median filter), pooled as in the paper."""
+    with np.load(study) as z:
+        label, image = z["label"], z["image"]
+    brain = (np.abs(image) > 0).any(axis=0)
+    subject = Subject("bench", a.amax(0).numpy(), label, brain)
+    return evaluate_subjects([subject], median_filter=0).auprc
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", default=str(REPO / "bundle" / "models" / "model.pt"))
+    p.add_argument("--preset", default="cpu")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--t_lower", type=int, default=75)
+    p.add_argument("--t_upper", type=int, default=200)
+    p.add_argument("--t_stride", type=int, default=5, help="timestep stride of the reference-vs-fast comparison")
+    p.add_argument("--strides", default="1,2,5,10", help="strides of the quality table (empty: skip it)")
+    p.add_argument("--batch_size", type=int, default=64, help="slice-timestep pairs per call of the fast path")
+    p.add_argument("--compile", action="store_true", help="torch.compile the network in the fast path")
+    p.add_argument("--seed", type=int, default=2000, help="seed of the made study")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    p.add_argument("--study", help=argparse.SUPPRESS)
+    p.add_argument("--output", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker:
+        worker(args)
+        return
+    weights = "the shipped demo weights" if Path(args.weights).is_file() else "RANDOM weights (no weights file)"
+    print(f"# ANDi scoring benchmark on MADE (synthetic) data; {args.preset} preset with {weights}; "
+          f"device {args.device}; torch threads {torch.get_num_threads()}")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        study = make_study(tmp, args.seed)
+        with np.load(study) as z:
+            shape, n_brain = z["image"].shape, int((np.abs(z["image"]) > 0).any(axis=(0, 1, 2)).sum())
+        n_t = len(range(args.t_lower, args.t_upper + 1, args.t_stride))
+        print(f"# study {shape} (C, H, W, D), {n_brain} brain slices; t in [{args.t_lower}, {args.t_upper}] "
+              f"stride {args.t_stride}: {n_t} timesteps")
+        results, maps = {}, {}
+        for mode in ("reference", "fast_fp32", "fast_bf16", "fast"):
+            results[mode] = run_worker(mode, study, tmp / f"{mode}.pt", args, args.t_stride)
+            maps[mode] = torch.load(tmp / f"{mode}.pt", weights_only=True)
+            r = results[mode]
+            print(f"{mode:10s} seconds={r['seconds']:8.2f} peak_mem_mb={r['peak_mb']:9.1f} bf16={r['amp']}")
+        ref, fp32, bf16 = (maps[k].amax(0) for k in ("reference", "fast_fp32", "fast_bf16"))
+        span = float(ref.max() - ref.min())
+        diff = float((fp32 - ref).abs().max())
+        corr = float(torch.corrcoef(torch.stack([bf16.flatten(), fp32.flatten()]))[0, 1])
+        auprc_fp32, auprc_bf16 = auprc(maps["fast_fp32"], study), auprc(maps["fast_bf16"], study)
+        speedup = results["reference"]["seconds"] / results["fast"]["seconds"]
+        mem_ratio = results["fast"]["peak_mb"] / max(results["reference"]["peak_mb"], 1e-9)
+        print(f"fp32 fast vs reference: max |diff| = {diff:.3e} ({diff / span:.2e} of the map's range {span:.3e})")
+        print(f"bf16 vs fp32 fast path: correlation {corr:.5f}; AUPRC (made data) fp32 {auprc_fp32:.4f}, "
+              f"bf16 {auprc_bf16:.4f}")
+        strides = [int(s) for s in args.strides.split(",") if s.strip()]
+        if strides:
+            print("\n| t stride | timesteps | seconds (fast path) | AUPRC (made data, no median filter) |")
+            print("| --- | --- | --- | --- |")
+            for stride in strides:
+                r = run_worker("fast", study, tmp / f"stride{stride}.pt", args, stride)
+                a = torch.load(tmp / f"stride{stride}.pt", weights_only=True)
+                n = len(range(args.t_lower, args.t_upper + 1, stride))
+                print(f"| {stride} | {n} | {r['seconds']:.2f} | {auprc(a, study):.4f} |")
+        print(f"\nspeedup={speedup:.2f} peak_mem_ratio={mem_ratio:.4f} max_abs_diff_fp32={diff / span:.2e} "
+              f"auprc_delta_bf16={auprc_bf16 - auprc_fp32:+.4f}")
+
+
+if __name__ == "__main__":
+    main()
