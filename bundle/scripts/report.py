@@ -162,12 +162,14 @@ def markdown_table(results: Sequence[Metrics]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def markdown_report(results: Sequence[Metrics], settings: Mapping[str, object] | None = None, note: str = "") -> str:
+def markdown_report(
+    results: Sequence[Metrics], settings: Mapping[str, object] | None = None, note: str = "", method: str = "ANDi"
+) -> str:
     """``metrics.md``: the summary table, what it was computed on, and the settings of the run."""
     n = results[0].n_subjects if results else 0
     raw = ", ".join(f"MF {mf_label(m.median_filter)}: {m.ceil_threshold_raw:.6g}" for m in results)
     text = [
-        "# ANDi evaluation",
+        f"# {method} evaluation",
         "",
         *([note, ""] if note else []),
         markdown_table(results),
@@ -242,6 +244,7 @@ class EvaluationReport:
         dilation_radius: dilation after the Yen threshold.
         settings: shown in ``metrics.md`` and ``metrics.json`` (data, weights, timesteps...).
         note: a line put above the table (e.g. that the data or the weights are made).
+        method: the method's name, in the title and the printed summary.
     """
 
     def __init__(
@@ -252,8 +255,10 @@ class EvaluationReport:
         dilation_radius: int = 1,
         settings: Mapping[str, object] | None = None,
         note: str = "",
+        method: str = "ANDi",
     ) -> None:
         self.collector = collector
+        self.method = method
         self.output_dir = Path(output_dir)
         self.median_filters = [int(s) for s in median_filters]
         self.dilation_radius = int(dilation_radius)
@@ -267,7 +272,7 @@ class EvaluationReport:
         results = evaluate_all(self.collector.subjects, self.median_filters, self.dilation_radius)
         out = self.output_dir
         atomic_write_bytes(per_subject_csv(results).encode(), out / CSV_FILE)
-        atomic_write_bytes(markdown_report(results, self.settings, self.note).encode(), out / MARKDOWN_FILE)
+        atomic_write_bytes(markdown_report(results, self.settings, self.note, self.method).encode(), out / MARKDOWN_FILE)
         summary = {
             "subjects": [s.name for s in self.collector.subjects],
             "settings": {k: str(v) for k, v in self.settings.items()},
@@ -276,6 +281,6 @@ class EvaluationReport:
         atomic_write_bytes((json.dumps(summary, indent=2) + "\n").encode(), out / JSON_FILE)
         atomic_write_bytes(pr_curves_png(results), out / CURVES_FILE)
         n = len(self.collector.subjects)
-        print(f"ANDi evaluation of {n} {'study' if n == 1 else 'studies'}:\n{markdown_table(results)}", flush=True)
+        print(f"{self.method} evaluation of {n} {'study' if n == 1 else 'studies'}:\n{markdown_table(results)}", flush=True)
         print(f"metrics written to {out.resolve()}", flush=True)
         return results
