@@ -272,7 +272,8 @@ class EvaluationReport:
         results = evaluate_all(self.collector.subjects, self.median_filters, self.dilation_radius)
         out = self.output_dir
         atomic_write_bytes(per_subject_csv(results).encode(), out / CSV_FILE)
-        atomic_write_bytes(markdown_report(results, self.settings, self.note, self.method).encode(), out / MARKDOWN_FILE)
+        report = markdown_report(results, self.settings, self.note, self.method)
+        atomic_write_bytes(report.encode(), out / MARKDOWN_FILE)
         summary = {
             "subjects": [s.name for s in self.collector.subjects],
             "settings": {k: str(v) for k, v in self.settings.items()},
@@ -281,6 +282,7 @@ class EvaluationReport:
         atomic_write_bytes((json.dumps(summary, indent=2) + "\n").encode(), out / JSON_FILE)
         atomic_write_bytes(pr_curves_png(results), out / CURVES_FILE)
         n = len(self.collector.subjects)
-        print(f"{self.method} evaluation of {n} {'study' if n == 1 else 'studies'}:\n{markdown_table(results)}", flush=True)
+        studies = "study" if n == 1 else "studies"
+        print(f"{self.method} evaluation of {n} {studies}:\n{markdown_table(results)}", flush=True)
         print(f"metrics written to {out.resolve()}", flush=True)
         return results
