@@ -81,8 +81,15 @@ def worker(args: argparse.Namespace) -> None:
         load_network(net, args.weights)
     net = net.to(device).eval()
     amp = {"reference": False, "fast_fp32": False, "fast_bf16": True, "fast": "auto"}[args.worker]
-    inferer = ANDiInferer(make_scheduler(), args.t_lower, args.t_upper, args.t_stride, batch_size=args.batch_size,
-                          amp=amp, compile=args.compile)
+    inferer = ANDiInferer(
+        make_scheduler(),
+        args.t_lower,
+        args.t_upper,
+        args.t_stride,
+        batch_size=args.batch_size,
+        amp=amp,
+        compile=args.compile,
+    )
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -107,9 +114,30 @@ def worker(args: argparse.Namespace) -> None:
 
 
 def run_worker(mode: str, study: Path, out: Path, args: argparse.Namespace, t_stride: int) -> dict:
-    cmd = [sys.executable, __file__, "--worker", mode, "--study", str(study), "--output", str(out),
-           "--weights", args.weights, "--preset", args.preset, "--device", args.device, "--t_stride", str(t_stride),
-           "--t_lower", str(args.t_lower), "--t_upper", str(args.t_upper), "--batch_size", str(args.batch_size)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        mode,
+        "--study",
+        str(study),
+        "--output",
+        str(out),
+        "--weights",
+        args.weights,
+        "--preset",
+        args.preset,
+        "--device",
+        args.device,
+        "--t_stride",
+        str(t_stride),
+        "--t_lower",
+        str(args.t_lower),
+        "--t_upper",
+        str(args.t_upper),
+        "--batch_size",
+        str(args.batch_size),
+    ]
     if args.compile:
         cmd.append("--compile")
     proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
@@ -145,16 +173,20 @@ def main() -> None:
         worker(args)
         return
     weights = "the shipped demo weights" if Path(args.weights).is_file() else "RANDOM weights (no weights file)"
-    print(f"# ANDi scoring benchmark on MADE (synthetic) data; {args.preset} preset with {weights}; "
-          f"device {args.device}; torch threads {torch.get_num_threads()}")
+    print(
+        f"# ANDi scoring benchmark on MADE (synthetic) data; {args.preset} preset with {weights}; "
+        f"device {args.device}; torch threads {torch.get_num_threads()}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         study = make_study(tmp, args.seed)
         with np.load(study) as z:
             shape, n_brain = z["image"].shape, int((np.abs(z["image"]) > 0).any(axis=(0, 1, 2)).sum())
         n_t = len(range(args.t_lower, args.t_upper + 1, args.t_stride))
-        print(f"# study {shape} (C, H, W, D), {n_brain} brain slices; t in [{args.t_lower}, {args.t_upper}] "
-              f"stride {args.t_stride}: {n_t} timesteps")
+        print(
+            f"# study {shape} (C, H, W, D), {n_brain} brain slices; t in [{args.t_lower}, {args.t_upper}] "
+            f"stride {args.t_stride}: {n_t} timesteps"
+        )
         results, maps = {}, {}
         for mode in ("reference", "fast_fp32", "fast_bf16", "fast"):
             results[mode] = run_worker(mode, study, tmp / f"{mode}.pt", args, args.t_stride)
@@ -169,8 +201,10 @@ def main() -> None:
         speedup = results["reference"]["seconds"] / results["fast"]["seconds"]
         mem_ratio = results["fast"]["peak_mb"] / max(results["reference"]["peak_mb"], 1e-9)
         print(f"fp32 fast vs reference: max |diff| = {diff:.3e} ({diff / span:.2e} of the map's range {span:.3e})")
-        print(f"bf16 vs fp32 fast path: correlation {corr:.5f}; AUPRC (made data) fp32 {auprc_fp32:.4f}, "
-              f"bf16 {auprc_bf16:.4f}")
+        print(
+            f"bf16 vs fp32 fast path: correlation {corr:.5f}; AUPRC (made data) fp32 {auprc_fp32:.4f}, "
+            f"bf16 {auprc_bf16:.4f}"
+        )
         strides = [int(s) for s in args.strides.split(",") if s.strip()]
         if strides:
             print("\n| t stride | timesteps | seconds (fast path) | AUPRC (made data, no median filter) |")
@@ -180,8 +214,10 @@ def main() -> None:
                 a = torch.load(tmp / f"stride{stride}.pt", weights_only=True)
                 n = len(range(args.t_lower, args.t_upper + 1, stride))
                 print(f"| {stride} | {n} | {r['seconds']:.2f} | {auprc(a, study):.4f} |")
-        print(f"\nspeedup={speedup:.2f} peak_mem_ratio={mem_ratio:.4f} max_abs_diff_fp32={diff / span:.2e} "
-              f"auprc_delta_bf16={auprc_bf16 - auprc_fp32:+.4f}")
+        print(
+            f"\nspeedup={speedup:.2f} peak_mem_ratio={mem_ratio:.4f} max_abs_diff_fp32={diff / span:.2e} "
+            f"auprc_delta_bf16={auprc_bf16 - auprc_fp32:+.4f}"
+        )
 
 
 if __name__ == "__main__":

@@ -63,8 +63,10 @@ def main() -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args()
     device = torch.device(args.device)
-    print(f"# training throughput, batch {args.batch_size} slices of 4x128x128, device {device}, "
-          f"torch threads {torch.get_num_threads()}, median of {args.steps} steps")
+    print(
+        f"# training throughput, batch {args.batch_size} slices of 4x128x128, device {device}, "
+        f"torch threads {torch.get_num_threads()}, median of {args.steps} steps"
+    )
     print("| preset | parameters | fp32 slices/s | bf16 autocast slices/s | bf16 / fp32 |")
     print("| --- | --- | --- | --- | --- |")
     for preset in args.presets.split(","):

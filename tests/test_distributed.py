@@ -15,14 +15,33 @@ from scripts.networks import make_network
 from scripts.synthetic import make_dataset
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = {"channels": [8, 16], "attention_levels": [False, True], "num_res_blocks": 1, "num_head_channels": 8,
-        "norm_num_groups": 8}
+TINY = {
+    "channels": [8, 16],
+    "attention_levels": [False, True],
+    "num_res_blocks": 1,
+    "num_head_channels": 8,
+    "norm_num_groups": 8,
+}
 TINY_ARGS = ["--network_preset", repr(TINY), "--image_size", "32", "--register", "false"]
 
 
 def torchrun(workflow: str, config: str, *args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533", "-m",
-           "monai.bundle", "run", workflow, "--config_file", config, "--bundle_root", "bundle", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_port=29533",
+        "-m",
+        "monai.bundle",
+        "run",
+        workflow,
+        "--config_file",
+        config,
+        "--bundle_root",
+        "bundle",
+        *args,
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=400, env=env)
     assert proc.returncode == 0, f"torchrun {workflow} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-4000:]}"
@@ -33,16 +52,41 @@ def torchrun(workflow: str, config: str, *args: str) -> subprocess.CompletedProc
 def data(tmp_path_factory) -> Path:
     """Made (synthetic) tiny studies: 3 healthy (1 for validation), 3 with a tumour."""
     out = tmp_path_factory.mktemp("ddp_data")
-    return make_dataset(out, n_healthy=3, n_anomalous=3, lesion="tumour", seed=5, shape=(48, 48, 32),
-                        spacing=(5.0, 5.0, 5.0), n_validation=1)
+    return make_dataset(
+        out,
+        n_healthy=3,
+        n_anomalous=3,
+        lesion="tumour",
+        seed=5,
+        shape=(48, 48, 32),
+        spacing=(5.0, 5.0, 5.0),
+        n_validation=1,
+    )
 
 
 def test_ddp_training_two_processes(data, tmp_path):
     out = tmp_path / "run"
-    proc = torchrun("training", "['bundle/configs/train.yaml','bundle/configs/multi_gpu_train.yaml']",
-                    "--dataset_dir", str(data), "--output_dir", str(out), "--final_weights", str(out / "model.pt"),
-                    "--epoch_iterations", "2", "--max_epochs", "2", "--checkpoint_interval", "2", "--batch_size", "2",
-                    "--val_batches", "1", *TINY_ARGS)
+    proc = torchrun(
+        "training",
+        "['bundle/configs/train.yaml','bundle/configs/multi_gpu_train.yaml']",
+        "--dataset_dir",
+        str(data),
+        "--output_dir",
+        str(out),
+        "--final_weights",
+        str(out / "model.pt"),
+        "--epoch_iterations",
+        "2",
+        "--max_epochs",
+        "2",
+        "--checkpoint_interval",
+        "2",
+        "--batch_size",
+        "2",
+        "--val_batches",
+        "1",
+        *TINY_ARGS,
+    )
     log = proc.stdout + proc.stderr
     assert (out / "model.pt").is_file()
     assert [p.name for p in (out / "checkpoints").iterdir()] == ["checkpoint_iteration=4.pt"]
@@ -56,8 +100,19 @@ def test_sharded_inference_scores_every_study_once(data, tmp_path):
     weights = tmp_path / "tiny.pt"
     save_state_dict(make_network(TINY), weights)
     out = tmp_path / "out"
-    proc = torchrun("inference", "bundle/configs/inference.yaml", "--dataset_dir", str(data), "--output_dir",
-                    str(out), "--checkpoint", str(weights), "--t_stride", "100", *TINY_ARGS)
+    proc = torchrun(
+        "inference",
+        "bundle/configs/inference.yaml",
+        "--dataset_dir",
+        str(data),
+        "--output_dir",
+        str(out),
+        "--checkpoint",
+        str(weights),
+        "--t_stride",
+        "100",
+        *TINY_ARGS,
+    )
     log = proc.stdout + proc.stderr
     names = [s["name"] for s in json.loads(data.read_text())["testing"]]
     for name in names:
