@@ -61,7 +61,8 @@ def make_study(folder: Path, seed: int) -> Path:
     from monai.transforms import Compose
 
     from scripts.preprocess import volume_transforms
-    from scripts.synthetic import make_study as synth, write_study
+    from scripts.synthetic import make_study as synth
+    from scripts.synthetic import write_study
 
     paths = write_study(synth(seed, "tumour"), folder, f"bench_{seed}")
     data = Compose(volume_transforms(register=False))(paths)

@@ -19,8 +19,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from scripts.scoring import BrainSliceInferer
 from scripts.preprocess import brain_mask
+from scripts.scoring import BrainSliceInferer
 
 
 class FLAIRInferer(BrainSliceInferer):

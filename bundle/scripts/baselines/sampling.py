@@ -18,9 +18,9 @@ from collections.abc import Callable
 import torch
 from monai.networks.schedulers import DDPMScheduler
 
-from scripts.scoring import BrainSliceInferer
 from scripts.diffusion import ScheduleTerms, mu_theta, q_sample, schedule_terms
 from scripts.noise import get_noise_fn
+from scripts.scoring import BrainSliceInferer
 
 
 def posterior_std(terms: ScheduleTerms) -> torch.Tensor:
