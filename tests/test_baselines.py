@@ -8,9 +8,7 @@ import json
 import math
 import os
 import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -18,6 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from monai.bundle import ConfigParser
+from runner import REPO, TINY_NET, bundle_cmd
 
 from scripts.baselines.anoddpm import AnoDDPMInferer
 from scripts.baselines.autoddpm import AutoDDPMInferer
@@ -28,8 +27,7 @@ from scripts.networks import make_network
 from scripts.noise import _SIMPLEX_GRADIENTS, NOISE_TYPES, coarse_noise, get_noise_fn, simplex3d, simplex_noise
 from scripts.synthetic import make_dataset
 
-REPO = Path(__file__).resolve().parents[1]
-TINY_DDPM = "{'channels': [8, 16], 'attention_levels': [False, True], 'num_res_blocks': 1, 'num_head_channels': 8, 'norm_num_groups': 8}"  # noqa: E501
+TINY_DDPM = repr(TINY_NET)
 TINY_DAE = "{'features': [8, 8, 8, 8, 8, 8]}"
 SCHEDULER = make_scheduler()
 
@@ -315,21 +313,10 @@ def preset(method: str) -> str:
     return TINY_DAE if method == "dae" else TINY_DDPM
 
 
-def bundle_cmd(workflow: str, configs: list[str], **overrides: object) -> list[str]:
+def overrides_cmd(workflow: str, configs: list[str], **overrides: object) -> list[str]:
     """`python -m monai.bundle run WORKFLOW` with the merged ``configs`` and ``--key value`` overrides."""
-    files = str([f"bundle/configs/{c}" for c in configs])
     args = [x for k, v in overrides.items() for x in (f"--{k}", str(v).lower() if isinstance(v, bool) else str(v))]
-    return [
-        sys.executable,
-        "-m",
-        "monai.bundle",
-        "run",
-        workflow,
-        "--config_file",
-        files,
-        "--bundle_root",
-        "bundle",
-    ] + args
+    return bundle_cmd(workflow, configs, *args)
 
 
 def run_chain(commands: list[list[str]]) -> list[subprocess.CompletedProcess]:
@@ -363,7 +350,7 @@ def workflows(tmp_path_factory) -> dict:
     )
     chains = {}
     for m in METHODS:
-        score = bundle_cmd(
+        score = overrides_cmd(
             "inference",
             ["inference.yaml", f"baselines/{m}.yaml"],
             dataset_dir=data,
@@ -375,7 +362,7 @@ def workflows(tmp_path_factory) -> dict:
         )
         chains[m] = [score]
         if m in TRAINED:
-            train = bundle_cmd(
+            train = overrides_cmd(
                 "training",
                 ["train.yaml", f"baselines/{m}_train.yaml"],
                 dataset_dir=data,

@@ -4,48 +4,22 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from runner import TINY_ARGS, TINY_NET, run_bundle
 
 from scripts.checkpoints import save_state_dict
 from scripts.networks import make_network
 from scripts.synthetic import make_dataset
 
-REPO = Path(__file__).resolve().parents[1]
-TINY = {
-    "channels": [8, 16],
-    "attention_levels": [False, True],
-    "num_res_blocks": 1,
-    "num_head_channels": 8,
-    "norm_num_groups": 8,
-}
-TINY_ARGS = ["--network_preset", repr(TINY), "--image_size", "32", "--register", "false"]
+TORCHRUN = ["-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533"]
 
 
-def torchrun(workflow: str, config: str, *args: str) -> subprocess.CompletedProcess:
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        "--master_port=29533",
-        "-m",
-        "monai.bundle",
-        "run",
-        workflow,
-        "--config_file",
-        config,
-        "--bundle_root",
-        "bundle",
-        *args,
-    ]
+def torchrun(workflow: str, config: str | list[str], *args: str):
+    """A bundle workflow in 2 processes (gloo on the CPU), one thread each."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=400, env=env)
-    assert proc.returncode == 0, f"torchrun {workflow} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-4000:]}"
-    return proc
+    return run_bundle(workflow, config, *args, timeout=400, env=env, launcher=TORCHRUN)
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +42,7 @@ def test_ddp_training_two_processes(data, tmp_path):
     out = tmp_path / "run"
     proc = torchrun(
         "training",
-        "['bundle/configs/train.yaml','bundle/configs/multi_gpu_train.yaml']",
+        ["train.yaml", "multi_gpu_train.yaml"],
         "--dataset_dir",
         str(data),
         "--output_dir",
@@ -98,11 +72,11 @@ def test_ddp_training_two_processes(data, tmp_path):
 
 def test_sharded_inference_scores_every_study_once(data, tmp_path):
     weights = tmp_path / "tiny.pt"
-    save_state_dict(make_network(TINY), weights)
+    save_state_dict(make_network(TINY_NET), weights)
     out = tmp_path / "out"
     proc = torchrun(
         "inference",
-        "bundle/configs/inference.yaml",
+        "inference.yaml",
         "--dataset_dir",
         str(data),
         "--output_dir",

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from runner import TINY_NET
 from sklearn.metrics import average_precision_score
 
 from scripts.checkpoints import save_state_dict
@@ -23,13 +24,6 @@ from scripts.synthetic import make_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = ["bundle/configs/inference.yaml", "bundle/configs/evaluate.yaml"]
-TINY_PRESET = {
-    "channels": [8, 16],
-    "attention_levels": [False, True],
-    "num_res_blocks": 1,
-    "num_head_channels": 8,
-    "norm_num_groups": 8,
-}
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +38,7 @@ def tiny_labelled(tmp_path_factory) -> Path:
 def tiny_weights(tmp_path_factory) -> Path:
     """Random weights of a tiny network (the workflow is checked, not the model)."""
     torch.manual_seed(0)
-    return save_state_dict(make_network(TINY_PRESET, in_channels=4), tmp_path_factory.mktemp("w") / "tiny.pt")
+    return save_state_dict(make_network(TINY_NET, in_channels=4), tmp_path_factory.mktemp("w") / "tiny.pt")
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +65,7 @@ def evaluated(tiny_labelled, tiny_weights, tmp_path_factory) -> tuple[Path, str]
         "--checkpoint",
         str(tiny_weights),
         "--network_preset",
-        str(TINY_PRESET),
+        str(TINY_NET),
         "--image_size",
         "32",
         "--t_stride",

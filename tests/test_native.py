@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 import torch
+from runner import TINY_NET, run_bundle
 
 from scripts.checkpoints import save_state_dict
 from scripts.networks import make_network
@@ -19,33 +17,6 @@ from scripts.prepare import build_histogram_landmarks
 from scripts.preprocess import HistogramMatchd
 from scripts.registration import DEFAULT_PERCENTILES, matrix_transform, transform_matrix
 from scripts.synthetic import make_dataset
-
-REPO = Path(__file__).resolve().parents[1]
-TINY = {
-    "channels": [8, 16],
-    "attention_levels": [False, True],
-    "num_res_blocks": 1,
-    "num_head_channels": 8,
-    "norm_num_groups": 8,
-}
-
-
-def run_bundle(workflow: str, config: str, *args: str) -> subprocess.CompletedProcess:
-    cmd = [
-        sys.executable,
-        "-m",
-        "monai.bundle",
-        "run",
-        workflow,
-        "--config_file",
-        f"bundle/configs/{config}",
-        "--bundle_root",
-        "bundle",
-        *args,
-    ]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, f"{workflow} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return proc
 
 
 def test_transform_matrix_round_trip():
@@ -96,7 +67,7 @@ def test_inference_registers_a_native_study_and_answers_on_its_grid(shared_data,
     studies = tmp_path / "studies"
     shutil.copytree(shared_data / "cases" / "lgg_native", studies / "lgg")
     torch.manual_seed(0)
-    save_state_dict(make_network(TINY), tmp_path / "tiny.pt")
+    save_state_dict(make_network(TINY_NET), tmp_path / "tiny.pt")
     out = tmp_path / "out"
     run_bundle(
         "inference",
@@ -108,7 +79,7 @@ def test_inference_registers_a_native_study_and_answers_on_its_grid(shared_data,
         "--checkpoint",
         str(tmp_path / "tiny.pt"),
         "--network_preset",
-        json.dumps(TINY).replace("true", "True").replace("false", "False"),
+        repr(TINY_NET),
         "--image_size",
         "32",
         "--t_stride",

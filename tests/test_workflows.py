@@ -7,41 +7,17 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
+from runner import REPO, TINY_ARGS, bundle_cmd, run_bundle
 
 from scripts.synthetic import make_dataset
 
-REPO = Path(__file__).resolve().parents[1]
-TINY_NET = "{'channels': [8, 16], 'attention_levels': [False, True], 'num_res_blocks': 1, 'num_head_channels': 8, 'norm_num_groups': 8}"  # noqa: E501
-TINY = ["--network_preset", TINY_NET, "--image_size", "32", "--register", "false"]
-
-
-def bundle_cmd(workflow: str, config: str, *args: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "monai.bundle",
-        "run",
-        workflow,
-        "--config_file",
-        f"bundle/configs/{config}",
-        "--bundle_root",
-        "bundle",
-        *args,
-    ]
-
-
-def run_bundle(workflow: str, config: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(bundle_cmd(workflow, config, *args), cwd=REPO, capture_output=True, text=True, timeout=300)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{workflow} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return proc
+TINY = TINY_ARGS
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,7 @@ import yaml
 from monai.bundle import ConfigParser, ConfigWorkflow, verify_metadata, verify_net_in_out
 from monai.data import load_net_with_metadata, save_net_with_metadata
 from monai.networks.utils import convert_to_torchscript
+from runner import TINY_NET
 
 from scripts import MODALITIES
 from scripts.checkpoints import load_network
@@ -36,7 +37,6 @@ WEIGHTS = BUNDLE / "models" / "model.pt"
 SCHEMA_COPY = Path(__file__).resolve().parent / "data" / "meta_schema_20240725.json"
 SCHEMA_SHARED = REPO.parent / "shared" / "reference" / "meta_schema_20240725.json"
 SCHEMA_MD5 = "76e1add273836515d0bbb3bc71962474"
-TINY_NET = "{'channels': [8, 16], 'attention_levels': [False, True], 'num_res_blocks': 1, 'num_head_channels': 8, 'norm_num_groups': 8}"  # noqa: E501
 
 
 def metadata() -> dict:
@@ -242,7 +242,7 @@ def test_tracking_with_mlflow_logs_losses(tmp_path: Path) -> None:
         *["--bundle_root", str(BUNDLE), "--tracking", "mlflow", "--dataset_dir", str(datalist)],
         *["--output_dir", str(run), "--final_weights", str(run / "model.pt"), "--save_execute_config"],
         *[str(run / "executed_config.json"), "--epoch_iterations", "2", "--max_epochs", "2", "--batch_size", "2"],
-        *["--val_batches", "1", "--network_preset", TINY_NET, "--image_size", "32"],
+        *["--val_batches", "1", "--network_preset", repr(TINY_NET), "--image_size", "32"],
     ]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

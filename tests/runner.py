@@ -1,0 +1,49 @@
+"""What the workflow tests share: the tiny network they train, and running `python -m monai.bundle run ...`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY_NET: dict = {
+    "channels": [8, 16],
+    "attention_levels": [False, True],
+    "num_res_blocks": 1,
+    "num_head_channels": 8,
+    "norm_num_groups": 8,
+}
+"""A ~20k-parameter DiffusionModelUNet: the workflows are checked, not the model."""
+
+TINY_ARGS: list[str] = ["--network_preset", repr(TINY_NET), "--image_size", "32", "--register", "false"]
+"""Command-line overrides for tiny made studies (already on one grid, so no SRI24 registration)."""
+
+
+def bundle_cmd(workflow: str, configs: str | Sequence[str], *args: str, launcher: Sequence[str] = ()) -> list[str]:
+    """The command line of ``python -m monai.bundle run WORKFLOW`` with ``configs`` (names under bundle/configs,
+    merged in order when several) and ``args``; ``launcher`` (e.g. torchrun's) goes before ``-m monai.bundle``."""
+    names = [configs] if isinstance(configs, str) else list(configs)
+    paths = [f"bundle/configs/{c}" for c in names]
+    config_arg = paths[0] if len(paths) == 1 else str(paths)
+    return [sys.executable, *(launcher or []), "-m", "monai.bundle", "run", workflow, "--config_file", config_arg,
+            "--bundle_root", "bundle", *args]  # fmt: skip
+
+
+def run_bundle(
+    workflow: str,
+    configs: str | Sequence[str],
+    *args: str,
+    check: bool = True,
+    timeout: float = 600,
+    env: dict | None = None,
+    launcher: Sequence[str] = (),
+) -> subprocess.CompletedProcess:
+    """Run a bundle workflow from the repository root; with ``check``, fail with its output's tail when it fails."""
+    cmd = bundle_cmd(workflow, configs, *args, launcher=launcher)
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{workflow} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-4000:]}")
+    return proc
