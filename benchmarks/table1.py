@@ -30,9 +30,7 @@ on this 2-core machine a training step with 2 threads took 8-20x longer while an
 
 from __future__ import annotations
 
-import argparse
 import sys
-import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -53,7 +51,6 @@ from benchmarks.tables import (  # noqa: E402
     Settings,
     Step,
     Trained,
-    add_arguments,
     andi_name,
     andi_overrides,
     anoddpm_overrides,
@@ -71,13 +68,11 @@ from benchmarks.tables import (  # noqa: E402
     minutes,
     run_tasks,
     scoring_overrides,
-    settings_from_args,
     settings_lines,
+    table_main,
     train,
     tune_threshold,
     wall,
-    work_folder,
-    write_report,
 )
 
 DEFAULT_OUT = REPO / "bundle" / "docs" / "table1_made_data.md"
@@ -266,25 +261,7 @@ class Table1:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(p)
-    p.add_argument("--out", default=str(DEFAULT_OUT), help="Markdown file to write (atomically)")
-    args = p.parse_args(argv)
-    s = settings_from_args(args)
-    work_dir = work_folder(args.work_dir, "andi_table1_")
-    print(f"[table1] Table 1 on {DATA_NOTE}; work folder {work_dir}", flush=True)
-    start = time.perf_counter()
-    table = Table1(work_dir, s, lambda text: print(text, flush=True))
-    try:
-        table.run()
-    except KeyboardInterrupt:
-        print("[table1] interrupted; run the same command again (same --work_dir) to resume", flush=True)
-        return 130
-    text = table.report(time.perf_counter() - start)
-    path = write_report(text, args.out)
-    print("\n" + text, flush=True)
-    print(f"[table1] written to {path.resolve()}", flush=True)
-    return 1 if table.failures else 0
+    return table_main("table1", "Table 1", Table1, DEFAULT_OUT, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -19,9 +19,7 @@ they are trained here. Every configuration is also shown with median filter off,
 
 from __future__ import annotations
 
-import argparse
 import sys
-import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -41,7 +39,6 @@ from benchmarks.tables import (  # noqa: E402
     Evaluation,
     Settings,
     Trained,
-    add_arguments,
     andi_name,
     andi_overrides,
     evaluate,
@@ -53,12 +50,10 @@ from benchmarks.tables import (  # noqa: E402
     mf_name,
     minutes,
     run_tasks,
-    settings_from_args,
     settings_lines,
+    table_main,
     train,
     wall,
-    work_folder,
-    write_report,
 )
 
 DEFAULT_OUT = REPO / "bundle" / "docs" / "table2_made_data.md"
@@ -193,25 +188,7 @@ class Table2:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(p)
-    p.add_argument("--out", default=str(DEFAULT_OUT), help="Markdown file to write (atomically)")
-    args = p.parse_args(argv)
-    s = settings_from_args(args)
-    work_dir = work_folder(args.work_dir, "andi_table2_")
-    print(f"[table2] Table 2 (ablation) on {DATA_NOTE}; work folder {work_dir}", flush=True)
-    start = time.perf_counter()
-    table = Table2(work_dir, s, lambda text: print(text, flush=True))
-    try:
-        table.run()
-    except KeyboardInterrupt:
-        print("[table2] interrupted; run the same command again (same --work_dir) to resume", flush=True)
-        return 130
-    text = table.report(time.perf_counter() - start)
-    path = write_report(text, args.out)
-    print("\n" + text, flush=True)
-    print(f"[table2] written to {path.resolve()}", flush=True)
-    return 1 if table.failures else 0
+    return table_main("table2", "Table 2 (ablation)", Table2, DEFAULT_OUT, __doc__, argv)
 
 
 if __name__ == "__main__":
