@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 from ignite.engine import Engine, Events
+from ignite.handlers import DiskSaver
+from monai.handlers import CheckpointSaver
 
 from scripts.studies import atomic_path
 
@@ -102,3 +104,16 @@ class SaveFinalWeights:
         if getattr(engine.state, "rank", 0) == 0 and int(os.environ.get("RANK", "0")) == 0:
             save_state_dict(self.network, self.path)
             engine.logger.info(f"saved final weights to {self.path}")
+
+
+class AtomicCheckpointSaver(CheckpointSaver):
+    """MONAI's ``CheckpointSaver`` whose interval checkpoints are written atomically (temporary file, then rename).
+
+    MONAI's own saver writes in place (``atomic=False``), so a run killed while saving leaves a truncated
+    ``checkpoint_*.pt`` that the next run cannot resume from.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if getattr(self, "_interval_checkpoint", None) is not None:
+            self._interval_checkpoint.save_handler = DiskSaver(self.save_dir, require_empty=False, atomic=True)
