@@ -1,13 +1,18 @@
 """Scoring speed and memory: the bundle's fast path against the authors' procedure, on one made study.
 
-    python benchmarks/scoring.py [--weights bundle/models/model.pt] [--t_stride 5] [--strides 1,2,5,10]
+    python benchmarks/scoring.py [--weights bundle/models/model.pt] [--t_stride 10] [--strides 1,2,5,10]
+                                 [--batch_sizes 4,8,16,64]
 
 Both paths use the same weights, the same preprocessed study and the same noise (``ANDiInferer.noise_for``):
 
 * reference (``benchmarks/reference.py``): one timestep after another, batched over all slices, float32, every d_t
   stacked, then the geometric mean;
-* fast (``scripts.scoring.ANDiInferer`` with the inference config's defaults): brain slices x timesteps in chunks,
-  running log-sum, inference mode, channels-last, bf16 autocast where it is the default ("auto").
+* fast (``scripts.scoring.ANDiInferer`` with the inference config's defaults, ``batch_size`` included):
+  brain slices x timesteps in chunks, running log-sum, inference mode, channels-last, bf16 autocast where it is the
+  default ("auto").
+
+It then prints how far d_t from the two means (Eq. 6 as written, the authors' form) lands from the form the bundle
+uses, a sweep of the fast path's pairs per call (seconds and peak memory), and the quality-against-stride table.
 
 Each measurement runs in its own process, so that peak memory is that path's alone: on CPU the peak resident set
 size while scoring, less the resident size before (Linux ``/proc/self/status``, peak reset through ``clear_refs``);
@@ -34,7 +39,7 @@ for path in (REPO / "bundle", REPO):
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.reference import reference_volume  # noqa: E402
+from benchmarks.reference import reference_slices, reference_volume  # noqa: E402
 from scripts.checkpoints import load_network  # noqa: E402
 from scripts.diffusion import make_scheduler  # noqa: E402
 from scripts.metrics import Subject, evaluate_subjects  # noqa: E402
@@ -114,7 +119,9 @@ def worker(args: argparse.Namespace) -> None:
     print(json.dumps({"seconds": seconds, "peak_mb": peak_mb, "amp": inferer.use_amp(device)}))
 
 
-def run_worker(mode: str, study: Path, out: Path, args: argparse.Namespace, t_stride: int) -> dict:
+def run_worker(
+    mode: str, study: Path, out: Path, args: argparse.Namespace, t_stride: int, batch_size: int | None = None
+) -> dict:
     cmd = [
         sys.executable,
         __file__,
@@ -137,7 +144,7 @@ def run_worker(mode: str, study: Path, out: Path, args: argparse.Namespace, t_st
         "--t_upper",
         str(args.t_upper),
         "--batch_size",
-        str(args.batch_size),
+        str(batch_size or args.batch_size),
     ]
     if args.compile:
         cmd.append("--compile")
@@ -154,6 +161,47 @@ def auprc(a: torch.Tensor, study: Path) -> float:
     return evaluate_subjects([subject], median_filter=0).auprc
 
 
+def config_batch_size(device: str) -> int:
+    """The inference config's ``batch_size`` (pairs per network call) on ``device``."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(REPO / "bundle" / "configs" / "inference.yaml"))
+    parser["device"] = f"$torch.device('{device}')"
+    return int(parser.get_parsed_content("batch_size"))
+
+
+def means_form_error(args: argparse.Namespace, study: Path, n_slices: int = 16) -> tuple[float, float]:
+    """Largest differences, over the map's range, of two float32 references from a float64 evaluation of d_t (from
+    the same network outputs) on ``n_slices`` central brain slices: d_t from the two means (Eq. 6 as written) and
+    d_t from the noises (the bundle's form)."""
+    from scripts.diffusion import deviation_from_noise, q_sample, schedule_terms
+
+    with np.load(study) as z:
+        image = torch.from_numpy(z["image"]).float()
+    keep = torch.nonzero(image.abs().amax(dim=(0, 1, 2)) > 0).flatten()
+    mid = keep[max(0, len(keep) // 2 - n_slices // 2) :][:n_slices]
+    x_0 = image[..., mid].permute(3, 0, 1, 2).contiguous()
+    net = make_network(args.preset)
+    if Path(args.weights).is_file():
+        load_network(net, args.weights)
+    net.eval()
+    inferer = ANDiInferer(make_scheduler(), args.t_lower, args.t_upper, args.t_stride, amp=False)
+    n, logs = len(mid), []
+    with torch.inference_mode():
+        means = reference_slices(inferer, x_0, net, form="means").amax(1)
+        noise = reference_slices(inferer, x_0, net, form="noise").amax(1)
+        for t in inferer.timesteps:  # float64 d_t from the float32 network outputs: no rounding in the formula
+            eps = inferer.noise_for(t, x_0.shape, x_0.device)
+            terms = schedule_terms(inferer.scheduler, torch.full((n,), t))
+            eps_hat = net(q_sample(x_0, eps, terms), timesteps=torch.full((n,), t)).double()
+            terms64 = type(terms)(**{k: v.double() for k, v in vars(terms).items()})
+            logs.append(deviation_from_noise(eps.double(), eps_hat, terms64).clamp_min(inferer.log_floor).log())
+    exact = torch.stack(logs).mean(0).exp().amax(1)
+    span = float(exact.max() - exact.min())
+    return float((means - exact).abs().max()) / span, float((noise - exact).abs().max()) / span
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", default=str(REPO / "bundle" / "models" / "model.pt"))
@@ -161,9 +209,10 @@ def main() -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--t_lower", type=int, default=75)
     p.add_argument("--t_upper", type=int, default=200)
-    p.add_argument("--t_stride", type=int, default=5, help="timestep stride of the reference-vs-fast comparison")
+    p.add_argument("--t_stride", type=int, default=10, help="timestep stride of the reference-vs-fast comparison")
     p.add_argument("--strides", default="1,2,5,10", help="strides of the quality table (empty: skip it)")
-    p.add_argument("--batch_size", type=int, default=64, help="slice-timestep pairs per call of the fast path")
+    p.add_argument("--batch_size", type=int, help="pairs per call of the fast path (default: the inference config's)")
+    p.add_argument("--batch_sizes", default="4,8,16,64", help="pairs per call swept on the fast path (empty: skip)")
     p.add_argument("--compile", action="store_true", help="torch.compile the network in the fast path")
     p.add_argument("--seed", type=int, default=2000, help="seed of the made study")
     p.add_argument("--worker", help=argparse.SUPPRESS)
@@ -173,10 +222,12 @@ def main() -> None:
     if args.worker:
         worker(args)
         return
+    if args.batch_size is None:
+        args.batch_size = config_batch_size(args.device)
     weights = "the shipped demo weights" if Path(args.weights).is_file() else "RANDOM weights (no weights file)"
     print(
         f"# ANDi scoring benchmark on MADE (synthetic) data; {args.preset} preset with {weights}; "
-        f"device {args.device}; torch threads {torch.get_num_threads()}"
+        f"device {args.device}; torch threads {torch.get_num_threads()}; fast path {args.batch_size} pairs per call"
     )
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -206,13 +257,29 @@ def main() -> None:
             f"bf16 vs fp32 fast path: correlation {corr:.5f}; AUPRC (made data) fp32 {auprc_fp32:.4f}, "
             f"bf16 {auprc_bf16:.4f}"
         )
+        means_err, noise_err = means_form_error(args, study)
+        print(
+            "d_t precision, float32 reference on 16 slices against float64 arithmetic on the same network outputs: "
+            f"from the two means (Eq. 6, the authors' form) {means_err:.2e} of the range; "
+            f"from the noises (the bundle's form) {noise_err:.2e}"
+        )
+        sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
+        if sizes:
+            print("\n| pairs per call (fast path) | seconds | peak memory (MB) |")
+            print("| --- | --- | --- |")
+            for size in sizes:
+                r = results["fast"] if size == args.batch_size else None
+                r = r or run_worker("fast", study, tmp / f"batch{size}.pt", args, args.t_stride, size)
+                print(f"| {size} | {r['seconds']:.2f} | {r['peak_mb']:.1f} |")
         strides = [int(s) for s in args.strides.split(",") if s.strip()]
         if strides:
             print("\n| t stride | timesteps | seconds (fast path) | AUPRC (made data, no median filter) |")
             print("| --- | --- | --- | --- |")
             for stride in strides:
-                r = run_worker("fast", study, tmp / f"stride{stride}.pt", args, stride)
-                a = torch.load(tmp / f"stride{stride}.pt", weights_only=True)
+                r, a = results["fast"], maps["fast"]
+                if stride != args.t_stride:
+                    r = run_worker("fast", study, tmp / f"stride{stride}.pt", args, stride)
+                    a = torch.load(tmp / f"stride{stride}.pt", weights_only=True)
                 n = len(range(args.t_lower, args.t_upper + 1, stride))
                 print(f"| {stride} | {n} | {r['seconds']:.2f} | {auprc(a, study):.4f} |")
         print(

@@ -161,3 +161,17 @@ def test_make_dataset_and_resume(tmp_path: Path) -> None:
         == (out / "healthy_000" / "healthy_000_t2.nii.gz").stat().st_mtime_ns
     )
     assert stamps[datalist] == datalist.stat().st_mtime_ns
+
+
+@pytest.mark.parametrize("label_name", ["seg.nii.gz", "BraTS-GLI-00001-000-seg.nii.gz", "seg_model.nii.gz"])
+def test_study_discovery_finds_the_label_by_name(tmp_path: Path, label_name: str) -> None:
+    names = {"t1": "x_t1n.nii.gz", "t1c": "x_t1c.nii.gz", "t2": "x_t2w.nii.gz", "flair": "x_t2f.nii.gz"}
+    for name in [*names.values(), label_name, "notes_model.nii.gz"]:
+        (tmp_path / name).write_bytes(b"")
+    assert find_study_files(tmp_path) == {
+        **{k: str(tmp_path / v) for k, v in names.items()},
+        "label": str(tmp_path / label_name),
+    }
+    (tmp_path / "seg_manual.nii.gz").write_bytes(b"")  # a second label: which one is meant is not guessed
+    with pytest.raises(ValueError, match="look like the 'label' image"):
+        find_study_files(tmp_path)

@@ -61,6 +61,9 @@ def _key_for(path: Path) -> str | None:
     # names like "bet_t1c_mask" (a mask made on one modality) count as a mask
     if parts and parts[-1] == "mask":
         return "mask"
+    # names like "seg_model" or "seg_manual" (a segmentation and where it came from) count as a label
+    if parts and parts[0] in MODALITY_ALIASES["label"]:
+        return "label"
     return None
 
 
