@@ -1,7 +1,8 @@
 """ANDi bundle code: small modules with one job each, imported by the bundle configs as ``scripts``.
 
-MONAI's bundle runner puts ``bundle_root`` on ``sys.path``, so configs use ``$import scripts`` and refer to
-``scripts.noise``, ``scripts.scoring`` and so on. Nothing here is installed as a top-level package.
+MONAI's bundle runner puts ``bundle_root`` on ``sys.path`` when it parses a config, so configs name components as
+``_target_: scripts.noise.RandNoised`` and so on (not ``$import scripts``: MONAI runs imports before that). Nothing
+here is installed as a top-level package.
 """
 
 MODALITIES: tuple[str, ...] = ("t1", "t1c", "t2", "flair")
