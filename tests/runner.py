@@ -22,6 +22,24 @@ TINY_ARGS: list[str] = ["--network_preset", repr(TINY_NET), "--image_size", "32"
 """Command-line overrides for tiny made studies (already on one grid, so no SRI24 registration)."""
 
 
+def tiny_dataset(
+    folder: Path, n_healthy: int, n_anomalous: int = 0, lesion: str = "tumour", seed: int = 0, n_validation: int = 0
+) -> Path:
+    """Made (synthetic) tiny studies, 48x48x32 voxels of 5 mm, written with their datalist; returns its path."""
+    from scripts.synthetic import make_dataset
+
+    return make_dataset(
+        folder,
+        n_healthy=n_healthy,
+        n_anomalous=n_anomalous,
+        lesion=lesion,
+        seed=seed,
+        shape=(48, 48, 32),
+        spacing=(5.0, 5.0, 5.0),
+        n_validation=n_validation,
+    )
+
+
 def bundle_cmd(workflow: str, configs: str | Sequence[str], *args: str, launcher: Sequence[str] = ()) -> list[str]:
     """The command line of ``python -m monai.bundle run WORKFLOW`` with ``configs`` (names under bundle/configs,
     merged in order when several) and ``args``; ``launcher`` (e.g. torchrun's) goes before ``-m monai.bundle``."""

@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from monai.bundle import ConfigParser
-from runner import REPO, TINY_NET, bundle_cmd
+from runner import REPO, TINY_NET, bundle_cmd, tiny_dataset
 
 from scripts.baselines.anoddpm import AnoDDPMInferer
 from scripts.baselines.autoddpm import AutoDDPMInferer
@@ -25,7 +25,6 @@ from scripts.baselines.flair import FLAIRInferer, best_dice_threshold
 from scripts.diffusion import make_scheduler
 from scripts.networks import make_network
 from scripts.noise import _SIMPLEX_GRADIENTS, NOISE_TYPES, coarse_noise, get_noise_fn, simplex3d, simplex_noise
-from scripts.synthetic import make_dataset
 
 TINY_DDPM = repr(TINY_NET)
 TINY_DAE = "{'features': [8, 8, 8, 8, 8, 8]}"
@@ -338,16 +337,7 @@ def workflows(tmp_path_factory) -> dict:
     """Tiny made studies; every baseline trained (3 iterations) and then scored with its own configs through the
     command line, the four methods side by side."""
     root = tmp_path_factory.mktemp("baselines")
-    data = make_dataset(
-        root / "data",
-        n_healthy=3,
-        n_anomalous=1,
-        lesion="tumour",
-        seed=0,
-        shape=(48, 48, 32),
-        spacing=(5.0, 5.0, 5.0),
-        n_validation=1,
-    )
+    data = tiny_dataset(root / "data", n_healthy=3, n_anomalous=1, n_validation=1)
     chains = {}
     for m in METHODS:
         score = overrides_cmd(

@@ -7,11 +7,10 @@ import os
 from pathlib import Path
 
 import pytest
-from runner import TINY_ARGS, TINY_NET, run_bundle
+from runner import TINY_ARGS, TINY_NET, run_bundle, tiny_dataset
 
 from scripts.checkpoints import save_state_dict
 from scripts.networks import make_network
-from scripts.synthetic import make_dataset
 
 TORCHRUN = ["-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533"]
 
@@ -26,16 +25,7 @@ def torchrun(workflow: str, config: str | list[str], *args: str):
 def data(tmp_path_factory) -> Path:
     """Made (synthetic) tiny studies: 3 healthy (1 for validation), 3 with a tumour."""
     out = tmp_path_factory.mktemp("ddp_data")
-    return make_dataset(
-        out,
-        n_healthy=3,
-        n_anomalous=3,
-        lesion="tumour",
-        seed=5,
-        shape=(48, 48, 32),
-        spacing=(5.0, 5.0, 5.0),
-        n_validation=1,
-    )
+    return tiny_dataset(out, n_healthy=3, n_anomalous=3, seed=5, n_validation=1)
 
 
 def test_ddp_training_two_processes(data, tmp_path):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from runner import TINY_NET
+from runner import TINY_NET, tiny_dataset
 from sklearn.metrics import average_precision_score
 
 from scripts.checkpoints import save_state_dict
@@ -20,7 +20,6 @@ from scripts.metrics import median_filtered
 from scripts.networks import make_network
 from scripts.report import CollectMapsd, MapCollector, labelled_studies, load_maps
 from scripts.studies import StudyError
-from scripts.synthetic import make_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = ["bundle/configs/inference.yaml", "bundle/configs/evaluate.yaml"]
@@ -29,9 +28,7 @@ CONFIGS = ["bundle/configs/inference.yaml", "bundle/configs/evaluate.yaml"]
 @pytest.fixture(scope="module")
 def tiny_labelled(tmp_path_factory) -> Path:
     """Two made studies with a tumour and its label, 48x48x32 at 5 mm; datalist "testing" list."""
-    return make_dataset(
-        tmp_path_factory.mktemp("data"), 0, 2, lesion="tumour", seed=1, shape=(48, 48, 32), spacing=(5.0, 5.0, 5.0)
-    )
+    return tiny_dataset(tmp_path_factory.mktemp("data"), n_healthy=0, n_anomalous=2, seed=1)
 
 
 @pytest.fixture(scope="module")

@@ -9,14 +9,13 @@ import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 import torch
-from runner import TINY_NET, run_bundle
+from runner import TINY_NET, run_bundle, tiny_dataset
 
 from scripts.checkpoints import save_state_dict
 from scripts.networks import make_network
 from scripts.prepare import build_histogram_landmarks
 from scripts.preprocess import HistogramMatchd
 from scripts.registration import DEFAULT_PERCENTILES, matrix_transform, transform_matrix
-from scripts.synthetic import make_dataset
 
 
 def test_transform_matrix_round_trip():
@@ -29,7 +28,7 @@ def test_transform_matrix_round_trip():
 
 
 def test_histogram_landmarks_built_and_matched(tmp_path):
-    datalist = make_dataset(tmp_path / "data", n_healthy=3, seed=3, shape=(48, 48, 32), spacing=(5.0, 5.0, 5.0))
+    datalist = tiny_dataset(tmp_path / "data", n_healthy=3, seed=3)
     path = build_histogram_landmarks(datalist, tmp_path / "landmarks.json")
     content = json.loads(path.read_text())
     assert content["percentiles"] == list(DEFAULT_PERCENTILES)

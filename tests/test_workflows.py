@@ -13,9 +13,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from runner import REPO, TINY_ARGS, bundle_cmd, run_bundle
-
-from scripts.synthetic import make_dataset
+from runner import REPO, TINY_ARGS, bundle_cmd, run_bundle, tiny_dataset
 
 TINY = TINY_ARGS
 
@@ -24,16 +22,7 @@ TINY = TINY_ARGS
 def tiny_data(tmp_path_factory) -> Path:
     """Made (synthetic) tiny studies: 4 healthy (1 for validation) and 1 with a tumour, 48x48x32 at 5 mm."""
     out = tmp_path_factory.mktemp("data")
-    return make_dataset(
-        out,
-        n_healthy=4,
-        n_anomalous=1,
-        lesion="tumour",
-        seed=0,
-        shape=(48, 48, 32),
-        spacing=(5.0, 5.0, 5.0),
-        n_validation=1,
-    )
+    return tiny_dataset(out, n_healthy=4, n_anomalous=1, n_validation=1)
 
 
 def train_args(datalist: Path, out: Path, *extra: str) -> list[str]:

@@ -22,7 +22,7 @@ import yaml
 from monai.bundle import ConfigParser, ConfigWorkflow, verify_metadata, verify_net_in_out
 from monai.data import load_net_with_metadata, save_net_with_metadata
 from monai.networks.utils import convert_to_torchscript
-from runner import TINY_NET
+from runner import TINY_NET, tiny_dataset
 
 from scripts import MODALITIES
 from scripts.checkpoints import load_network
@@ -233,9 +233,8 @@ def test_tracking_without_mlflow_stops_before_reading_data(tmp_path: Path) -> No
 
 @pytest.mark.skipif(not HAS_MLFLOW, reason="mlflow is not installed")
 def test_tracking_with_mlflow_logs_losses(tmp_path: Path) -> None:
-    from scripts.synthetic import make_dataset
 
-    datalist = make_dataset(tmp_path / "data", 3, 0, "tumour", 0, (48, 48, 32), (5.0, 5.0, 5.0), 1)
+    datalist = tiny_dataset(tmp_path / "data", n_healthy=3, n_validation=1)
     run = tmp_path / "run"
     cmd = [
         *[sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", str(TRAIN)],
