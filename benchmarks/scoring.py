@@ -171,6 +171,30 @@ def config_batch_size(device: str) -> int:
     return int(parser.get_parsed_content("batch_size"))
 
 
+BF16_PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0}
+"""Dense bf16 tensor-core peaks (vendor datasheets, SXM parts), looked up by the CUDA device's name."""
+
+
+def flops_per_pair(args: argparse.Namespace, shape: tuple[int, ...]) -> float:
+    """FLOPs of one network forward pass on one slice (C, H, W), counted by ``torch.utils.flop_counter``."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    net = make_network(args.preset).eval()
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        net(torch.zeros((2, *shape)), timesteps=torch.zeros(2, dtype=torch.long))
+    return counter.get_total_flops() / 2
+
+
+def peak_tflops(args: argparse.Namespace) -> float | None:
+    """The device's bf16 peak: ``--peak_tflops``, else looked up for known CUDA devices; None when unknown."""
+    if args.peak_tflops:
+        return args.peak_tflops
+    if args.device.startswith("cuda"):
+        name = torch.cuda.get_device_name(torch.device(args.device))
+        return next((v for k, v in BF16_PEAK_TFLOPS.items() if k in name), None)
+    return None
+
+
 def means_form_error(args: argparse.Namespace, study: Path, n_slices: int = 16) -> tuple[float, float]:
     """Largest differences, over the map's range, of two float32 references from a float64 evaluation of d_t (from
     the same network outputs) on ``n_slices`` central brain slices: d_t from the two means (Eq. 6 as written) and
@@ -214,6 +238,7 @@ def main() -> None:
     p.add_argument("--batch_size", type=int, help="pairs per call of the fast path (default: the inference config's)")
     p.add_argument("--batch_sizes", default="4,8,16,64", help="pairs per call swept on the fast path (empty: skip)")
     p.add_argument("--compile", action="store_true", help="torch.compile the network in the fast path")
+    p.add_argument("--peak_tflops", type=float, help="the device's bf16 peak (default: known for H100/H200/A100)")
     p.add_argument("--seed", type=int, default=2000, help="seed of the made study")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--study", help=argparse.SUPPRESS)
@@ -256,6 +281,16 @@ def main() -> None:
         print(
             f"bf16 vs fp32 fast path: correlation {corr:.5f}; AUPRC (made data) fp32 {auprc_fp32:.4f}, "
             f"bf16 {auprc_bf16:.4f}"
+        )
+        flops = flops_per_pair(args, tuple(shape[:3]))
+        study_tflop = flops * n_brain * n_t / 1e12
+        achieved = study_tflop / results["fast"]["seconds"]
+        peak = peak_tflops(args)
+        print(
+            f"network FLOPs (torch.utils.flop_counter): {flops / 1e9:.2f} GFLOP per slice-timestep pair; "
+            f"{study_tflop:.1f} TFLOP per study here ({n_brain} brain slices x {n_t} timesteps), "
+            f"{flops * n_brain * 126 / 1e12:.1f} TFLOP at the paper's 126; fast path {achieved:.2f} TFLOP/s"
+            + (f" = {100 * achieved / peak:.1f}% of the device's bf16 peak {peak:.0f} TFLOP/s" if peak else "")
         )
         means_err, noise_err = means_form_error(args, study)
         print(

@@ -140,12 +140,14 @@ class BrainSliceInferer(Inferer):
 
     def score_volume(self, volume: torch.Tensor, network: Callable) -> torch.Tensor:
         """Per-channel map a_m for one volume (C, H, W, D); slices with no brain get 0. Returns (C, H, W, D)."""
-        out = torch.zeros(volume.shape, dtype=torch.float32, device=volume.device)
         keep = brain_slices(volume)
         if keep.numel() == 0:
-            return out
+            return torch.zeros(volume.shape, dtype=torch.float32, device=volume.device)
         slices = volume[..., keep].permute(3, 0, 1, 2).float()  # (K, C, H, W)
-        out[..., keep] = self.score_slices(slices, network).float().permute(1, 2, 3, 0)
+        scores = self.score_slices(slices, network).float()
+        del slices  # one volume-sized buffer fewer while the output is assembled
+        out = torch.zeros(volume.shape, dtype=torch.float32, device=volume.device)
+        out[..., keep] = scores.permute(1, 2, 3, 0)
         return out
 
     @torch.inference_mode()
@@ -244,4 +246,4 @@ class ANDiInferer(BrainSliceInferer):
                 d_t = d_t.clamp_min(self.log_floor).log()
             acc.index_add_(0, s_idx, d_t)
         acc /= len(self.timesteps)
-        return acc.exp() if self.aggregation == "geometric" else acc
+        return acc.exp_() if self.aggregation == "geometric" else acc
