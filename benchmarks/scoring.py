@@ -6,10 +6,10 @@
 Both paths use the same weights, the same preprocessed study and the same noise (``ANDiInferer.noise_for``):
 
 * reference (``benchmarks/reference.py``): one timestep after another, batched over all slices, float32, every d_t
-  stacked, then the geometric mean;
+  stacked, then the geometric mean; the UNet's attention as an explicit softmax(QK^T)V, as the authors ran it;
 * fast (``scripts.scoring.ANDiInferer`` with the inference config's defaults, ``batch_size`` included):
-  brain slices x timesteps in chunks, running log-sum, inference mode, channels-last, bf16 autocast where it is the
-  default ("auto").
+  brain slices x timesteps in chunks, running log-sum, inference mode, channels-last, fused attention, bf16
+  autocast where it is the default ("auto").
 
 It then prints how far d_t from the two means (Eq. 6 as written, the authors' form) lands from the form the bundle
 uses, a sweep of the fast path's pairs per call (seconds and peak memory), and the quality-against-stride table.
@@ -82,7 +82,7 @@ def worker(args: argparse.Namespace) -> None:
     device = torch.device(args.device)
     with np.load(args.study) as z:
         image = torch.from_numpy(z["image"]).to(device)
-    net = make_network(args.preset)
+    net = make_network(args.preset, fused_attention=args.worker != "reference")  # the authors' UNet: explicit softmax
     if Path(args.weights).is_file():
         load_network(net, args.weights)
     net = net.to(device).eval()
@@ -206,7 +206,7 @@ def means_form_error(args: argparse.Namespace, study: Path, n_slices: int = 16) 
     keep = torch.nonzero(image.abs().amax(dim=(0, 1, 2)) > 0).flatten()
     mid = keep[max(0, len(keep) // 2 - n_slices // 2) :][:n_slices]
     x_0 = image[..., mid].permute(3, 0, 1, 2).contiguous()
-    net = make_network(args.preset)
+    net = make_network(args.preset, fused_attention=False)
     if Path(args.weights).is_file():
         load_network(net, args.weights)
     net.eval()
