@@ -3,7 +3,8 @@
     python benchmarks/training.py [--presets cpu,paper] [--batch_size 16] [--steps 5] [--device cpu]
 
 Each step is what ``train.yaml`` runs: pyramidal noise from ``NoisePrepareBatch``, the network under
-``AutocastDiffusionInferer`` (bf16 autocast on or off; channels-last where the config turns it on, i.e. on CUDA),
+``AutocastDiffusionInferer`` (bf16 autocast on or off; channels-last where the config turns it on, i.e. on CUDA;
+fused attention as the config's default, and once without it for comparison),
 the epsilon MSE, backward and an AdamW step. Inputs are random 128x128 4-channel slices (throughput does not
 depend on the content). The first two steps are warm-up; the median of the timed steps is reported.
 """
@@ -27,10 +28,12 @@ from scripts.networks import make_network  # noqa: E402
 from scripts.training import AutocastDiffusionInferer, NoisePrepareBatch  # noqa: E402
 
 
-def step_seconds(preset: str, autocast: bool, batch_size: int, steps: int, device: torch.device) -> float:
+def step_seconds(
+    preset: str, autocast: bool, batch_size: int, steps: int, device: torch.device, fused_attention: bool = True
+) -> float:
     """Median seconds of one training step (after two warm-up steps)."""
     torch.manual_seed(0)
-    net = make_network(preset).to(device)
+    net = make_network(preset, fused_attention=fused_attention).to(device)
     channels_last = device.type == "cuda"
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
@@ -67,13 +70,21 @@ def main() -> None:
         f"# training throughput, batch {args.batch_size} slices of 4x128x128, device {device}, "
         f"torch threads {torch.get_num_threads()}, median of {args.steps} steps"
     )
-    print("| preset | parameters | fp32 slices/s | bf16 autocast slices/s | bf16 / fp32 |")
-    print("| --- | --- | --- | --- | --- |")
+    print(
+        "| preset | parameters | fp32 slices/s | bf16 autocast slices/s | bf16 / fp32 "
+        "| bf16, explicit attention slices/s | fused / explicit |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for preset in args.presets.split(","):
         params = sum(p.numel() for p in make_network(preset).parameters())
         fp32 = args.batch_size / step_seconds(preset, False, args.batch_size, args.steps, device)
         bf16 = args.batch_size / step_seconds(preset, True, args.batch_size, args.steps, device)
-        print(f"| {preset} | {params / 1e6:.2f}M | {fp32:.1f} | {bf16:.1f} | {bf16 / fp32:.2f} |", flush=True)
+        explicit = args.batch_size / step_seconds(preset, True, args.batch_size, args.steps, device, False)
+        print(
+            f"| {preset} | {params / 1e6:.2f}M | {fp32:.1f} | {bf16:.1f} | {bf16 / fp32:.2f} "
+            f"| {explicit:.1f} | {bf16 / explicit:.2f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":
