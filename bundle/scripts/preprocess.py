@@ -38,14 +38,15 @@ def _source_name(img) -> str:
     return str(name[0] if isinstance(name, (list, tuple)) and name else name)
 
 
-def brain_mask(image: torch.Tensor, threshold: float = 0.0) -> torch.Tensor:
-    """Voxels where any channel of ``image`` (C, H, W, D) exceeds ``threshold`` in magnitude; bool (1, H, W, D).
+def brain_mask(image: torch.Tensor, threshold: float = 0.0, channel_dim: int = 0) -> torch.Tensor:
+    """Voxels where any channel of ``image`` exceeds ``threshold`` in magnitude, the channel axis kept with size 1:
+    a volume (C, H, W, D) gives bool (1, H, W, D); slices (K, C, H, W) with ``channel_dim=1`` give (K, 1, H, W).
 
     A bool ``image`` is taken as a mask already.
     """
     image = torch.as_tensor(image)
     inside = image if image.dtype == torch.bool else image.abs() > threshold
-    return inside.any(dim=0, keepdim=True)
+    return inside.any(dim=channel_dim, keepdim=True)
 
 
 class BrainMaskd(MapTransform):

@@ -36,11 +36,7 @@ from monai.networks.schedulers import DDPMScheduler
 from scripts.baselines.sampling import ReverseChainInferer, forward_step
 from scripts.data import healthy_slice_indices
 from scripts.diffusion import q_sample
-
-
-def slice_brain(x: torch.Tensor) -> torch.Tensor:
-    """Brain mask of slices (K, C, H, W): any channel non-zero; bool (K, 1, H, W)."""
-    return (x != 0).any(dim=1, keepdim=True)
+from scripts.preprocess import brain_mask
 
 
 def dilate(mask: torch.Tensor, radius: int = 1) -> torch.Tensor:
@@ -135,7 +131,7 @@ class AutoDDPMInferer(ReverseChainInferer):
     def score_slices(self, x_0: torch.Tensor, network: Callable) -> torch.Tensor:
         """|x_0 - x_inp| (weighted by the normalised first residual) for brain slices ``x_0`` (K, C, H, W)."""
         generator = self.generator(x_0.device)
-        brain = slice_brain(x_0)
+        brain = brain_mask(x_0, channel_dim=1)
         x_rec = self.reconstruct(x_0, network, generator)
         residual = (x_0 - x_rec).abs()
         mask = self.anomaly_mask(residual, brain)
@@ -196,7 +192,7 @@ def calibrate_masking_threshold(
         keep = keep[torch.linspace(0, keep.numel() - 1, min(slices_per_study, keep.numel())).round().long()]
         x_0 = image[..., keep].permute(3, 0, 1, 2).float().to(device)
         x_rec = inferer.reconstruct(x_0, network, inferer.generator(x_0.device))
-        r = (x_0 - x_rec).abs().transpose(0, 1)[:, slice_brain(x_0).squeeze(1)]  # (C, brain pixels)
+        r = (x_0 - x_rec).abs().transpose(0, 1)[:, brain_mask(x_0, channel_dim=1).squeeze(1)]  # (C, brain pixels)
         residuals.append(r.cpu().numpy())
     if not residuals:
         raise ValueError(f"no healthy brain slice in {len(studies)} validation studies")

@@ -31,6 +31,7 @@ from monai.engines.utils import PrepareBatch
 from monai.networks.nets import BasicUNet
 
 from scripts.noise import coarse_noise
+from scripts.preprocess import brain_mask
 from scripts.scoring import BrainSliceInferer
 
 DAE_DEFAULTS: dict[str, Any] = {"norm": ("group", {"num_groups": 8}), "act": "swish", "upsample": "deconv"}
@@ -62,11 +63,6 @@ def make_dae_network(preset: str | Mapping[str, Any] = "cpu", in_channels: int =
     return BasicUNet(spatial_dims=2, in_channels=in_channels, out_channels=in_channels, **kwargs)
 
 
-def batch_brain(x: torch.Tensor) -> torch.Tensor:
-    """Brain mask of slices (N, C, H, W): any channel non-zero; bool (N, 1, H, W)."""
-    return (x != 0).any(dim=1, keepdim=True)
-
-
 def erode(mask: torch.Tensor, radius: int = 2) -> torch.Tensor:
     """Binary erosion of (N, 1, H, W) masks with a (2 radius + 1)^2 square, per slice (outside the image counts as
     inside the mask)."""
@@ -95,7 +91,7 @@ class CoarseNoisePrepareBatch(PrepareBatch):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         x = batchdata[self.image_key].to(device=device, non_blocking=non_blocking, **kwargs)
         noise = coarse_noise(tuple(x.shape), self.resolution, self.std, device=x.device, dtype=x.dtype)
-        return x + noise * batch_brain(x), x
+        return x + noise * brain_mask(x, channel_dim=1), x
 
 
 class MaskedMSELoss(torch.nn.Module):
@@ -103,7 +99,7 @@ class MaskedMSELoss(torch.nn.Module):
     reconstruction outside the brain is not trained."""
 
     def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return ((prediction.float() - target.float()).square() * batch_brain(target)).mean()
+        return ((prediction.float() - target.float()).square() * brain_mask(target, channel_dim=1)).mean()
 
 
 class DAEInferer(BrainSliceInferer):
@@ -127,4 +123,4 @@ class DAEInferer(BrainSliceInferer):
     def score_slices(self, x_0: torch.Tensor, network: Callable) -> torch.Tensor:
         """|x_0 - f(x_0)| * eroded brain for slices ``x_0`` (K, C, H, W); returns (K, C, H, W)."""
         x_hat = self.run_network(network, x_0)
-        return (x_0 - x_hat).abs() * erode(batch_brain(x_0), self.erosion_radius)
+        return (x_0 - x_hat).abs() * erode(brain_mask(x_0, channel_dim=1), self.erosion_radius)
