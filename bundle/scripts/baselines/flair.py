@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from scripts.metrics import best_dice, binary_curve
 from scripts.preprocess import brain_mask
 from scripts.scoring import BrainSliceInferer
 
@@ -44,7 +45,9 @@ def best_dice_threshold(
 ) -> tuple[float, float]:
     """The threshold whose segmentation ``map > threshold`` has the best Dice over all the given voxels.
 
-    Every cut between two distinct map values is tried (exact, in O(N log N)); Dice is pooled over all studies.
+    Every cut between two distinct map values is tried (exact, in O(N log N), through the same
+    :func:`~scripts.metrics.binary_curve` and :func:`~scripts.metrics.best_dice` as the ceil Dice of ``run
+    evaluate``); Dice is pooled over all studies.
 
     Args:
         maps: anomaly maps, any shapes.
@@ -60,13 +63,11 @@ def best_dice_threshold(
     truth = np.concatenate([np.asarray(y)[k] != 0 for y, k in zip(labels, masks, strict=True)])
     if not truth.any():
         raise ValueError("no anomalous voxel in the labels: the threshold cannot be tuned")
-    order = np.argsort(-values, kind="stable")
-    values, truth = values[order], truth[order]
-    dice = 2.0 * np.cumsum(truth) / (np.arange(1, values.size + 1) + truth.sum())  # top i+1 values positive
-    cut = np.append(values[:-1] > values[1:], True)  # only between distinct values
-    best = int(np.argmax(np.where(cut, dice, -1.0)))
-    lower = values[best + 1] if best + 1 < values.size else values[best] - max(1.0, abs(values[best]))
-    return float((values[best] + lower) / 2.0), float(dice[best])
+    curve = binary_curve(values, truth)
+    dice, lowest_kept = best_dice(curve)  # the segmentation values >= lowest_kept
+    k = int(np.flatnonzero(curve.thresholds == lowest_kept)[0])
+    lower = curve.thresholds[k + 1] if k + 1 < curve.thresholds.size else lowest_kept - max(1.0, abs(lowest_kept))
+    return float((lowest_kept + lower) / 2.0), dice
 
 
 @torch.inference_mode()
