@@ -46,6 +46,12 @@ def _uniform(generator: torch.Generator | None, device: torch.device | str) -> f
     return float(torch.rand((), generator=generator, device=device))
 
 
+def _standardised_per_sample(noise: torch.Tensor) -> torch.Tensor:
+    """``noise`` (B, ...) shifted and scaled so that every sample has zero mean and unit (sample) variance."""
+    flat = noise.reshape(noise.shape[0], -1)
+    return ((flat - flat.mean(1, keepdim=True)) / flat.std(1, keepdim=True).clamp_min(1e-12)).view_as(noise)
+
+
 def _upsampled_noise(
     shape: Sequence[int], size: tuple[int, int], generator: torch.Generator | None, device, dtype
 ) -> torch.Tensor:
@@ -86,16 +92,14 @@ def pyramid_noise(
     Returns:
         Tensor of ``shape`` whose every sample (C, H, W) has zero mean and unit variance.
     """
-    b, c, h, w = shape
+    h, w = shape[-2:]
     noise = torch.zeros(tuple(shape), device=device, dtype=torch.float32)
     for i in range(1, levels + 1):
         r_i = 2.0 + 2.0 * _uniform(generator, device)
         scale = r_i ** (i - 1)
         size = (max(1, math.ceil(h / scale)), max(1, math.ceil(w / scale)))
         noise += discount**i * _upsampled_noise(shape, size, generator, device, torch.float32)
-    flat = noise.view(b, -1)
-    noise = (noise - flat.mean(1).view(b, 1, 1, 1)) / flat.std(1).clamp_min(1e-12).view(b, 1, 1, 1)
-    return noise.to(dtype)
+    return _standardised_per_sample(noise).to(dtype)
 
 
 def pyramid_noise_authors(
@@ -288,9 +292,7 @@ def simplex_noise(
         for octave in range(levels):
             points = grid * (frequency * 2.0**octave) + offsets[start : start + step]
             noise[start : start + step] += discount**octave * simplex3d(points, perm)
-    flat = noise.view(b, -1)
-    noise = (flat - flat.mean(1, keepdim=True)) / flat.std(1, keepdim=True).clamp_min(1e-12)
-    return noise.view(b, c, h, w).to(dtype)
+    return _standardised_per_sample(noise.view(b, c, h, w)).to(dtype)
 
 
 def coarse_noise(
