@@ -162,6 +162,11 @@ def markdown_table(results: Sequence[Metrics]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def n_studies(n: int) -> str:
+    """The count as the reports print it: "1 study", "2 studies"."""
+    return f"{n} study" if n == 1 else f"{n} studies"
+
+
 def markdown_report(
     results: Sequence[Metrics], settings: Mapping[str, object] | None = None, note: str = "", method: str = "ANDi"
 ) -> str:
@@ -173,7 +178,7 @@ def markdown_report(
         "",
         *([note, ""] if note else []),
         markdown_table(results),
-        f"- {n} {'study' if n == 1 else 'studies'}; every figure is on the brain voxels, on the scoring grid.",
+        f"- {n_studies(n)}; every figure is on the brain voxels, on the scoring grid.",
         "- AUPRC, AUROC: every brain voxel of the test set pooled, the maps min-max normalised to [0, 1] over",
         "  those voxels (paper Sec. 5.4).",
         "- ceil Dice: the best single threshold over the pooled voxels; the threshold is on that normalised scale",
@@ -281,8 +286,7 @@ class EvaluationReport:
         }
         atomic_write_bytes((json.dumps(summary, indent=2) + "\n").encode(), out / JSON_FILE)
         atomic_write_bytes(pr_curves_png(results), out / CURVES_FILE)
-        n = len(self.collector.subjects)
-        studies = "study" if n == 1 else "studies"
-        print(f"{self.method} evaluation of {n} {studies}:\n{markdown_table(results)}", flush=True)
+        n = n_studies(len(self.collector.subjects))
+        print(f"{self.method} evaluation of {n}:\n{markdown_table(results)}", flush=True)
         print(f"metrics written to {out.resolve()}", flush=True)
         return results
