@@ -225,11 +225,12 @@ class ANDiInferer(BrainSliceInferer):
         acc = torch.zeros_like(x_0)
         pairs = len(self.timesteps) * k
         chunk = self.pairs_per_call(network, x_0)
+        timesteps = torch.tensor(self.timesteps, device=x_0.device)
         noise: dict[int, torch.Tensor] = {}  # timestep index -> noise of all slices, only for the current chunk
         for start in range(0, pairs, chunk):
             idx = torch.arange(start, min(start + chunk, pairs), device=x_0.device)
             t_idx, s_idx = idx // k, idx % k  # timestep-major order: a chunk spans few timesteps
-            t_values = torch.tensor(self.timesteps, device=x_0.device)[t_idx]
+            t_values = timesteps[t_idx]
             noise = {ti: noise.get(ti) for ti in t_idx.unique().tolist()}
             eps = torch.empty((idx.numel(), *x_0.shape[1:]), device=x_0.device)
             for ti in noise:
