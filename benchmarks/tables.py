@@ -39,9 +39,11 @@ if str(REPO / "bundle") not in sys.path:
     sys.path.insert(0, str(REPO / "bundle"))
 
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 from scripts.metrics import dice, median_filtered  # noqa: E402
 from scripts.report import load_maps  # noqa: E402
+from scripts.scoring import use_amp  # noqa: E402
 from scripts.studies import atomic_write_bytes  # noqa: E402
 from scripts.synthetic import make_dataset  # noqa: E402
 
@@ -114,22 +116,6 @@ class Settings:
             "autoddpm_resamplings": "AutoDDPM resamplings",
         }
         return [f"{names[k]} {getattr(self, k)} (paper {v})" for k, v in PAPER_CHAINS.items() if getattr(self, k) != v]
-
-
-def cpu_has_bf16() -> bool:
-    """True when bf16 autocast is fast here: CUDA, or a CPU with AVX512-BF16 or AMX-BF16."""
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            return True
-    except ImportError:  # pragma: no cover
-        return False
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -212,7 +198,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     threads = args.threads if args.threads > 0 else max(1, (os.cpu_count() or 1) // jobs)
     s = Settings(
         **{n: getattr(args, n) for n in names},
-        autocast=cpu_has_bf16() if args.autocast == "auto" else args.autocast == "true",
+        autocast=use_amp(args.autocast, torch.device("cuda" if torch.cuda.is_available() else "cpu")),
         jobs=jobs,
         threads=threads,
         smoke=bool(args.smoke),
