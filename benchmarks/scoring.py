@@ -44,7 +44,7 @@ from scripts.checkpoints import load_network  # noqa: E402
 from scripts.diffusion import make_scheduler  # noqa: E402
 from scripts.metrics import Subject, evaluate_subjects  # noqa: E402
 from scripts.networks import make_network  # noqa: E402
-from scripts.scoring import ANDiInferer  # noqa: E402
+from scripts.scoring import ANDiInferer, brain_slices  # noqa: E402
 
 
 def _rss_kb(field: str) -> int:
@@ -76,16 +76,21 @@ def make_study(folder: Path, seed: int) -> Path:
     return out
 
 
+def bench_network(args: argparse.Namespace, fused_attention: bool) -> torch.nn.Module:
+    """The ``--preset`` network in eval mode, with the ``--weights`` when that file exists (random weights else)."""
+    net = make_network(args.preset, fused_attention=fused_attention)
+    if Path(args.weights).is_file():
+        load_network(net, args.weights)
+    return net.eval()
+
+
 def worker(args: argparse.Namespace) -> None:
     """One measurement in this process: score the study with one path, save the map, print seconds and peak memory."""
     torch.manual_seed(0)
     device = torch.device(args.device)
     with np.load(args.study) as z:
         image = torch.from_numpy(z["image"]).to(device)
-    net = make_network(args.preset, fused_attention=args.worker != "reference")  # the authors' UNet: explicit softmax
-    if Path(args.weights).is_file():
-        load_network(net, args.weights)
-    net = net.to(device).eval()
+    net = bench_network(args, fused_attention=args.worker != "reference").to(device)  # reference: explicit softmax
     amp = {"reference": False, "fast_fp32": False, "fast_bf16": True, "fast": "auto"}[args.worker]
     inferer = ANDiInferer(
         make_scheduler(),
@@ -203,13 +208,10 @@ def means_form_error(args: argparse.Namespace, study: Path, n_slices: int = 16) 
 
     with np.load(study) as z:
         image = torch.from_numpy(z["image"]).float()
-    keep = torch.nonzero(image.abs().amax(dim=(0, 1, 2)) > 0).flatten()
+    keep = brain_slices(image)
     mid = keep[max(0, len(keep) // 2 - n_slices // 2) :][:n_slices]
     x_0 = image[..., mid].permute(3, 0, 1, 2).contiguous()
-    net = make_network(args.preset, fused_attention=False)
-    if Path(args.weights).is_file():
-        load_network(net, args.weights)
-    net.eval()
+    net = bench_network(args, fused_attention=False)
     inferer = ANDiInferer(make_scheduler(), args.t_lower, args.t_upper, args.t_stride, amp=False)
     n, logs = len(mid), []
     with torch.inference_mode():
