@@ -22,11 +22,11 @@ from scripts.scoring import ANDiInferer
 
 @torch.inference_mode()
 def reference_slices(inferer: ANDiInferer, x_0: torch.Tensor, network: Callable, form: str = "noise") -> torch.Tensor:
-    """Aggregated maps (N, C, H, W) for slices ``x_0`` (N, C, H, W) with ``inferer``'s timesteps, noise and floor;
-    d_t in the ``"noise"`` or the ``"means"`` form."""
+    """Aggregated maps (N, C, H, W) for slices ``x_0`` (N, C, H, W) with ``inferer``'s diffusion range, timesteps,
+    noise and floor; d_t in the ``"noise"`` or the ``"means"`` form."""
     if form not in ("noise", "means"):
         raise ValueError(f"form must be 'noise' or 'means', got {form!r}")
-    x_0 = x_0.float()
+    x_0 = inferer.diffusion_range.to_diffusion(x_0.float())
     n = x_0.shape[0]
     d_all = []
     for t in inferer.timesteps:

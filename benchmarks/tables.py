@@ -476,6 +476,7 @@ def evaluate(
         f"eval_{name}_{family}", cmd, out / "table_command.json", metrics_file.is_file, s, work_dir, log=log
     )
     rows = json.loads(metrics_file.read_text())["metrics"]
+    rows = [r for r in rows if r.get("voxel_set") == rows[0].get("voxel_set")]  # the scoring's own voxel set
     return Evaluation(name, family, out, {int(r["median_filter"]): r for r in rows}, step)
 
 

@@ -22,6 +22,31 @@ TINY_ARGS: list[str] = ["--network_preset", repr(TINY_NET), "--image_size", "32"
 """Command-line overrides for tiny made studies (already on one grid, so no SRI24 registration)."""
 
 
+def weights_settings(**changes: object) -> dict:
+    """The settings ``configs/inference.yaml`` expects recorded with the weights, for ``TINY_ARGS`` (32 x 32 slices)."""
+    settings = {
+        "method": "ANDi",
+        "diffusion_range": [-1, 1],
+        "modalities": ["t1", "t1c", "t2", "flair"],
+        "image_size": 32,
+        "num_train_timesteps": 1000,
+        "beta_start": 0.0001,
+        "beta_end": 0.02,
+    }
+    return {**settings, **changes}
+
+
+def tiny_weights(path: Path, seed: int = 0, **changes: object) -> Path:
+    """Random weights of the tiny network, saved with :func:`weights_settings` (``changes`` applied) to ``path``."""
+    import torch
+
+    from scripts.checkpoints import save_state_dict
+    from scripts.networks import make_network
+
+    torch.manual_seed(seed)
+    return save_state_dict(make_network(TINY_NET), path, weights_settings(**changes))
+
+
 def tiny_dataset(
     folder: Path, n_healthy: int, n_anomalous: int = 0, lesion: str = "tumour", seed: int = 0, n_validation: int = 0
 ) -> Path:

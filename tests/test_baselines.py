@@ -142,7 +142,8 @@ class ZeroNoise(torch.nn.Module):
 
 
 class OracleNoise(torch.nn.Module):
-    """Stand-in noise predictor that knows the clean slices x_0: eps = (x_t - sqrt(a_t) x_0) / sqrt(1 - a_t)."""
+    """Stand-in noise predictor that knows the clean slices x_0 (in the diffusion's range):
+    eps = (x_t - sqrt(a_t) x_0) / sqrt(1 - a_t)."""
 
     def __init__(self, x_0: torch.Tensor) -> None:
         super().__init__()
@@ -218,7 +219,8 @@ def test_reverse_chain_with_an_oracle_gives_back_the_input(noise_type):
     v = volumes(batch=1)[0]
     x_0 = v[..., 1:-1].permute(3, 0, 1, 2)
     inferer = AnoDDPMInferer(SCHEDULER, t_upper=30, noise_type=noise_type)
-    x_hat = inferer.reconstruct(x_0, OracleNoise(x_0), inferer.generator(x_0.device))
+    oracle = OracleNoise(inferer.diffusion_range.to_diffusion(x_0))
+    x_hat = inferer.reconstruct(x_0, oracle, inferer.generator(x_0.device))
     torch.testing.assert_close(x_hat, x_0, atol=1e-4, rtol=0)
     assert not torch.allclose(inferer.reconstruct(x_0, ZeroNoise(), inferer.generator(x_0.device)), x_0, atol=1e-2)
 
@@ -245,7 +247,8 @@ def test_repaint_keeps_the_known_region_and_fills_the_unknown_from_the_model():
     known = ~mask.expand_as(x_0)
     assert torch.equal(x_inp[known], x_0[known]), "the known region must be x_0 exactly at the end"
     assert (x_inp[~known] - x_0[~known]).abs().mean() > 0.1, "the unknown region must come from the model"
-    oracle = inferer.inpaint(x_0, x_stitch, mask, OracleNoise(x_0), inferer.generator(x_0.device))
+    oracle = OracleNoise(inferer.diffusion_range.to_diffusion(x_0))
+    oracle = inferer.inpaint(x_0, x_stitch, mask, oracle, inferer.generator(x_0.device))
     torch.testing.assert_close(oracle, x_0, atol=1e-4, rtol=0)
 
 

@@ -7,10 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from runner import TINY_ARGS, TINY_NET, run_bundle, tiny_dataset
-
-from scripts.checkpoints import save_state_dict
-from scripts.networks import make_network
+from runner import TINY_ARGS, run_bundle, tiny_dataset, tiny_weights
 
 TORCHRUN = ["-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533"]
 
@@ -61,8 +58,7 @@ def test_ddp_training_two_processes(data, tmp_path):
 
 
 def test_sharded_inference_scores_every_study_once(data, tmp_path):
-    weights = tmp_path / "tiny.pt"
-    save_state_dict(make_network(TINY_NET), weights)
+    weights = tiny_weights(tmp_path / "tiny.pt")
     out = tmp_path / "out"
     proc = torchrun(
         "inference",

@@ -12,12 +12,10 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from runner import TINY_NET, tiny_dataset
+from runner import TINY_NET, tiny_dataset, tiny_weights
 from sklearn.metrics import average_precision_score
 
-from scripts.checkpoints import save_state_dict
 from scripts.metrics import median_filtered
-from scripts.networks import make_network
 from scripts.report import CollectMapsd, MapCollector, labelled_studies, load_maps
 from scripts.studies import StudyError
 
@@ -32,14 +30,13 @@ def tiny_labelled(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tiny_weights(tmp_path_factory) -> Path:
+def weights(tmp_path_factory) -> Path:
     """Random weights of a tiny network (the workflow is checked, not the model)."""
-    torch.manual_seed(0)
-    return save_state_dict(make_network(TINY_NET, in_channels=4), tmp_path_factory.mktemp("w") / "tiny.pt")
+    return tiny_weights(tmp_path_factory.mktemp("w") / "tiny.pt")
 
 
 @pytest.fixture(scope="module")
-def evaluated(tiny_labelled, tiny_weights, tmp_path_factory) -> tuple[Path, str]:
+def evaluated(tiny_labelled, weights, tmp_path_factory) -> tuple[Path, str]:
     out = tmp_path_factory.mktemp("eval")
     # a study that inference would count as already scored: evaluate must score it all the same
     done = out / "tumour_000" / "segmentation.nii.gz"
@@ -60,7 +57,7 @@ def evaluated(tiny_labelled, tiny_weights, tmp_path_factory) -> tuple[Path, str]
         "--output_dir",
         str(out),
         "--checkpoint",
-        str(tiny_weights),
+        str(weights),
         "--network_preset",
         str(TINY_NET),
         "--image_size",
@@ -76,9 +73,9 @@ def evaluated(tiny_labelled, tiny_weights, tmp_path_factory) -> tuple[Path, str]
     return out, proc.stdout
 
 
-def printed_auprc(stdout: str) -> dict[str, float]:
-    rows = re.findall(r"^\| (off|\d+) \| ([0-9.]+) \|", stdout, flags=re.MULTILINE)
-    return {mf: float(v) for mf, v in rows}
+def printed_auprc(stdout: str) -> dict[tuple[str, str], float]:
+    rows = re.findall(r"^\| (volume|brain) \| (off|\d+) \| ([0-9.]+) \|", stdout, flags=re.MULTILINE)
+    return {(voxels, mf): float(v) for voxels, mf, v in rows}
 
 
 def test_evaluate_writes_the_report_and_prints_auprc_as_sklearn(evaluated, tiny_labelled):
@@ -88,27 +85,36 @@ def test_evaluate_writes_the_report_and_prints_auprc_as_sklearn(evaluated, tiny_
     png = (out / "pr_curves.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
     md = (out / "metrics.md").read_text()
-    assert "| median filter | AUPRC | ceil Dice (threshold) | Dice_Yen (mean ± sd) | AUROC |" in md
+    assert "| voxel set | median filter | AUPRC | ceil Dice (threshold) | pooled ceil Dice | Dice_Yen" in md
     names = [s["name"] for s in json.loads(tiny_labelled.read_text())["testing"]]
     rows = (out / "metrics_per_subject.csv").read_text().splitlines()
-    assert rows[0].startswith("subject,median_filter,")
-    assert sorted(r.split(",")[:2] for r in rows[1:]) == sorted([n, mf] for n in names for mf in ("0", "3", "5"))
+    assert rows[0].startswith("subject,voxel_set,median_filter,")
+    want_rows = [[n, v, mf] for n in names for v in ("volume", "brain") for mf in ("0", "3", "5")]
+    assert sorted(r.split(",")[:3] for r in rows[1:]) == sorted(want_rows)
     placeholder = out / "tumour_000" / "segmentation.nii.gz"
     assert list(out.rglob("*.nii.gz")) == [placeholder] and placeholder.stat().st_size == 0, "NIfTI written"
 
     subjects = [load_maps(out / "maps" / f"{n}.npz") for n in names]
     assert subjects[0].a.shape[:2] == (32, 32) and subjects[0].label.max() > 0
+    assert all((s.a[~s.mask] > 0).any() for s in subjects), "voxel_set volume: the maps are not masked"
     printed = printed_auprc(stdout)
-    assert set(printed) == {"off", "3", "5"}
-    summary = {m["median_filter"]: m for m in json.loads((out / "metrics.json").read_text())["metrics"]}
-    for size, key in ((0, "off"), (3, "3"), (5, "5")):
-        maps = [median_filtered(s.a, size) for s in subjects]
-        scores = np.concatenate([a[s.mask] for a, s in zip(maps, subjects, strict=True)])
-        scores = (scores - scores.min()) / (scores.max() - scores.min())
-        targets = np.concatenate([s.label[s.mask] > 0.5 for s in subjects])
-        want = average_precision_score(targets, scores)
-        assert printed[key] == pytest.approx(want, abs=5e-5)
-        assert summary[size]["auprc"] == pytest.approx(want, abs=1e-12)
+    assert set(printed) == {(v, mf) for v in ("volume", "brain") for mf in ("off", "3", "5")}
+    summary = {
+        (m["voxel_set"], m["median_filter"]): m for m in json.loads((out / "metrics.json").read_text())["metrics"]
+    }
+    for voxels in ("volume", "brain"):
+        for size, key in ((0, "off"), (3, "3"), (5, "5")):
+            if voxels == "brain":
+                maps = [median_filtered(s.a * s.mask, size)[s.mask] for s in subjects]
+                targets = np.concatenate([s.label[s.mask] > 0.5 for s in subjects])
+            else:
+                maps = [median_filtered(s.a, size).ravel() for s in subjects]
+                targets = np.concatenate([(s.label & s.mask).ravel() for s in subjects])
+            scores = np.concatenate(maps)
+            scores = (scores - scores.min()) / (scores.max() - scores.min())
+            want = average_precision_score(targets, scores)
+            assert printed[voxels, key] == pytest.approx(want, abs=5e-5)
+            assert summary[voxels, size]["auprc"] == pytest.approx(want, abs=1e-12)
 
 
 def test_evaluate_collects_after_the_same_first_steps_as_inference():
@@ -116,6 +122,8 @@ def test_evaluate_collects_after_the_same_first_steps_as_inference():
     inference = yaml.safe_load((REPO / CONFIGS[0]).read_text())
     evaluate = yaml.safe_load((REPO / CONFIGS[1]).read_text())
     assert evaluate["evaluation_transforms"][:2] == inference["postprocessing"]["transforms"][:2]
+    assert evaluate["evaluation_transforms"][:2] == ["@post#reduce_channels", "@post#mask_brain"]
+    assert inference["postprocessing"]["transforms"][2:] == evaluate["study_output_transforms"]
 
 
 @pytest.mark.parametrize("write", [False, True, "false", "true"])

@@ -88,20 +88,65 @@ def test_ceil_dice_equals_brute_force_search():
     assert best_dice(binary_curve(scores, targets)) == pytest.approx(brute_force_ceil_dice(scores, targets))
 
 
-def test_ceil_dice_and_per_subject_dice_on_the_test_set():
+def test_pooled_ceil_dice_on_the_test_set():
     subjects = random_subjects()
     scores, targets = pooled(subjects)
     m = evaluate_subjects(subjects)
     want, threshold = brute_force_ceil_dice(scores, targets)
-    assert m.ceil_dice == pytest.approx(want) and m.ceil_threshold == pytest.approx(threshold)
+    assert m.ceil_dice_pooled == pytest.approx(want) and m.ceil_threshold_pooled == pytest.approx(threshold)
+
+
+def test_paper_ceil_dice_is_the_best_mean_of_per_subject_dice_on_the_grid():
+    """Against a direct computation: every threshold of the authors' grid, each subject's Dice of score > t, the mean
+    over subjects, the best mean; per-subject Dice at that threshold."""
+    subjects = random_subjects(n=4, seed=7)
+    scores, targets = pooled(subjects)
+    grid = [round(t, 3) for t in np.arange(0.01, 0.3, 0.001)]
+    bounds = np.cumsum([0, *[int(s.mask.sum()) for s in subjects]])
+    parts = [(scores[a:b], targets[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    means = [np.mean([dice(x > t, y) for x, y in parts]) for t in grid]
+    best = int(np.argmax(means))
+    m = evaluate_subjects(subjects, ceil_grid=(0.01, 0.3, 0.001))
+    assert m.ceil_dice == pytest.approx(means[best]) and m.ceil_threshold == pytest.approx(grid[best])
+    for (x, y), sm, s in zip(parts, m.subjects, subjects, strict=True):
+        assert sm.dice_ceil == pytest.approx(dice(x > grid[best], y))
+        assert sm.brain_voxels == int(s.mask.sum()) and sm.label_voxels == int(s.label[s.mask].sum())
     lo, hi = min(s.a[s.mask].min() for s in subjects), max(s.a[s.mask].max() for s in subjects)
-    assert m.ceil_threshold_raw == pytest.approx(lo + threshold * (hi - lo))
-    start = 0
-    for s, sm in zip(subjects, m.subjects, strict=True):
-        n = int(s.mask.sum())
-        assert sm.dice_ceil == pytest.approx(dice(scores[start : start + n] >= threshold, targets[start : start + n]))
-        assert sm.brain_voxels == n and sm.label_voxels == int(s.label[s.mask].sum())
-        start += n
+    assert m.ceil_threshold_raw == pytest.approx(lo + grid[best] * (hi - lo))
+    # every subject weighs the same: not the pooled figure when lesions differ in size
+    assert m.ceil_dice != pytest.approx(m.ceil_dice_pooled)
+
+
+def test_voxel_sets_volume_and_brain():
+    """volume: every voxel pooled, the map as given (not masked); brain: the brain voxels, the map masked first."""
+    subjects = random_subjects(n=2, seed=8)
+    unmasked = [Subject(s.name, s.a + 0.5 * (~s.mask), s.label, s.mask) for s in subjects]  # bright background
+    brain = evaluate_subjects(unmasked, voxel_set="brain")
+    assert brain.summary() | {"voxel_set": "x"} == evaluate_subjects(subjects).summary() | {"voxel_set": "x"}
+    volume = evaluate_subjects(unmasked, voxel_set="volume")
+    x = np.concatenate([s.a.ravel() for s in unmasked])
+    y = np.concatenate([(s.label.astype(bool) & s.mask).ravel() for s in unmasked])
+    assert volume.auprc == pytest.approx(average_precision_score(y, (x - x.min()) / (x.max() - x.min())), abs=1e-12)
+    assert volume.prevalence == pytest.approx(y.mean()) and volume.prevalence < brain.prevalence
+    with pytest.raises(ValueError, match="voxel_set"):
+        evaluate_subjects(subjects, voxel_set="head")
+
+
+def test_guard_rejects_a_segmentation_of_most_of_the_brain():
+    """A flat map with a tiny lesion: Yen marks much of the brain; with the guard the segmentation counts as empty."""
+    rng = np.random.default_rng(9)
+    shape = (20, 20, 20)
+    label = np.zeros(shape, np.uint8)
+    label[9:11, 9:11, 9:11] = 1
+    a = rng.gamma(4.0, 1.0, size=shape).astype(np.float32) + 0.5 * label
+    s = Subject("flat", a, label, np.ones(shape, bool))
+    raw = evaluate_subjects([s])
+    assert raw.subjects[0].segmented_fraction > 0.05 and not raw.subjects[0].rejected
+    limit = raw.subjects[0].segmented_fraction / 2
+    guarded = evaluate_subjects([s], max_segmented_fraction=limit)
+    assert guarded.rejected == 1 and guarded.subjects[0].rejected and guarded.dice_yen == 0.0
+    assert guarded.subjects[0].segmented_fraction == pytest.approx(raw.subjects[0].segmented_fraction)
+    assert guarded.segmented_fraction_median == pytest.approx(raw.segmented_fraction_median)
 
 
 def cube_subject(label: np.ndarray) -> Subject:
@@ -158,7 +203,7 @@ def test_median_filter_variants():
     s = cube_subject(label)
     s.a[2, 2, 2] = 5.0
     off = evaluate_subjects([s])
-    assert off.auprc < 1.0 and off.ceil_threshold == pytest.approx(0.9 / 4.9)  # the spike ranks above the lesion
+    assert off.auprc < 1.0 and off.ceil_threshold_pooled == pytest.approx(0.9 / 4.9)  # the spike ranks above
     np.testing.assert_array_equal(median_filtered(s.a, 0), s.a)
     assert median_filtered(s.a, 3)[2, 2, 2] == pytest.approx(0.1)
     assert median_filtered(s.a, 5)[8, 8, 8] == pytest.approx(1.0)

@@ -9,10 +9,8 @@ import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 import torch
-from runner import TINY_NET, run_bundle, tiny_dataset
+from runner import TINY_NET, run_bundle, tiny_dataset, tiny_weights
 
-from scripts.checkpoints import save_state_dict
-from scripts.networks import make_network
 from scripts.prepare import build_histogram_landmarks
 from scripts.preprocess import HistogramMatchd
 from scripts.registration import DEFAULT_PERCENTILES, matrix_transform, transform_matrix
@@ -65,8 +63,7 @@ def test_preprocess_workflow_passes_a_registered_study_through_and_resumes(share
 def test_inference_registers_a_native_study_and_answers_on_its_grid(shared_data, tmp_path):
     studies = tmp_path / "studies"
     shutil.copytree(shared_data / "cases" / "lgg_native", studies / "lgg")
-    torch.manual_seed(0)
-    save_state_dict(make_network(TINY_NET), tmp_path / "tiny.pt")
+    tiny_weights(tmp_path / "tiny.pt")
     out = tmp_path / "out"
     run_bundle(
         "inference",

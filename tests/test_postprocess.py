@@ -77,4 +77,36 @@ def test_dict_version_writes_seg_and_threshold():
     d = YenSegmentd(keys="pred", image_key="image", dilation_radius=0)({"pred": pred * (img[:1] > 0), "image": img})
     assert d["seg"].shape == (1, 10, 10, 10)
     assert d["seg"][0, 4:6, 4:6, 4:6].all()
-    assert "seg_threshold" in d
+    info = d["seg_info"]
+    assert info["rule"] == "yen" and info["voxel_set"] == "brain" and not info["rejected"]
+    assert info["brain_fraction"] == pytest.approx(float(d["seg"].sum()) / float((img[0] > 0).sum()))
+    assert 0 < info["threshold"] < 1.0
+
+
+def test_volume_voxel_set_thresholds_every_voxel_and_does_not_cut_to_the_brain():
+    a = np.full((10, 10, 10), 0.05, np.float32)
+    a[2:8, 2:8, 2:8] = np.random.default_rng(1).normal(1, 0.05, (6, 6, 6))
+    a[4:6, 4:6, 4:6] = 3.0
+    mask = a > 0.5
+    seg, thr = yen_segmentation(a, mask, dilation_radius=0, voxel_set="volume")
+    assert thr == pytest.approx(threshold_yen(a.ravel()))
+    seg_brain, thr_brain = yen_segmentation(a, mask, dilation_radius=0, voxel_set="brain")
+    assert thr_brain == pytest.approx(threshold_yen(a[mask]))
+    assert not seg_brain[~mask].any()
+    with pytest.raises(ValueError, match="voxel_set"):
+        yen_segmentation(a, mask, voxel_set="slab")
+
+
+def test_guard_writes_an_empty_segmentation_and_says_why(caplog):
+    img = torch.ones((4, 10, 10, 10))
+    pred = torch.rand((1, 10, 10, 10), generator=torch.Generator().manual_seed(0))
+    seg = YenSegmentd(keys="pred", dilation_radius=1)({"pred": pred, "image": img, "name": "s1"})
+    fraction = seg["seg_info"]["brain_fraction"]
+    assert fraction > 0.1
+    with caplog.at_level("WARNING"):
+        d = YenSegmentd(keys="pred", dilation_radius=1, max_segmented_fraction=fraction / 2)(
+            {"pred": pred, "image": img, "name": "s1"}
+        )
+    assert d["seg_info"]["rejected"] and d["seg_info"]["brain_fraction"] == pytest.approx(fraction)
+    assert not d["seg"].any()
+    assert "s1: the segmentation would mark" in caplog.text

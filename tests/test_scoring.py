@@ -4,9 +4,10 @@ import pytest
 import torch
 
 from benchmarks.reference import reference_slices
-from scripts.diffusion import deviation_from_noise, make_scheduler, q_sample, schedule_terms
+from scripts.diffusion import DiffusionRange, deviation_from_noise, make_scheduler, q_sample, schedule_terms
 from scripts.networks import make_network
 from scripts.scoring import ANDiInferer, brain_slices, timestep_range
+from scripts.training import NoisePrepareBatch
 
 
 def toy_network(x_t: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
@@ -29,6 +30,7 @@ def tiny_unet() -> torch.nn.Module:
 
 def per_t_loop(inferer: ANDiInferer, x0: torch.Tensor, network) -> torch.Tensor:
     """A plain loop: one timestep after another over all slices, the same d_t formula, every d_t stacked."""
+    x0 = 2 * x0 - 1  # the authors' range, the inferer's default
     d_all = []
     for t in inferer.timesteps:
         eps = inferer.noise_for(t, x0.shape, x0.device)
@@ -41,12 +43,33 @@ def per_t_loop(inferer: ANDiInferer, x0: torch.Tensor, network) -> torch.Tensor:
     return d.mean(0)
 
 
-def test_timestep_range():
-    assert timestep_range(75, 200, 1) == list(range(75, 201))
-    assert len(timestep_range(75, 200, 1)) == 126
+def test_timestep_range_is_the_authors_half_open_range():
+    assert timestep_range(75, 200, 1) == list(range(75, 200))
+    assert len(timestep_range(75, 200, 1)) == 125
     assert timestep_range(75, 200, 10) == [75, 85, 95, 105, 115, 125, 135, 145, 155, 165, 175, 185, 195]
-    with pytest.raises(ValueError):
-        timestep_range(200, 75)
+    assert timestep_range(75, 200, 25) == [75, 100, 125, 150, 175]
+    assert ANDiInferer(make_scheduler()).timesteps == list(range(75, 200))
+    for lower, upper in ((200, 75), (75, 75)):
+        with pytest.raises(ValueError):
+            timestep_range(lower, upper)
+
+
+def test_diffusion_range_round_trip_and_where_the_map_is_computed():
+    x = torch.rand((3, 4, 8, 8), generator=torch.Generator().manual_seed(5)) * 1.3
+    authors = DiffusionRange.of([-1, 1])
+    torch.testing.assert_close(authors.to_diffusion(x), 2 * x - 1)
+    torch.testing.assert_close(authors.to_image(authors.to_diffusion(x)), x)
+    assert DiffusionRange.of("[0, 1]").to_diffusion(x) is x and DiffusionRange.of(None) == DiffusionRange(0.0, 1.0)
+    with pytest.raises(ValueError, match="high > low"):
+        DiffusionRange.of([1, 1])
+    # scoring x under [-1, 1] is scoring 2x - 1 under the identity: the deviations are those the diffusion sees
+    shifted = ANDiInferer(make_scheduler(), 75, 200, 40, diffusion_range=[-1, 1], channels_last=False)
+    identity = ANDiInferer(make_scheduler(), 75, 200, 40, diffusion_range=[0, 1], channels_last=False)
+    torch.testing.assert_close(shifted.score_slices(x, toy_network), identity.score_slices(2 * x - 1, toy_network))
+    # training sees the same map: the prepare-batch hands the network 2x - 1 (the noise is drawn independently)
+    images, target, _, kwargs = NoisePrepareBatch(noise_type="gaussian")({"image": x})
+    torch.testing.assert_close(images, 2 * x - 1)
+    assert target is kwargs["noise"] or torch.equal(target, kwargs["noise"])
 
 
 @pytest.mark.parametrize("aggregation", ["geometric", "arithmetic"])
@@ -72,6 +95,7 @@ def test_geometric_mean_against_direct_numbers():
     got = inferer.score_slices(x0, lambda x, timesteps: torch.zeros_like(x))
     s = inferer.scheduler
     logs = []
+    assert inferer.timesteps == [100, 101, 102]
     for t in inferer.timesteps:
         eps = inferer.noise_for(t, x0.shape, x0.device)
         coef = s.betas[t] ** 2 / (s.alphas[t] * (1 - s.alphas_cumprod[t]))
@@ -88,6 +112,10 @@ def test_volume_scoring_skips_empty_slices_and_keeps_shape():
     assert out.shape == (1, 4, 16, 16, 6)
     assert torch.all(out[0, ..., 0] == 0) and torch.all(out[0, ..., 4:] == 0)
     assert torch.all(out[0, ..., 1:4] > 0)
+    # voxel_set volume: every slice is scored, the empty ones too (the authors' whole-volume maps)
+    every = ANDiInferer(make_scheduler(), 75, 200, 60, batch_size=5, channels_last=False, all_slices=True)
+    out_all = every(vol[None], toy_network)
+    assert out_all.shape == out.shape and torch.all(out_all > 0)
 
 
 def test_reproducible_and_seed_dependent_with_real_unet():

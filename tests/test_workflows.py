@@ -13,7 +13,11 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from runner import REPO, TINY_ARGS, bundle_cmd, run_bundle, tiny_dataset
+import torch
+from runner import REPO, TINY_ARGS, TINY_NET, bundle_cmd, run_bundle, tiny_dataset, tiny_weights, weights_settings
+
+from scripts.checkpoints import save_state_dict, save_weights
+from scripts.networks import make_network
 
 TINY = TINY_ARGS
 
@@ -130,7 +134,9 @@ def copy_study(tiny_data: Path, dst: Path) -> dict[str, Path]:
     return paths
 
 
-@pytest.mark.parametrize("problem", ["missing", "grid", "nan", "dims", "unreadable", "checkpoint"])
+@pytest.mark.parametrize(
+    "problem", ["missing", "grid", "nan", "dims", "unreadable", "checkpoint", "range", "unrecorded"]
+)
 def test_inference_refuses_bad_input_naming_the_file(problem, trained, tiny_data, tmp_path):
     paths = copy_study(tiny_data, tmp_path / "studies" / "bad")
     checkpoint = trained / "model.pt"
@@ -154,12 +160,17 @@ def test_inference_refuses_bad_input_naming_the_file(problem, trained, tiny_data
     elif problem == "unreadable":
         paths["t1c"].write_bytes(b"not a nifti file")
         expected = [paths["t1c"].name, "unreadable"]
-    else:
+    elif problem == "checkpoint":
         checkpoint = tmp_path / "wrong.pt"
-        import torch
-
-        torch.save({"conv.weight": torch.zeros(3, 3)}, checkpoint)
+        save_weights({"conv.weight": torch.zeros(3, 3)}, checkpoint, weights_settings())
         expected = ["wrong.pt", "do not fit"]
+    elif problem == "range":  # weights trained on another diffusion range
+        checkpoint = tiny_weights(tmp_path / "other_range.pt", diffusion_range=[0, 1])
+        expected = ["other_range.pt", "diffusion_range: trained with [0, 1], configured [-1, 1]"]
+    else:  # weights without a record of their settings
+        checkpoint = tmp_path / "bare.pt"
+        save_state_dict(make_network(TINY_NET), checkpoint)
+        expected = ["bare.pt", "record no training settings"]
     before = {p: p.read_bytes() for p in paths.values() if p.exists()}
     proc = run_bundle(
         "inference",

@@ -4,13 +4,20 @@ Two kinds of file are written by training:
 
 * ``<ckpt_dir>/checkpoint_*.pt`` (ignite ``Checkpoint`` through MONAI's ``CheckpointSaver``): a dict with the
   network, its EMA copy, the optimiser, the LR scheduler and the trainer state, to resume a run;
-* ``models/model.pt``: the EMA network's ``state_dict`` alone, which inference loads.
+* ``models/model.pt``: ``{"model": the EMA network's state_dict, "settings": {...}}``, which inference loads. The
+  settings are what the weights were trained under and scoring must repeat: the method, the diffusion range
+  (``diffusion_range``: the authors train on 2x - 1), the modalities and their order, the slice size and the DDPM
+  schedule; plus, for the record, the network preset and the training noise. Every value is a plain number, string
+  or list, so ``torch.load(weights_only=True)`` reads the file, and MONAI's ``CheckpointLoader`` with
+  ``load_dict={"model": network}`` loads its weights.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -33,24 +40,71 @@ def latest_checkpoint(ckpt_dir: str | os.PathLike) -> str | None:
     return str(max(found)[1]) if found else None
 
 
-def save_state_dict(network: torch.nn.Module, path: str | os.PathLike) -> Path:
-    """Save ``network.state_dict()`` to ``path`` atomically (temporary file in the same folder, then rename)."""
-    module = network.module if hasattr(network, "module") else network
+WEIGHTS_KEY = "model"
+SETTINGS_KEY = "settings"
+
+
+def _plain(value: object) -> object:
+    """``value`` as JSON would give it back: tuples become lists, numbers stay numbers (for comparisons)."""
+    return json.loads(json.dumps(value))
+
+
+def save_weights(
+    weights: Mapping[str, torch.Tensor], path: str | os.PathLike, settings: Mapping[str, object] | None = None
+) -> Path:
+    """Save a ``state_dict`` to ``path`` atomically (temporary file in the same folder, then rename): bare, or with
+    ``settings`` as ``{"model": state_dict, "settings": settings}`` (plain values only)."""
+    weights = {k: v.detach().cpu() for k, v in weights.items()}
+    content = weights if settings is None else {WEIGHTS_KEY: weights, SETTINGS_KEY: _plain(dict(settings))}
     with atomic_path(path) as tmp:
-        torch.save({k: v.detach().cpu() for k, v in module.state_dict().items()}, tmp)
+        torch.save(content, tmp)
     return Path(path)
 
 
-def load_network(network: torch.nn.Module, path: str | os.PathLike, key: str | None = None) -> torch.nn.Module:
+def save_state_dict(
+    network: torch.nn.Module, path: str | os.PathLike, settings: Mapping[str, object] | None = None
+) -> Path:
+    """Save ``network``'s weights (the wrapped module's under DDP) with :func:`save_weights`."""
+    module = network.module if hasattr(network, "module") else network
+    return save_weights(module.state_dict(), path, settings)
+
+
+def check_settings(path: str | os.PathLike, recorded: Mapping | None, expected: Mapping[str, object]) -> None:
+    """Raise ValueError, naming the file and each difference, unless ``recorded`` agrees with ``expected`` on every
+    key of ``expected``."""
+    if not expected:
+        return
+    if recorded is None:
+        raise ValueError(
+            f"{path}: the weights record no training settings (they predate the record, or were not saved by this "
+            f"bundle's training), so the scoring settings {sorted(expected)} cannot be checked against them; retrain, "
+            "or record what they were trained with: python -m scripts.cli record-weights WEIGHTS OUT --settings '{...}'"
+        )
+    differ = [
+        f"{key}: trained with {_plain(recorded.get(key))!r}, configured {_plain(value)!r}"
+        for key, value in expected.items()
+        if _plain(recorded.get(key)) != _plain(value)
+    ]
+    if differ:
+        raise ValueError(f"{path}: the weights do not fit this configuration ({'; '.join(differ)})")
+
+
+def load_network(
+    network: torch.nn.Module,
+    path: str | os.PathLike,
+    key: str | None = None,
+    expected: Mapping[str, object] | None = None,
+) -> torch.nn.Module:
     """Load weights from ``path`` into ``network`` with ``torch.load(weights_only=True)``.
 
-    ``path`` is either a bare ``state_dict`` (``models/model.pt``) or a training checkpoint dict, from which
-    ``key`` (default: ``"ema"`` if present, else ``"model"``) is taken.
+    ``path`` is ``models/model.pt`` (weights and their settings), a bare ``state_dict``, or a training checkpoint
+    dict, from which ``key`` (default: ``"ema"`` if present, else ``"model"``) is taken. With ``expected``, the
+    settings recorded with the weights must agree with it on each of its keys (:func:`check_settings`).
 
     Raises:
         FileNotFoundError: no file at ``path``.
-        ValueError: the file is not a checkpoint, or its weights do not fit the network (names the file and the
-            first mismatching parameters).
+        ValueError: the file is not a checkpoint, its settings differ from ``expected`` (or are missing), or its
+            weights do not fit the network (names the file and the first mismatching parameters).
     """
     path = Path(path)
     if not path.is_file():
@@ -61,6 +115,8 @@ def load_network(network: torch.nn.Module, path: str | os.PathLike, key: str | N
         raise ValueError(f"{path}: not a loadable weights file ({type(err).__name__}: {err})") from err
     if not isinstance(state, dict):
         raise ValueError(f"{path}: expected a state_dict, got {type(state).__name__}")
+    recorded = state.get(SETTINGS_KEY) if isinstance(state.get(SETTINGS_KEY), dict) else None
+    check_settings(path, recorded, dict(expected or {}))
     if key is None and "ema" in state and isinstance(state["ema"], dict):
         key = "ema"
     if key is None and "model" in state and isinstance(state["model"], dict):
@@ -91,18 +147,22 @@ def load_network(network: torch.nn.Module, path: str | os.PathLike, key: str | N
 
 
 class SaveFinalWeights:
-    """Ignite handler: when training COMPLETES (not on an exception), save ``network``'s weights to ``path``."""
+    """Ignite handler: when training COMPLETES (not on an exception), save ``network``'s weights to ``path``, with
+    the ``settings`` they were trained under (see the module docstring)."""
 
-    def __init__(self, network: torch.nn.Module, path: str | os.PathLike) -> None:
+    def __init__(
+        self, network: torch.nn.Module, path: str | os.PathLike, settings: Mapping[str, object] | None = None
+    ) -> None:
         self.network = network
         self.path = path
+        self.settings = None if settings is None else _plain(dict(settings))
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.COMPLETED, self)
 
     def __call__(self, engine: Engine) -> None:
         if getattr(engine.state, "rank", 0) == 0 and int(os.environ.get("RANK", "0")) == 0:
-            save_state_dict(self.network, self.path)
+            save_state_dict(self.network, self.path, self.settings)
             engine.logger.info(f"saved final weights to {self.path}")
 
 

@@ -1,9 +1,10 @@
 """Command line for what is not a bundle workflow (run from the ``bundle`` folder: ``python -m scripts.cli --help``).
 
-    python -m scripts.cli make-demo-data OUT_DIR [--n_healthy 20] [--n_anomalous 2] [--lesion tumour]
+    python -m scripts.cli make-demo-data OUT_DIR [--n_healthy 20] [--n_anomalous 2] [--lesion tumour,ms]
     python -m scripts.cli make-demo-study OUT_DIR [--lesion tumour] [--seed 1000]
     python -m scripts.cli make-datalist BRATS_DIR OUT_JSON [--splits_dir DIR] [--absolute]
     python -m scripts.cli build-histogram-landmarks DATASET_DIR OUT_JSON [--datalist_key training]
+    python -m scripts.cli record-weights WEIGHTS OUT --settings '{"method": "ANDi", "diffusion_range": [0, 1], ...}'
 
 Every image the make-demo commands make is synthetic (made from the MNI152 templates that ship with nilearn).
 ``make-datalist`` turns an unpacked BraTS 2021 download into a datalist JSON for the paper's splits.
@@ -48,7 +49,8 @@ def make_demo_data(
         out_dir: folder to write to.
         n_healthy: healthy studies (training + validation).
         n_anomalous: anomalous studies (testing).
-        lesion: ``tumour`` or ``ms``.
+        lesion: the lesion families of the anomalous studies (``n_anomalous`` of each): ``tumour``, ``ms``,
+            ``cortical``, ``bright``, or several separated by commas (``tumour,ms``).
         n_validation: healthy studies held out for the validation loss.
         seed: seed of the first study.
         size: ``full`` (240x240x155, 1 mm, as BraTS) or ``small`` (96x96x62, 2.5 mm, for quick tries).
@@ -64,7 +66,7 @@ def make_demo_study(out_dir: str, lesion: str = "tumour", seed: int = 1000, name
 
     Args:
         out_dir: folder that receives the study folder.
-        lesion: ``tumour``, ``ms`` or ``none``.
+        lesion: ``tumour``, ``ms``, ``cortical``, ``bright`` or ``none``.
         seed: the study's seed.
         name: study name (default ``synthetic_<lesion>_<seed>``).
         size: ``full`` or ``small``.
@@ -128,6 +130,39 @@ def build_histogram_landmarks(dataset_dir: str, out_json: str, datalist_key: str
     return str(path)
 
 
+def record_weights(weights: str, out: str, settings: str | dict = "{}") -> str:
+    """Write WEIGHTS to OUT with the training settings recorded beside the weights (``scripts.checkpoints``).
+
+    For weights saved before the bundle recorded its settings (a bare ``state_dict``), or to correct a record. Give
+    every setting that inference checks (``weights_settings`` of ``configs/inference.yaml``): ``method``,
+    ``diffusion_range`` (the bundle before version 0.2 trained on ``[0, 1]``), ``modalities``, ``image_size``,
+    ``num_train_timesteps``, ``beta_start``, ``beta_end``. Settings already recorded are kept unless given again.
+
+    Args:
+        weights: the weights file (a bare state_dict, ``models/model.pt``, or a training checkpoint: its EMA weights).
+        out: the file to write (atomically); may be WEIGHTS itself.
+        settings: a JSON object (or a dict, from fire) of the settings to record.
+    """
+    import json
+
+    import torch
+
+    from scripts.checkpoints import SETTINGS_KEY, WEIGHTS_KEY, save_weights
+
+    given = json.loads(settings) if isinstance(settings, str) else dict(settings)
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict):
+        raise fire.core.FireError(f"{weights}: not a weights file (a {type(state).__name__})")
+    recorded = dict(state.get(SETTINGS_KEY) or {})
+    for key in ("ema", WEIGHTS_KEY):
+        if isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    path = save_weights(state, out, {**recorded, **given})
+    print(f"weights with their settings written: {path}")
+    return str(path)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: ``python -m scripts.cli COMMAND ...``."""
     commands = {
@@ -135,6 +170,7 @@ def main(argv: list[str] | None = None) -> None:
         "make-demo-study": make_demo_study,
         "make-datalist": make_datalist,
         "build-histogram-landmarks": build_histogram_landmarks,
+        "record-weights": record_weights,
     }
     fire.Fire(commands, command=argv if argv is not None else sys.argv[1:], name="python -m scripts.cli")
 

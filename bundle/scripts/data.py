@@ -4,8 +4,9 @@ A study goes through the bundle's volume preprocessing (``configs/common.yaml``:
 scaling, axial slices resized to 128x128). Its axial slices are kept when the brain is not empty (at least
 ``min_brain_fraction`` of the slice, and at least one voxel) and no voxel carries a label. The kept slices,
 (K, C, 128, 128) float32, are saved once per study as ``.npy`` in ``cache_dir`` and read memory-mapped, so an epoch
-never decodes NIfTI. The cache file's name hashes the study's files (path, size, mtime) and ``cache_tag`` (set it
-from the preprocessing settings), so a changed input or setting makes a new file.
+never decodes NIfTI. The cache file's name hashes the study's files (path, size, mtime), the configured
+preprocessing itself (``scripts.fingerprint``: every setting of every step, the contents of a landmarks file
+included) and ``min_brain_fraction``, so a changed input or setting makes a new file.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Dataset
 
+from scripts.fingerprint import fingerprint
 from scripts.studies import StudyError, atomic_path, check_study, list_studies
 
 logger = logging.getLogger(__name__)
@@ -41,23 +43,31 @@ def split_studies(
     return studies[len(studies) - n_val :] if split == "validation" else studies[: len(studies) - n_val]
 
 
-def _fingerprint(study: dict[str, str], cache_tag: str) -> str:
+CACHE_VERSION = 2
+"""Bumped when the way slices are chosen or stored changes (2: labelled slices decided at the label's resolution)."""
+
+
+def _files_key(study: dict[str, str]) -> list[list[object]]:
     items = []
     for key in sorted(k for k in study if k != "name"):
         stat = os.stat(study[key])
         items.append([key, os.path.abspath(study[key]), stat.st_size, stat.st_mtime_ns])
-    return hashlib.sha1(json.dumps([items, cache_tag]).encode()).hexdigest()[:16]
+    return items
 
 
 def healthy_slice_indices(
-    image: torch.Tensor, label: torch.Tensor | None = None, min_brain_fraction: float = 0.0
+    image: torch.Tensor, labelled_slices: torch.Tensor | None = None, min_brain_fraction: float = 0.0
 ) -> torch.Tensor:
-    """Axial slices of ``image`` (C, H, W, D) with a non-empty brain and no labelled voxel; (K,) long."""
+    """Axial slices of ``image`` (C, H, W, D) with a non-empty brain and no labelled voxel; (K,) long.
+
+    ``labelled_slices`` (D,) bool flags the slices whose label holds a voxel, decided on the label at its own
+    resolution (``scripts.preprocess.LabelledSlicesd``); None: no label.
+    """
     brain = (image.abs() > 0).any(dim=0)  # (H, W, D)
     fraction = brain.float().mean(dim=(0, 1))
     keep = (brain.any(dim=(0, 1))) & (fraction >= min_brain_fraction)
-    if label is not None:
-        keep &= ~(label != 0).any(dim=0).any(dim=0).any(dim=0)
+    if labelled_slices is not None:
+        keep &= ~torch.as_tensor(labelled_slices, dtype=torch.bool).to(keep.device)
     return torch.nonzero(keep).flatten()
 
 
@@ -65,24 +75,26 @@ def cache_study_slices(
     study: dict[str, str],
     transform: Callable[[dict], dict],
     cache_dir: str | os.PathLike,
-    cache_tag: str = "",
+    settings_key: str = "",
     min_brain_fraction: float = 0.0,
     image_key: str = "image",
-    label_key: str = "label",
+    labelled_key: str = "label_slices",
 ) -> Path:
     """Preprocess ``study`` and save its healthy slices (K, C, H, W) float32 to ``cache_dir``; returns the file.
 
-    An existing file for the same inputs and ``cache_tag`` is reused. Writes are atomic.
+    ``settings_key`` names everything but the files that shapes the slices (:class:`HealthySliceDataset` makes it
+    from the transform and ``min_brain_fraction``). An existing file for the same inputs and key is reused. Writes
+    are atomic.
     """
     cache_dir = Path(cache_dir)
-    target = cache_dir / f"{study.get('name', 'study')}_{_fingerprint(study, cache_tag)}.npy"
+    key = hashlib.sha1(json.dumps([_files_key(study), settings_key, min_brain_fraction]).encode()).hexdigest()[:16]
+    target = cache_dir / f"{study.get('name', 'study')}_{key}.npy"
     if target.exists():
         return target
     check_study(study)
     data = transform(dict(study))
     image = torch.as_tensor(data[image_key])
-    label = torch.as_tensor(data[label_key]) if label_key in data else None
-    keep = healthy_slice_indices(image, label, min_brain_fraction)
+    keep = healthy_slice_indices(image, data.get(labelled_key), min_brain_fraction)
     slices = image[..., keep].permute(3, 0, 1, 2).contiguous().numpy().astype(np.float32)
     with atomic_path(target) as tmp:
         np.save(tmp, slices)
@@ -96,8 +108,8 @@ class HealthySliceDataset(Dataset):
     Args:
         studies: study dicts (paths per modality, optional ``label``), e.g. from :func:`split_studies`.
         transform: the volume preprocessing, producing ``data["image"]`` (C, H, W, D).
-        cache_dir: where the per-study slice arrays are kept.
-        cache_tag: a string naming the preprocessing settings (part of the cache key).
+        cache_dir: where the per-study slice arrays are kept; each file's key covers the study's files, every
+            setting of ``transform`` (``scripts.fingerprint.fingerprint``) and ``min_brain_fraction``.
         min_brain_fraction: keep slices whose brain covers at least this fraction of the slice.
     """
 
@@ -106,7 +118,6 @@ class HealthySliceDataset(Dataset):
         studies: Sequence[dict[str, str]],
         transform: Callable[[dict], dict],
         cache_dir: str | os.PathLike,
-        cache_tag: str = "",
         min_brain_fraction: float = 0.0,
     ) -> None:
         if not studies:
@@ -115,7 +126,8 @@ class HealthySliceDataset(Dataset):
         distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
         if distributed and dist.get_rank() > 0:
             dist.barrier()
-        self.files = [cache_study_slices(s, transform, cache_dir, cache_tag, min_brain_fraction) for s in studies]
+        settings_key = fingerprint(CACHE_VERSION, transform)
+        self.files = [cache_study_slices(s, transform, cache_dir, settings_key, min_brain_fraction) for s in studies]
         if distributed and dist.get_rank() == 0:
             dist.barrier()
         self.arrays = [np.load(f, mmap_mode="r") for f in self.files]

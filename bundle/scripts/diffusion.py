@@ -7,6 +7,8 @@ Timesteps follow MONAI's ``DDPMScheduler`` indexing: ``t`` in ``0 .. T-1`` reads
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -21,6 +23,50 @@ class ScheduleTerms:
     alpha_bar: torch.Tensor  # alpha_bar_t = prod_{k<=t} alpha_k
     alpha_bar_prev: torch.Tensor  # alpha_bar_{t-1}
     beta: torch.Tensor  # beta_t
+
+
+@dataclass(frozen=True)
+class DiffusionRange:
+    """The affine map from the preprocessed image to what the diffusion sees: x -> low + (high - low) x.
+
+    The preprocessing divides each channel by its 99th percentile, so the background is 0 and the brain lies about in
+    [0, 1.2]. The authors' code trains and scores on ``2x - 1`` (``DiffusionRange(-1, 1)``: background -1, brain
+    about [-1, 1.4]); ``DiffusionRange(0, 1)`` is the identity. The range sets the signal-to-noise ratio
+    alpha_bar_t / (1 - alpha_bar_t) that a scoring window [T_l, T_u] sees: halving the signal divides it by 4.
+    Brain masks and empty-slice detection work on the image before this map.
+    """
+
+    low: float = -1.0
+    high: float = 1.0
+
+    @classmethod
+    def of(cls, value: DiffusionRange | Sequence[float] | str | None) -> DiffusionRange:
+        """A range from ``[low, high]`` (a list, or its JSON text from a command line); None is the identity."""
+        if isinstance(value, DiffusionRange):
+            return value
+        if value is None:
+            return cls(0.0, 1.0)
+        if isinstance(value, str):
+            value = json.loads(value)
+        low, high = (float(v) for v in value)
+        if not high > low:
+            raise ValueError(f"diffusion_range must be [low, high] with high > low, got {list(value)}")
+        return cls(low, high)
+
+    def as_list(self) -> list[float]:
+        return [self.low, self.high]
+
+    def to_diffusion(self, x: torch.Tensor) -> torch.Tensor:
+        """Preprocessed image -> diffusion input, any shape."""
+        if (self.low, self.high) == (0.0, 1.0):
+            return x
+        return x * (self.high - self.low) + self.low
+
+    def to_image(self, y: torch.Tensor) -> torch.Tensor:
+        """Diffusion space -> preprocessed image scale (the inverse of :meth:`to_diffusion`)."""
+        if (self.low, self.high) == (0.0, 1.0):
+            return y
+        return (y - self.low) / (self.high - self.low)
 
 
 def make_scheduler(num_train_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> DDPMScheduler:

@@ -1,22 +1,30 @@
 """The paper's evaluation metrics (Sec. 5.4) on anomaly maps a (H, W, D), with labels and brain masks.
 
 Over a test set of subjects, for each median filter setting (off, 3, 5; the map of each subject is median-filtered
-in 3D first, as in Sec. 4.5):
+in 3D first, as in Sec. 4.5), on a *voxel set* per subject: ``"volume"`` (every voxel of the scoring grid,
+background included, as the authors' ``eval.py``) or ``"brain"`` (the brain voxels; the map is set to 0 outside the
+brain before the median filter, as the bundle's inference does):
 
-* **AUPRC**: average precision of the voxel scores pooled over every brain voxel of the test set, the maps
+* **AUPRC**: average precision of the voxel scores pooled over the voxel sets of the test set, the maps
   normalised to [0, 1] by min-max over those voxels (paper Sec. 5.4). Computed exactly as scikit-learn's
   ``average_precision_score`` (same curve, same sum).
 * **AUROC**: area under the ROC curve of the same pooled, normalised scores.
-* **ceil Dice**: the best Dice over the test set at one threshold on the pooled normalised scores, with that
-  threshold (segmentation = score >= threshold). Taken from the cumulative counts of the sorted scores, where
-  Dice = 2 TP / (2 TP + FP + FN) = 2PR / (P + R) at every distinct score, not by a loop over thresholds.
-* **Dice_Yen**: each subject thresholded with its own Yen threshold plus one 3D dilation
-  (:func:`scripts.postprocess.yen_segmentation`, as inference does); Dice per subject, mean over subjects.
+* **ceil Dice** (the paper's ⌈Dice⌉): the mean over subjects of each subject's Dice at one threshold on the
+  normalised scores (segmentation = score > threshold), the threshold that maximises that mean, searched on a grid
+  (the authors: 0.01, 0.011, ..., 0.299; ``CEIL_GRID``). Every subject weighs the same.
+* **pooled ceil Dice**: the best Dice of all voxels pooled at one threshold (score >= threshold), found exactly from
+  the cumulative counts of the sorted scores, where Dice = 2 TP / (2 TP + FP + FN) at every distinct score. Big
+  lesions weigh more; this is not the paper's definition and is reported under its own name.
+* **Dice_Yen**: each subject thresholded with its own Yen threshold on its voxel set plus one 3D dilation
+  (:func:`scripts.postprocess.yen_segmentation`, as inference does), after the guard that inference applies
+  (:func:`scripts.postprocess.guard_segmentation`: a segmentation that marks more than ``max_segmented_fraction``
+  of the brain is not a finding and counts as empty); Dice per subject, mean over subjects. The share of the brain
+  that the raw Yen segmentation marks is kept per subject.
 * **per-subject Dice** at the ceil threshold.
 
 Labels: a voxel is anomalous when its label is above 0.5, so any positive integer label (BraTS 1, 2, 4) counts and
-a soft label counts above 0.5. Every metric is computed on the brain voxels only (the brain mask of each subject);
-Dice of a subject with no anomalous brain voxel is undefined (NaN) and left out of the mean.
+a soft label counts above 0.5. Labelled voxels outside the brain are not anomalous. Dice of a subject with no
+anomalous voxel is undefined (NaN) and left out of the means.
 """
 
 from __future__ import annotations
@@ -27,10 +35,22 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from scripts.postprocess import MedianFilter, yen_segmentation
+from scripts.postprocess import VOXEL_SETS, MedianFilter, guard_segmentation, yen_segmentation
 
 MEDIAN_FILTER_SIZES: tuple[int, ...] = (0, 3, 5)
 CURVE_POINTS = 2000  # points kept of each precision-recall curve for plotting
+CEIL_GRID: tuple[float, float, float] = (0.01, 0.3, 0.001)
+"""The authors' threshold grid for the ceil Dice: ``start, stop, step`` on the normalised scores (stop excluded)."""
+
+
+def threshold_grid(grid: Sequence[float] = CEIL_GRID) -> np.ndarray:
+    """The thresholds ``start, start + step, ...`` below ``stop`` of ``grid`` = (start, stop, step), rounded to the
+    step's decimals as the authors' ``round(x, 3)``."""
+    start, stop, step = (float(v) for v in grid)
+    if not (step > 0 and stop > start):
+        raise ValueError(f"ceil Dice grid needs start < stop and step > 0, got {list(grid)}")
+    decimals = max(0, -int(np.floor(np.log10(step))))
+    return np.unique(np.round(np.arange(start, stop, step), decimals))
 
 
 @dataclass
@@ -61,15 +81,19 @@ class SubjectMetrics:
     dice_ceil: float
     dice_yen: float
     yen_threshold: float
+    segmented_fraction: float = float("nan")
+    rejected: bool = False
 
 
 @dataclass
 class Metrics:
-    """The test-set metrics at one median filter setting.
+    """The test-set metrics at one median filter setting, on one voxel set.
 
-    ``ceil_threshold`` is on the normalised scale ([0, 1] over the test set's brain voxels), ``ceil_threshold_raw``
-    the same threshold on the maps' own scale. ``precision``/``recall`` are a subsample (at most
-    :data:`CURVE_POINTS`) of the precision-recall curve, for plotting.
+    ``ceil_threshold`` and ``ceil_threshold_pooled`` are on the normalised scale ([0, 1] over the test set's voxel
+    sets), ``ceil_threshold_raw`` the first on the maps' own scale. ``segmented_fraction_median`` is the median over
+    subjects of the share of the brain that the raw Yen segmentation marks; ``rejected`` counts the segmentations
+    that the guard rejected. ``precision``/``recall`` are a subsample (at most :data:`CURVE_POINTS`) of the
+    precision-recall curve, for plotting.
     """
 
     median_filter: int
@@ -79,17 +103,23 @@ class Metrics:
     ceil_dice: float
     ceil_threshold: float
     ceil_threshold_raw: float
+    ceil_dice_pooled: float
+    ceil_threshold_pooled: float
     dice_yen: float
     dice_yen_std: float
     prevalence: float
+    segmented_fraction_median: float = float("nan")
+    rejected: int = 0
+    voxel_set: str = "brain"
     subjects: list[SubjectMetrics] = field(default_factory=list)
     precision: np.ndarray = field(default_factory=lambda: np.zeros(0))
     recall: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     def summary(self) -> dict[str, float | int]:
         """The scalar figures, for JSON."""
-        keys = ("median_filter", "n_subjects", "auprc", "auroc", "ceil_dice", "ceil_threshold", "ceil_threshold_raw")
-        return {k: getattr(self, k) for k in (*keys, "dice_yen", "dice_yen_std", "prevalence")}
+        keys = ("voxel_set", "median_filter", "n_subjects", "auprc", "auroc", "ceil_dice", "ceil_threshold")
+        keys += ("ceil_threshold_raw", "ceil_dice_pooled", "ceil_threshold_pooled", "dice_yen", "dice_yen_std")
+        return {k: getattr(self, k) for k in (*keys, "prevalence", "segmented_fraction_median", "rejected")}
 
 
 def binarize_label(label: np.ndarray) -> np.ndarray:
@@ -205,6 +235,38 @@ def best_dice(curve: Curve) -> tuple[float, float]:
     return float(scores[k]), float(curve.thresholds[k])
 
 
+def dice_at_thresholds(scores: np.ndarray, targets: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """Dice of ``scores > t`` against ``targets`` (N,) for every t of ``thresholds`` (M,); (M,), NaN without target."""
+    scores = np.asarray(scores).ravel()
+    targets = np.asarray(targets, dtype=bool).ravel()
+    n_target = int(targets.sum())
+    if n_target == 0:
+        return np.full(len(thresholds), np.nan)
+    everything = np.sort(scores)
+    lesion = np.sort(scores[targets])
+    predicted = everything.size - np.searchsorted(everything, thresholds, side="right")
+    hits = lesion.size - np.searchsorted(lesion, thresholds, side="right")
+    return 2.0 * hits / (predicted + n_target)
+
+
+def mean_dice_ceil(
+    scores: Sequence[np.ndarray], targets: Sequence[np.ndarray], thresholds: np.ndarray
+) -> tuple[float, float, np.ndarray]:
+    """The paper's ceil Dice: (best mean over subjects of per-subject Dice, its threshold, per-subject Dice there).
+
+    ``scores``/``targets`` hold each subject's normalised scores and boolean labels (N_i,); subjects without a
+    target are left out of the mean (their Dice is NaN). Ties go to the lowest threshold, as a scan of the grid from
+    its start that keeps the first best does.
+    """
+    per_subject = np.stack([dice_at_thresholds(s, t, thresholds) for s, t in zip(scores, targets, strict=True)])
+    defined = np.isfinite(per_subject).all(axis=1)
+    if not defined.any() or thresholds.size == 0:
+        return float("nan"), float("nan"), np.full(len(scores), np.nan)
+    means = per_subject[defined].mean(axis=0)
+    k = int(np.argmax(means))
+    return float(means[k]), float(thresholds[k]), per_subject[:, k]
+
+
 def _subsample(precision: np.ndarray, recall: np.ndarray, n: int = CURVE_POINTS) -> tuple[np.ndarray, np.ndarray]:
     """At most about ``n`` points of a precision-recall curve, evenly spread in recall and in curve index."""
     if precision.size <= n:
@@ -216,22 +278,38 @@ def _subsample(precision: np.ndarray, recall: np.ndarray, n: int = CURVE_POINTS)
     return precision[keep], recall[keep]
 
 
-def evaluate_subjects(subjects: Iterable[Subject], median_filter: int = 0, dilation_radius: int = 1) -> Metrics:
+def evaluate_subjects(
+    subjects: Iterable[Subject],
+    median_filter: int = 0,
+    dilation_radius: int = 1,
+    voxel_set: str = "brain",
+    ceil_grid: Sequence[float] = CEIL_GRID,
+    max_segmented_fraction: float | None = None,
+) -> Metrics:
     """All metrics of a test set at one median filter setting (see the module docstring).
 
     Args:
         subjects: each with map ``a`` (H, W, D), ``label`` and brain ``mask`` on one grid (the scoring grid).
         median_filter: size of the cubic 3D median filter applied to each map first (0: off).
         dilation_radius: radius of the dilation after the Yen threshold (paper: one dilation).
+        voxel_set: ``"volume"`` (every voxel, the authors') or ``"brain"`` (map 0 outside the brain before the median
+            filter, every figure on brain voxels).
+        ceil_grid: (start, stop, step) of the thresholds searched for the ceil Dice (:func:`threshold_grid`).
+        max_segmented_fraction: the guard of inference (None: off): a Yen segmentation marking more of the brain
+            counts as empty.
     """
-    scores, targets, per_subject, bounds = [], [], [], [0]
+    if voxel_set not in VOXEL_SETS:
+        raise ValueError(f"voxel_set must be one of {VOXEL_SETS}, got {voxel_set!r}")
+    scores, targets, per_subject = [], [], []
     for s in subjects:
         mask = np.asarray(s.mask, dtype=bool)
         target = binarize_label(s.label) & mask
         if s.a.shape != mask.shape or target.shape != mask.shape:
             raise ValueError(f"{s.name}: map {s.a.shape}, label {np.shape(s.label)}, mask {mask.shape} differ")
-        a = median_filtered(s.a, median_filter)
-        seg, thr = yen_segmentation(a, mask, dilation_radius)
+        a = s.a * mask if voxel_set == "brain" else s.a
+        a = median_filtered(a, median_filter)
+        seg, thr = yen_segmentation(a, mask, dilation_radius, voxel_set=voxel_set)
+        seg, fraction, rejected = guard_segmentation(seg, mask, max_segmented_fraction)
         per_subject.append(
             SubjectMetrics(
                 name=s.name,
@@ -239,22 +317,26 @@ def evaluate_subjects(subjects: Iterable[Subject], median_filter: int = 0, dilat
                 brain_voxels=int(mask.sum()),
                 label_voxels=int(target.sum()),
                 dice_ceil=float("nan"),
-                dice_yen=dice(seg.astype(bool) & mask, target),
+                dice_yen=dice(seg.astype(bool), target),
                 yen_threshold=thr,
+                segmented_fraction=fraction,
+                rejected=rejected,
             )
         )
-        scores.append(a[mask])
-        targets.append(target[mask])
-        bounds.append(bounds[-1] + scores[-1].size)
+        scores.append(a[mask] if voxel_set == "brain" else a.ravel())
+        targets.append(target[mask] if voxel_set == "brain" else target.ravel())
     if not per_subject:
         raise ValueError("no subject to evaluate")
+    bounds = np.cumsum([0, *[x.size for x in scores]])
     pooled, lo, hi = minmax_normalise(np.concatenate(scores))
     del scores
     pooled_targets = np.concatenate(targets)
     curve = binary_curve(pooled, pooled_targets)
-    ceil, thr = best_dice(curve)
-    for m, start, stop in zip(per_subject, bounds[:-1], bounds[1:], strict=True):
-        m.dice_ceil = dice(pooled[start:stop] >= thr, pooled_targets[start:stop])
+    pooled_ceil, pooled_thr = best_dice(curve)
+    split = [(pooled[a:b], pooled_targets[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    ceil, thr, dice_at_ceil = mean_dice_ceil([x for x, _ in split], [t for _, t in split], threshold_grid(ceil_grid))
+    for m, value in zip(per_subject, dice_at_ceil, strict=True):
+        m.dice_ceil = float(value)
     precision, recall, _ = precision_recall(curve)
     precision, recall = _subsample(precision, recall)
     yen = np.array([m.dice_yen for m in per_subject], dtype=np.float64)
@@ -267,9 +349,14 @@ def evaluate_subjects(subjects: Iterable[Subject], median_filter: int = 0, dilat
         ceil_dice=ceil,
         ceil_threshold=thr,
         ceil_threshold_raw=lo + thr * (hi - lo) if np.isfinite(thr) else thr,
+        ceil_dice_pooled=pooled_ceil,
+        ceil_threshold_pooled=pooled_thr,
         dice_yen=float(defined.mean()) if defined.size else float("nan"),
         dice_yen_std=float(defined.std()) if defined.size else float("nan"),
         prevalence=float(pooled_targets.mean()) if pooled_targets.size else float("nan"),
+        segmented_fraction_median=float(np.median([m.segmented_fraction for m in per_subject])),
+        rejected=sum(m.rejected for m in per_subject),
+        voxel_set=voxel_set,
         subjects=per_subject,
         precision=precision,
         recall=recall,
@@ -277,7 +364,16 @@ def evaluate_subjects(subjects: Iterable[Subject], median_filter: int = 0, dilat
 
 
 def evaluate_all(
-    subjects: Sequence[Subject], median_filters: Sequence[int] = MEDIAN_FILTER_SIZES, dilation_radius: int = 1
+    subjects: Sequence[Subject],
+    median_filters: Sequence[int] = MEDIAN_FILTER_SIZES,
+    dilation_radius: int = 1,
+    voxel_sets: Sequence[str] = ("brain",),
+    ceil_grid: Sequence[float] = CEIL_GRID,
+    max_segmented_fraction: float | None = None,
 ) -> list[Metrics]:
-    """:func:`evaluate_subjects` for each median filter setting (paper: off, 3, 5)."""
-    return [evaluate_subjects(subjects, int(size), dilation_radius) for size in median_filters]
+    """:func:`evaluate_subjects` for each voxel set and median filter setting (paper: off, 3, 5)."""
+    return [
+        evaluate_subjects(subjects, int(size), dilation_radius, voxel_set, ceil_grid, max_segmented_fraction)
+        for voxel_set in voxel_sets
+        for size in median_filters
+    ]

@@ -1,5 +1,7 @@
-"""Writing a study's results: ``anomaly.nii.gz`` (float32 map), ``segmentation.nii.gz`` (uint8) and ``overview.png``,
-optionally ``preprocessed.nii.gz`` and ``transform.tfm``; and bringing maps of registered studies back to native space.
+"""Writing a study's results: ``anomaly.nii.gz`` (float32 map), ``segmentation.nii.gz`` (uint8), ``segmentation.json``
+(how it was thresholded: rule, threshold, voxel set, share of the brain, whether the guard rejected it) and
+``overview.png``, optionally ``preprocessed.nii.gz`` and ``transform.tfm``; and bringing maps of registered studies back
+to native space.
 
 Files go to ``<output_dir>/<study name>/``, each written atomically; the segmentation is written last, so a study
 whose segmentation exists is complete (see :func:`scripts.studies.studies_to_score`).
@@ -8,6 +10,7 @@ whose segmentation exists is complete (see :func:`scripts.studies.studies_to_sco
 from __future__ import annotations
 
 import io
+import json
 import logging
 from collections.abc import Hashable, Mapping
 from pathlib import Path
@@ -25,6 +28,7 @@ logger = logging.getLogger(__name__)
 
 ANOMALY_FILE = "anomaly.nii.gz"
 SEGMENTATION_FILE = "segmentation.nii.gz"
+SEGMENTATION_INFO_FILE = "segmentation.json"
 OVERVIEW_FILE = "overview.png"
 PREPROCESSED_FILE = "preprocessed.nii.gz"
 TRANSFORM_FILE = "transform.tfm"
@@ -116,6 +120,10 @@ class SaveStudyOutputsd(MapTransform):
             a, seg = d[key], d[self.seg_key]
             affine = np.asarray(a.affine.cpu().numpy() if hasattr(a, "affine") else np.eye(4), dtype=np.float64)
             write_nifti(a[0].detach().cpu().numpy(), affine, folder / ANOMALY_FILE, np.float32)
+            info = d.get(f"{self.seg_key}_info")
+            if info is not None:
+                text = json.dumps({"study": _name(d), **info}, indent=2) + "\n"
+                atomic_write_bytes(text.encode(), folder / SEGMENTATION_INFO_FILE)
             seg_np = (seg[0].detach().cpu().numpy() > 0.5).astype(np.uint8)
             write_nifti(seg_np, affine, folder / SEGMENTATION_FILE, np.uint8)
             logger.info("%s: wrote %s and %s", _name(d), folder / ANOMALY_FILE, folder / SEGMENTATION_FILE)

@@ -2,15 +2,23 @@
 
     a = max_m a_m                      (mean as an option)
     a = median3d(a, size)              (size 3 or 5, or off)
-    s = dilate(a > yen(a[brain]))      (per-subject Yen threshold, then one 3D dilation)
+    s = dilate(a > yen(a[V]))          (per-subject Yen threshold on the voxel set V, then one 3D dilation)
 
 Array transforms take channel-first volumes (C, H, W, D); the dictionary versions follow MONAI's pattern.
-The map is set to 0 outside the brain (voxels where every input channel is 0), where it has no meaning: on the
-scoring grid before thresholding, and again on the study's own grid after the map is brought back to it.
+
+The voxel set V (``VOXEL_SETS``) is a choice: ``"volume"``, every voxel of the scoring grid, background included,
+as the authors' code thresholds (their map is not masked, and every slice is scored); or ``"brain"``, the brain
+voxels (any input channel non-zero), with the map set to 0 outside the brain before the median filter. Either way
+the written outputs are 0 outside the brain on the study's own grid.
+
+A segmentation that marks more than ``max_segmented_fraction`` of the brain is not presented as a finding
+(:func:`guard_segmentation`): Yen's threshold then fell inside the healthy values, because the map has no separate
+tail of anomalous ones (small or no lesions). Such a segmentation is written empty and the log says why.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Hashable, Mapping
 
 import numpy as np
@@ -22,9 +30,13 @@ from scipy import ndimage
 from skimage.filters import threshold_yen
 from skimage.morphology import ball
 
+from scripts import as_bool
 from scripts.preprocess import brain_mask
 
+logger = logging.getLogger(__name__)
+
 CHANNEL_REDUCTIONS = ("max", "mean")
+VOXEL_SETS = ("volume", "brain")
 
 
 class ReduceChannels(Transform):
@@ -62,30 +74,53 @@ def yen_threshold(a: np.ndarray, mask: np.ndarray | None = None) -> float:
 
 
 def yen_segmentation(
-    a: np.ndarray, mask: np.ndarray | None = None, dilation_radius: int = 1, threshold: float | None = None
+    a: np.ndarray,
+    mask: np.ndarray | None = None,
+    dilation_radius: int = 1,
+    threshold: float | None = None,
+    voxel_set: str = "brain",
 ) -> tuple[np.ndarray, float]:
-    """Binary segmentation of map ``a`` (H, W, D): Yen threshold inside ``mask``, then a 3D dilation.
+    """Binary segmentation of map ``a`` (H, W, D): Yen threshold on a voxel set, then a 3D dilation.
 
     Args:
         a: the (post-processed) anomaly map.
-        mask: brain mask (bool, same shape); the threshold is computed on these voxels and the result is kept
-            inside it. None uses every voxel.
+        mask: brain mask (bool, same shape). With ``voxel_set`` "brain" the threshold is computed on these voxels and
+            the segmentation kept inside them; with "volume" (the authors') every voxel counts and nothing is cut.
+            None uses every voxel.
         dilation_radius: radius of the ball used for the dilation (1: the 6-neighbourhood); 0 for none.
         threshold: a fixed threshold to use instead of Yen's (e.g. one tuned on labelled data: semi-supervised).
+        voxel_set: ``"brain"`` or ``"volume"`` (``VOXEL_SETS``).
 
     Returns:
         (segmentation as uint8 (H, W, D), the threshold).
     """
+    if voxel_set not in VOXEL_SETS:
+        raise ValueError(f"voxel_set must be one of {VOXEL_SETS}, got {voxel_set!r}")
     a = np.asarray(a, dtype=np.float32)
-    thr = yen_threshold(a, mask) if threshold is None else float(threshold)
+    inside = mask if voxel_set == "brain" else None
+    thr = yen_threshold(a, inside) if threshold is None else float(threshold)
     seg = a > thr
-    if mask is not None:
-        seg &= mask
+    if inside is not None:
+        seg &= inside
     if dilation_radius > 0 and seg.any():
         seg = ndimage.binary_dilation(seg, structure=ball(dilation_radius))
-        if mask is not None:
-            seg &= mask
+        if inside is not None:
+            seg &= inside
     return seg.astype(np.uint8), thr
+
+
+def guard_segmentation(
+    seg: np.ndarray, brain: np.ndarray, max_fraction: float | None
+) -> tuple[np.ndarray, float, bool]:
+    """(the segmentation or an empty one, the share of the brain ``seg`` marks, whether it was rejected).
+
+    A segmentation marking more than ``max_fraction`` of the ``brain`` voxels is rejected: it is then no finding but
+    a threshold inside the healthy values. None (or a value >= 1) turns the guard off.
+    """
+    brain = np.asarray(brain, dtype=bool)
+    fraction = float(np.count_nonzero(np.asarray(seg, dtype=bool) & brain) / max(1, np.count_nonzero(brain)))
+    rejected = max_fraction is not None and fraction > float(max_fraction)
+    return (np.zeros_like(seg) if rejected else seg), fraction, bool(rejected)
 
 
 class ReduceChannelsd(MapTransform):
@@ -119,15 +154,25 @@ class MedianFilterd(MapTransform):
 class MaskOutsideBraind(MapTransform):
     """Set ``data[key]`` to 0 outside the brain: where every channel of ``data[mask_key]`` is 0.
 
-    ``data[mask_key]`` is a brain mask or an image (C, H, W, D) on the same grid as ``data[key]``.
+    ``data[mask_key]`` is a brain mask or an image (C, H, W, D) on the same grid as ``data[key]``. With ``enabled``
+    false the data pass through (the authors' unmasked maps, ``voxel_set: volume``).
     """
 
-    def __init__(self, keys: KeysCollection, mask_key: str = "image", allow_missing_keys: bool = False) -> None:
+    def __init__(
+        self,
+        keys: KeysCollection,
+        mask_key: str = "image",
+        enabled: bool | str = True,
+        allow_missing_keys: bool = False,
+    ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.mask_key = mask_key
+        self.enabled = as_bool(enabled)
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)
+        if not self.enabled:
+            return d
         mask = brain_mask(d[self.mask_key])
         for key in self.key_iterator(d):
             d[key] = d[key] * mask.to(d[key].device)
@@ -138,8 +183,20 @@ class YenSegmentd(MapTransform):
     """Threshold ``data[key]`` (1, H, W, D) per subject with Yen (or a fixed ``threshold``) plus dilation; writes
     ``data[seg_key]``.
 
-    The threshold is also stored as ``data[seg_key + "_threshold"]``. The segmentation is a MetaTensor carrying
-    the map's metadata, so that it can be inverted onto the input grid like the map.
+    Also stores ``data[seg_key + "_info"]``: the threshold, the voxel set, the share of the brain marked and whether
+    the guard rejected the segmentation (:func:`guard_segmentation`; a rejected one is stored empty and logged). The
+    segmentation is a MetaTensor carrying the map's metadata, so that it can be inverted onto the input grid like the
+    map.
+
+    Args:
+        keys: the map.
+        seg_key: where the segmentation goes.
+        image_key: the image whose non-zero voxels are the brain.
+        dilation_radius: radius of the 3D dilation after the threshold.
+        threshold: a fixed threshold instead of Yen's (None: Yen).
+        voxel_set: ``"volume"`` or ``"brain"`` (see the module docstring).
+        max_segmented_fraction: the guard's limit on the share of the brain marked (None: no guard).
+        name_key: the study's name, for the log.
     """
 
     def __init__(
@@ -149,22 +206,51 @@ class YenSegmentd(MapTransform):
         image_key: str = "image",
         dilation_radius: int = 1,
         threshold: float | None = None,
+        voxel_set: str = "brain",
+        max_segmented_fraction: float | None = None,
+        name_key: str = "name",
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
+        if voxel_set not in VOXEL_SETS:
+            raise ValueError(f"voxel_set must be one of {VOXEL_SETS}, got {voxel_set!r}")
         self.seg_key = seg_key
         self.image_key = image_key
         self.dilation_radius = dilation_radius
         self.threshold = threshold
+        self.voxel_set = voxel_set
+        self.max_segmented_fraction = None if max_segmented_fraction is None else float(max_segmented_fraction)
+        self.name_key = name_key
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)
         for key in self.key_iterator(d):
             a = d[key]
-            mask = brain_mask(d[self.image_key])[0].cpu().numpy() if self.image_key in d else None
-            seg, thr = yen_segmentation(a[0].detach().cpu().numpy(), mask, self.dilation_radius, self.threshold)
+            brain = brain_mask(d[self.image_key])[0].cpu().numpy()
+            seg, thr = yen_segmentation(
+                a[0].detach().cpu().numpy(), brain, self.dilation_radius, self.threshold, self.voxel_set
+            )
+            seg, fraction, rejected = guard_segmentation(seg, brain, self.max_segmented_fraction)
+            if rejected:
+                name = d.get(self.name_key, "study")
+                name = name[0] if isinstance(name, (list, tuple)) else name
+                logger.warning(
+                    "%s: the segmentation would mark %.0f%% of the brain (limit %.0f%%): the map has no separate tail "
+                    "of anomalous values, so the threshold fell among healthy ones. It is not a finding and is "
+                    "written empty; read the anomaly map instead.",
+                    name,
+                    100 * fraction,
+                    100 * self.max_segmented_fraction,
+                )
             d[self.seg_key] = _like(a, seg[None])
-            d[f"{self.seg_key}_threshold"] = thr
+            d[f"{self.seg_key}_info"] = {
+                "rule": "fixed" if self.threshold is not None else "yen",
+                "threshold": thr,
+                "voxel_set": self.voxel_set,
+                "brain_fraction": fraction,
+                "max_segmented_fraction": self.max_segmented_fraction,
+                "rejected": rejected,
+            }
         return d
 
 

@@ -67,6 +67,28 @@ class BrainMaskd(MapTransform):
         return d
 
 
+class LabelledSlicesd(MapTransform):
+    """Store which axial slices of ``data[key]`` (a label (1, H, W, D)) hold a labelled voxel, as a bool (D,) tensor
+    in ``data[out_key]``.
+
+    Placed before the in-plane resize, so that training keeps or drops a slice on the label at its own resolution, as
+    the authors' ``split_healthy.py`` does: a small tumour fragment can vanish from a nearest-neighbour 128 x 128
+    label, and its slice would then pass for healthy. The resize keeps the axial slices, so the flags stay aligned.
+    Studies without a label get no flags.
+    """
+
+    def __init__(self, keys: KeysCollection, out_key: str = "label_slices", allow_missing_keys: bool = True) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.out_key = out_key
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            label = torch.as_tensor(d[key]).as_subclass(torch.Tensor)
+            d[self.out_key] = (label != 0).flatten(0, -2).any(dim=0)
+        return d
+
+
 class CheckFinite(Transform):
     """Raise :class:`~scripts.studies.StudyError` naming the source file when a volume holds NaN or infinities."""
 
@@ -167,6 +189,7 @@ def volume_transforms(
     histogram_matching: bool | str = False,
     histogram_landmarks: str | os.PathLike | None = None,
     extra: Sequence[Transform] = (),
+    label_mode: str = "nearest-exact",
 ) -> list[Transform]:
     """The volume preprocessing of paper Sec. 5.2, shared by training and scoring, as a list of MONAI transforms.
 
@@ -183,7 +206,10 @@ def volume_transforms(
     3. stack the modalities in ``modalities`` order as channels; keep the brain mask of this grid in ``brain``;
     4. reorient to RAS, so that axial slices are the last axis whatever the file's header;
     5. divide by the percentile of non-zero voxels, per channel;
-    6. resize the axial slices to image_size x image_size with anti-aliasing (labels nearest-neighbour).
+    6. flag the axial slices that hold a labelled voxel (``data["label_slices"]``, on the label's own resolution),
+       then resize the axial slices to image_size x image_size with anti-aliasing; labels nearest-neighbour with
+       MONAI's ``nearest-exact`` rule, which samples the same pixel centres as the image's interpolation (the legacy
+       ``nearest`` rule shifts the label by half an output pixel).
 
     Steps 4 and 6 are invertible (``Invertd`` brings maps back onto the loaded grid; a registered study then needs
     ``scripts.outputs.ToNatived`` for the last step back to its native grid). ``extra`` transforms run between
@@ -207,10 +233,11 @@ def volume_transforms(
         Orientationd(keys=both, axcodes="RAS", allow_missing_keys=True),
         ScaleByPercentiled(keys=image_key, percentile=percentile),
         *extra,
+        LabelledSlicesd(keys=label_key),
         Resized(
             keys=both,
             spatial_size=(image_size, image_size, -1),
-            mode=("bilinear", "nearest"),
+            mode=("bilinear", label_mode),
             anti_aliasing=(True, False),
             allow_missing_keys=True,
         ),

@@ -23,7 +23,7 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
-from scripts.metrics import MEDIAN_FILTER_SIZES, Metrics, Subject, binarize_label, evaluate_all
+from scripts.metrics import CEIL_GRID, MEDIAN_FILTER_SIZES, Metrics, Subject, binarize_label, evaluate_all
 from scripts.preprocess import brain_mask
 from scripts.studies import StudyError, atomic_write_bytes, studies_to_score
 
@@ -138,9 +138,9 @@ def _fmt(value: float, digits: int = 4) -> str:
     return "n/a" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
 
 
-def _finite_or_none(value: float | int) -> float | int | None:
-    """``value``, or None (JSON null) when it is NaN or infinite."""
-    return value if math.isfinite(value) else None
+def _finite_or_none(value: object) -> object:
+    """``value``, or None (JSON null) when it is a NaN or infinite number."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def mf_label(size: int) -> str:
@@ -149,15 +149,18 @@ def mf_label(size: int) -> str:
 
 
 def markdown_table(results: Sequence[Metrics]) -> str:
-    """The summary table: one row per median filter setting; AUPRC, ceil Dice (threshold), Dice_Yen, AUROC."""
+    """The summary table: one row per voxel set and median filter setting; AUPRC, ceil Dice (threshold), pooled
+    ceil Dice, Dice_Yen, the median share of the brain the Yen segmentation marks, rejected segmentations, AUROC."""
     lines = [
-        "| median filter | AUPRC | ceil Dice (threshold) | Dice_Yen (mean ± sd) | AUROC |",
-        "| --- | --- | --- | --- | --- |",
+        "| voxel set | median filter | AUPRC | ceil Dice (threshold) | pooled ceil Dice | Dice_Yen (mean ± sd) | "
+        "brain marked by Yen (median) | rejected | AUROC |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for m in results:
         lines.append(
-            f"| {mf_label(m.median_filter)} | {_fmt(m.auprc)} | {_fmt(m.ceil_dice)} ({_fmt(m.ceil_threshold)}) | "
-            f"{_fmt(m.dice_yen)} ± {_fmt(m.dice_yen_std)} | {_fmt(m.auroc)} |"
+            f"| {m.voxel_set} | {mf_label(m.median_filter)} | {_fmt(m.auprc)} | {_fmt(m.ceil_dice)} "
+            f"({_fmt(m.ceil_threshold, 3)}) | {_fmt(m.ceil_dice_pooled)} | {_fmt(m.dice_yen)} ± {_fmt(m.dice_yen_std)} "
+            f"| {_fmt(100 * m.segmented_fraction_median, 1)}% | {m.rejected} of {m.n_subjects} | {_fmt(m.auroc)} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -172,19 +175,24 @@ def markdown_report(
 ) -> str:
     """``metrics.md``: the summary table, what it was computed on, and the settings of the run."""
     n = results[0].n_subjects if results else 0
-    raw = ", ".join(f"MF {mf_label(m.median_filter)}: {m.ceil_threshold_raw:.6g}" for m in results)
+    raw = ", ".join(f"{m.voxel_set} MF {mf_label(m.median_filter)}: {m.ceil_threshold_raw:.6g}" for m in results)
+    prevalence = ", ".join(sorted({f"{m.voxel_set} {_fmt(m.prevalence, 5)}" for m in results}))
     text = [
         f"# {method} evaluation",
         "",
         *([note, ""] if note else []),
         markdown_table(results),
-        f"- {n_studies(n)}; every figure is on the brain voxels, on the scoring grid.",
-        "- AUPRC, AUROC: every brain voxel of the test set pooled, the maps min-max normalised to [0, 1] over",
-        "  those voxels (paper Sec. 5.4).",
-        "- ceil Dice: the best single threshold over the pooled voxels; the threshold is on that normalised scale",
-        f"  (on the maps' own scale: {raw}).",
-        "- Dice_Yen: per-subject Yen threshold plus one 3D dilation; mean ± sd over the subjects with a lesion.",
-        f"- Anomalous voxels: label > 0.5; prevalence {_fmt(results[0].prevalence, 5) if results else 'n/a'}.",
+        f"- {n_studies(n)}, on the scoring grid. Voxel set `volume`: every voxel of the grid, background included (the",
+        "  authors'); `brain`: the brain voxels, the map 0 outside the brain before the median filter.",
+        "- AUPRC, AUROC: every voxel of the voxel sets of the test set pooled, the maps min-max normalised to [0, 1]",
+        "  over those voxels (paper Sec. 5.4).",
+        "- ceil Dice (the paper's): the mean over subjects of per-subject Dice at one threshold on that normalised",
+        f"  scale, the best threshold of the grid searched (on the maps' own scale: {raw}). Pooled ceil Dice: the",
+        "  best Dice of all voxels pooled at one threshold (big lesions weigh more).",
+        "- Dice_Yen: per-subject Yen threshold on the voxel set plus one 3D dilation, after the guard (a segmentation",
+        "  marking more of the brain than the limit is rejected: empty); mean ± sd over the subjects with a lesion.",
+        "  'brain marked by Yen' is the median share of the brain the raw Yen segmentation marks.",
+        f"- Anomalous voxels: label > 0.5 inside the brain; prevalence {prevalence or 'n/a'}.",
         f"- Per-subject figures: `{CSV_FILE}`; all figures: `{JSON_FILE}`; precision-recall curves: `{CURVES_FILE}`.",
     ]
     if settings:
@@ -195,7 +203,8 @@ def markdown_report(
 def per_subject_csv(results: Sequence[Metrics]) -> str:
     """``metrics_per_subject.csv``: one row per subject and median filter setting."""
     buffer = io.StringIO()
-    columns = ["subject", "median_filter", "brain_voxels", "label_voxels", "dice_ceil", "dice_yen", "yen_threshold"]
+    columns = ["subject", "voxel_set", "median_filter", "brain_voxels", "label_voxels", "dice_ceil", "dice_yen"]
+    columns += ["yen_threshold", "segmented_fraction", "rejected"]
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(columns)
     for m in results:
@@ -203,18 +212,21 @@ def per_subject_csv(results: Sequence[Metrics]) -> str:
             writer.writerow(
                 [
                     s.name,
+                    m.voxel_set,
                     s.median_filter,
                     s.brain_voxels,
                     s.label_voxels,
                     f"{s.dice_ceil:.6f}",
                     f"{s.dice_yen:.6f}",
                     f"{s.yen_threshold:.6g}",
+                    f"{s.segmented_fraction:.6f}",
+                    int(s.rejected),
                 ]
             )
     return buffer.getvalue()
 
 
-def pr_curves_png(results: Sequence[Metrics], title: str = "Precision-recall, pooled brain voxels") -> bytes:
+def pr_curves_png(results: Sequence[Metrics], title: str = "Precision-recall, pooled voxels") -> bytes:
     """A PNG with the precision-recall curve of each median filter setting and the prevalence (chance level)."""
     import matplotlib
 
@@ -223,7 +235,9 @@ def pr_curves_png(results: Sequence[Metrics], title: str = "Precision-recall, po
 
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
     for m in results:
-        ax.plot(m.recall, m.precision, label=f"MF {mf_label(m.median_filter)} (AUPRC {_fmt(m.auprc, 3)})")
+        style = "-" if m.voxel_set == results[0].voxel_set else ":"
+        name = f"{m.voxel_set}, MF {mf_label(m.median_filter)}"
+        ax.plot(m.recall, m.precision, style, label=f"{name} (AUPRC {_fmt(m.auprc, 3)})")
     if results and math.isfinite(results[0].prevalence):
         ax.axhline(results[0].prevalence, color="grey", linestyle="--", linewidth=1, label="prevalence")
     ax.set_xlim(0, 1)
@@ -247,6 +261,10 @@ class EvaluationReport:
         output_dir: where ``metrics_per_subject.csv``, ``metrics.md``, ``metrics.json``, ``pr_curves.png`` go.
         median_filters: median filter sizes to evaluate (paper: off, 3, 5).
         dilation_radius: dilation after the Yen threshold.
+        voxel_sets: the voxel sets to report (``"volume"`` needs maps of every slice, not masked: ``voxel_set:
+            volume`` at scoring; ``"brain"`` can always be derived).
+        ceil_grid: (start, stop, step) of the ceil Dice's threshold search.
+        max_segmented_fraction: inference's guard on the Yen segmentation (None: off).
         settings: shown in ``metrics.md`` and ``metrics.json`` (data, weights, timesteps...).
         note: a line put above the table (e.g. that the data or the weights are made).
         method: the method's name, in the title and the printed summary.
@@ -261,8 +279,14 @@ class EvaluationReport:
         settings: Mapping[str, object] | None = None,
         note: str = "",
         method: str = "ANDi",
+        voxel_sets: Sequence[str] = ("brain",),
+        ceil_grid: Sequence[float] = CEIL_GRID,
+        max_segmented_fraction: float | None = None,
     ) -> None:
         self.collector = collector
+        self.voxel_sets = [str(v) for v in voxel_sets]
+        self.ceil_grid = [float(v) for v in ceil_grid]
+        self.max_segmented_fraction = None if max_segmented_fraction is None else float(max_segmented_fraction)
         self.method = method
         self.output_dir = Path(output_dir)
         self.median_filters = [int(s) for s in median_filters]
@@ -274,7 +298,14 @@ class EvaluationReport:
         """Compute, write the four files, print the summary table; returns the metrics per median filter."""
         if not self.collector.subjects:
             raise StudyError("no study was evaluated; nothing to report")
-        results = evaluate_all(self.collector.subjects, self.median_filters, self.dilation_radius)
+        results = evaluate_all(
+            self.collector.subjects,
+            self.median_filters,
+            self.dilation_radius,
+            self.voxel_sets,
+            self.ceil_grid,
+            self.max_segmented_fraction,
+        )
         out = self.output_dir
         atomic_write_bytes(per_subject_csv(results).encode(), out / CSV_FILE)
         report = markdown_report(results, self.settings, self.note, self.method)

@@ -1,6 +1,7 @@
 """ANDi scoring (paper Algorithm 1, lines 2-11): per-channel anomaly maps from aggregated denoising deviations.
 
-For every brain slice x_0 and every t in ``[t_lower, t_upper]`` (step ``t_stride``):
+For every brain slice x_0 (mapped to the diffusion's range, ``scripts.diffusion.DiffusionRange``) and every t in
+``t_lower, t_lower + t_stride, ...`` below ``t_upper`` (the authors' ``range(T_l, T_u)``: 125 steps for 75..200):
 
     eps   ~ N(0, I)                                  (plain Gaussian at scoring time, Sec. 4.4)
     x_t   = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps
@@ -16,8 +17,7 @@ d_t is evaluated in the second, algebraically identical form (``scripts.diffusio
 check it against the first): subtracting the two means in float32 cancels digits, and the log then magnifies that
 error in the smallest deviations.
 
-The mean divides by the number of timesteps used (the paper writes ``T_u - T_l``, one fewer; the two differ by a
-monotone power of the map and give the same ranking of voxels).
+The mean divides by the number of timesteps used, ``T_u - T_l`` at stride 1 as in Eq. 7-8.
 """
 
 from __future__ import annotations
@@ -29,19 +29,20 @@ from monai.inferers import Inferer
 from monai.networks.schedulers import DDPMScheduler
 
 from scripts import as_bool, as_flag_or_auto
-from scripts.diffusion import deviation_from_noise, q_sample, schedule_terms
+from scripts.diffusion import DiffusionRange, deviation_from_noise, q_sample, schedule_terms
 from scripts.noise import get_noise_fn
 
 AGGREGATIONS = ("geometric", "arithmetic")
 
 
 def timestep_range(t_lower: int = 75, t_upper: int = 200, t_stride: int = 1) -> list[int]:
-    """The timesteps scored: ``t_lower, t_lower + t_stride, ...`` up to and including ``t_upper``."""
-    if not 0 <= t_lower <= t_upper:
-        raise ValueError(f"need 0 <= t_lower <= t_upper, got t_lower={t_lower}, t_upper={t_upper}")
+    """The timesteps scored: ``t_lower, t_lower + t_stride, ...`` below ``t_upper``, as the authors' code's
+    ``range(T_l, T_u)`` (75..199, 125 steps, for the paper's [75, 200])."""
+    if not 0 <= t_lower < t_upper:
+        raise ValueError(f"need 0 <= t_lower < t_upper, got t_lower={t_lower}, t_upper={t_upper}")
     if t_stride < 1:
         raise ValueError(f"t_stride must be >= 1, got {t_stride}")
-    return list(range(int(t_lower), int(t_upper) + 1, int(t_stride)))
+    return list(range(int(t_lower), int(t_upper), int(t_stride)))
 
 
 def activation_bytes_per_pair(network: Callable, shape: Sequence[int], device: torch.device, amp: bool) -> float:
@@ -83,14 +84,18 @@ class BrainSliceInferer(Inferer):
     """The inferer contract of every method in the bundle (ANDi and the baselines): per-channel anomaly maps.
 
     ``__call__(volumes (B, C, H, W, D), network) -> maps (B, C, H, W, D)``: the axial slices holding any brain voxel
-    are cut out of each volume, scored together by :meth:`score_slices` (K, C, H, W) -> (K, C, H, W), and put back;
-    slices with no brain get 0. :meth:`network_call` runs the network with the shared speed options.
+    (every slice with ``all_slices``) are cut out of each volume, scored together by :meth:`score_slices`
+    (K, C, H, W) -> (K, C, H, W), and put back; slices not scored get 0. :meth:`network_call` runs the network with
+    the shared speed options. Slices reach :meth:`score_slices` on the preprocessed image's scale; a diffusion
+    method maps them to its range itself (``scripts.diffusion.DiffusionRange``).
 
     Args:
         batch_size: inputs per network call; the memory knob.
         amp: autocast the network in bfloat16: True, False, or "auto" (on CUDA, and on CPUs with native bf16).
         channels_last: run the network in channels-last memory format.
         compile: run the network through ``torch.compile`` (the first study pays the compilation).
+        all_slices: score every axial slice, empty ones too, as the authors' code does for its whole-volume maps
+            (``voxel_set: volume``); by default only slices holding brain are scored.
     """
 
     def __init__(
@@ -99,8 +104,10 @@ class BrainSliceInferer(Inferer):
         amp: bool | str | None = "auto",
         channels_last: bool | str = True,
         compile: bool | str = False,
+        all_slices: bool | str = False,
     ) -> None:
         super().__init__()
+        self.all_slices = as_bool(all_slices)
         self.batch_size = int(batch_size)
         self.amp = "auto" if amp is None else as_flag_or_auto(amp)
         self.channels_last = as_bool(channels_last)
@@ -139,8 +146,8 @@ class BrainSliceInferer(Inferer):
         raise NotImplementedError
 
     def score_volume(self, volume: torch.Tensor, network: Callable) -> torch.Tensor:
-        """Per-channel map a_m for one volume (C, H, W, D); slices with no brain get 0. Returns (C, H, W, D)."""
-        keep = brain_slices(volume)
+        """Per-channel map a_m for one volume (C, H, W, D); slices not scored get 0. Returns (C, H, W, D)."""
+        keep = torch.arange(volume.shape[-1], device=volume.device) if self.all_slices else brain_slices(volume)
         if keep.numel() == 0:
             return torch.zeros(volume.shape, dtype=torch.float32, device=volume.device)
         slices = volume[..., keep].permute(3, 0, 1, 2).float()  # (K, C, H, W)
@@ -165,7 +172,7 @@ class ANDiInferer(BrainSliceInferer):
 
     Args:
         scheduler: the DDPM schedule the network was trained with.
-        t_lower, t_upper, t_stride: the timesteps scored (paper: 75..200, every step).
+        t_lower, t_upper, t_stride: the timesteps scored, ``range(t_lower, t_upper, t_stride)`` (paper: 75, 200, 1).
         batch_size: slice-timestep pairs per network call; the memory knob.
         aggregation: ``"geometric"`` (Eq. 8) or ``"arithmetic"`` (Eq. 7).
         noise_type: noise used to noise the slices (paper: ``"gaussian"``; ``"pyramid"`` for the ablation).
@@ -176,6 +183,9 @@ class ANDiInferer(BrainSliceInferer):
         compile: run the network through ``torch.compile`` (the first study pays the compilation).
         memory_budget_mb: if set, ``batch_size`` is derived from it: the activation memory of one pair is measured
             once with a probe batch (CUDA) or estimated from the network's widest feature map (CPU).
+        diffusion_range: ``[low, high]`` the network was trained on (``scripts.diffusion.DiffusionRange``; the
+            authors: ``[-1, 1]``, i.e. 2x - 1); the slices are mapped to it before they are noised.
+        all_slices: score empty slices too (see :class:`BrainSliceInferer`).
     """
 
     def __init__(
@@ -193,8 +203,11 @@ class ANDiInferer(BrainSliceInferer):
         channels_last: bool | str = True,
         compile: bool | str = False,
         memory_budget_mb: float | None = None,
+        diffusion_range: DiffusionRange | Sequence[float] | str | None = (-1.0, 1.0),
+        all_slices: bool | str = False,
     ) -> None:
-        super().__init__(batch_size, amp, channels_last, compile)
+        super().__init__(batch_size, amp, channels_last, compile, all_slices)
+        self.diffusion_range = DiffusionRange.of(diffusion_range)
         if aggregation not in AGGREGATIONS:
             raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
         self.scheduler = scheduler
@@ -219,8 +232,9 @@ class ANDiInferer(BrainSliceInferer):
         return max(1, int(budget // per_pair))
 
     def score_slices(self, x_0: torch.Tensor, network: Callable) -> torch.Tensor:
-        """Aggregated per-channel deviation maps for slices ``x_0`` (K, C, H, W); returns (K, C, H, W) float32."""
-        x_0 = x_0.float()
+        """Aggregated per-channel deviation maps for slices ``x_0`` (K, C, H, W) on the preprocessed image's scale;
+        returns (K, C, H, W) float32. The deviations are those of the diffusion's range."""
+        x_0 = self.diffusion_range.to_diffusion(x_0.float())
         k = x_0.shape[0]
         acc = torch.zeros_like(x_0)
         pairs = len(self.timesteps) * k

@@ -4,8 +4,9 @@ Nothing here is real patient data. Every study is *made* from the MNI152 2009a s
 white matter probability maps) that ship inside the nilearn wheel: the brain of the template is moved onto a
 BraTS-like grid (240 x 240 x 155 voxels of 1 mm, LPS orientation) with a random smooth deformation and a small random
 affine per subject, its tissue maps are turned into T1, T1Gd, T2 and FLAIR contrasts with per-subject contrast
-jitter, a multiplicative bias field and Rician noise, and, for anomalous studies, tumour-like or MS-like lesions are
-painted in with their label map. Everything follows from one integer seed.
+jitter, a multiplicative bias field and Rician noise, and, for anomalous studies, lesions of one of four families
+(``LESIONS``: tumour-like, MS-like, small cortical T1-dark, T1-bright/T2-dark) are painted in with their label map.
+Everything follows from one integer seed.
 """
 
 from __future__ import annotations
@@ -27,7 +28,10 @@ from scripts import MODALITIES
 from scripts.studies import atomic_write_bytes, write_nifti
 
 BRATS_SHAPE: tuple[int, int, int] = (240, 240, 155)
-LESIONS: tuple[str, ...] = ("none", "tumour", "ms")
+LESIONS: tuple[str, ...] = ("none", "tumour", "ms", "cortical", "bright")
+"""Lesion families: healthy; one large tumour; many small periventricular MS-like lesions; a few small cortical
+T1-dark lesions (T2-bright, FLAIR near grey matter: not a FLAIR lesion); a few T1-bright, T2-dark lesions (as
+haemorrhage or melanin look). New families are appended, so the seeds of the older ones do not change."""
 TOP_MARGIN_MM = 8.0  # space left above the brain when the grid is too short to centre it in z
 
 # Mean intensity per tissue (CSF, GM, WM) and modality, in arbitrary scanner-like units.
@@ -43,6 +47,8 @@ LESION_CONTRAST: dict[str, tuple[float, float, float, float]] = {
     "enhancing": (0.85, 1.55, 1.50, 1.40),
     "necrosis": (0.40, 0.42, 2.20, 0.90),
     "ms": (0.80, 0.82, 1.75, 1.60),
+    "cortical": (0.40, 0.42, 1.90, 1.50),
+    "bright": (1.35, 1.45, 0.55, 0.70),
 }
 TUMOUR_LABELS = {"necrosis": 1, "oedema": 2, "enhancing": 4}
 
@@ -53,7 +59,7 @@ class SyntheticStudy:
 
     Attributes:
         images: ``t1``, ``t1c``, ``t2``, ``flair`` -> float32 (H, W, D), zero outside the brain.
-        label: uint8 (H, W, D); 0 healthy; tumour 1 necrotic core, 2 oedema, 4 enhancing rim; MS lesions 1.
+        label: uint8 (H, W, D); 0 healthy; tumour 1 necrotic core, 2 oedema, 4 enhancing rim; other lesions 1.
         affine: 4x4 voxel-to-world (RAS) matrix, nibabel convention.
         mask: bool (H, W, D) brain mask.
         tissue: uint8 (H, W, D) dominant healthy tissue: 0 background, 1 CSF, 2 GM, 3 WM.
@@ -293,35 +299,63 @@ def _add_tumour(
         label[box][(lev < outer) & inside] = TUMOUR_LABELS[kind]
 
 
-def _add_ms(
+@dataclass(frozen=True)
+class _ScatteredFamily:
+    """Several small, separate lesions of one contrast (label 1): how many, how large, and where."""
+
+    kind: str  # the LESION_CONTRAST row
+    count: tuple[int, int]  # lesions per study, drawn in [low, high]
+    radius_mm: tuple[float, float]
+    where: str  # "periventricular" | "cortical" | "parenchyma"
+
+
+SCATTERED: dict[str, _ScatteredFamily] = {
+    "ms": _ScatteredFamily("ms", (5, 20), (2.0, 6.0), "periventricular"),
+    "cortical": _ScatteredFamily("cortical", (3, 8), (3.0, 6.0), "cortical"),
+    "bright": _ScatteredFamily("bright", (2, 5), (5.0, 10.0), "parenchyma"),
+}
+
+
+def _add_scattered(
     rng: np.random.Generator,
     images: dict[str, np.ndarray],
     label: np.ndarray,
     maps: dict[str, np.ndarray],
     spacing: np.ndarray,
     wm_means: dict[str, float],
+    family: _ScatteredFamily,
 ) -> None:
-    """Paint 5-20 small MS-like lesions (label 1), mostly in periventricular white matter, in place (as _add_tumour)."""
+    """Paint a family of small lesions (label 1), kept apart so that each is its own component, in place.
+
+    ``periventricular``: mostly deep white matter near the ventricles (MS-like); ``cortical``: grey matter within a
+    few millimetres of the brain's surface; ``parenchyma``: anywhere in grey or white matter away from the surface.
+    Arrays as in :func:`_add_tumour`.
+    """
     sub, depth, to_ventricle = _coarse_depth(maps["mask"] > 0.5, maps["csf"], spacing)
     deep_wm = (maps["wm"][sub] > 0.6) & (depth > 8.0)
-    near = deep_wm & (to_ventricle < 10.0)
+    pools = {
+        "periventricular": (deep_wm & (to_ventricle < 10.0), deep_wm, 0.75),
+        "cortical": ((maps["gm"][sub] > 0.5) & (depth > 2.0) & (depth < 9.0), maps["gm"][sub] > 0.4, 0.9),
+        "parenchyma": ((maps["gm"][sub] + maps["wm"][sub] > 0.7) & (depth > 10.0), deep_wm, 0.9),
+    }
+    preferred, fallback, p_preferred = pools[family.where]
     centres: list[tuple[np.ndarray, float]] = []
-    wanted = rng.integers(5, 21)
+    wanted = rng.integers(family.count[0], family.count[1] + 1)
     for _ in range(50 * wanted):
         if len(centres) >= wanted:
             break
-        pool = near if (near.any() and rng.random() < 0.75) else deep_wm
+        pool = preferred if (preferred.any() and rng.random() < p_preferred) else fallback
         if not pool.any():
             pool = maps["mask"][sub] > 0.5
         centre = _pick(rng, pool, sub, label.shape)
-        radius = max(rng.uniform(2.0, 6.0), 0.6 * spacing.max())
+        radius = max(rng.uniform(*family.radius_mm), 0.6 * spacing.max())
         if any(np.linalg.norm((c - centre) * spacing) < 1.4 * (r + radius) + 1.5 * spacing.max() for c, r in centres):
             continue  # keep lesions apart so each stays its own component
         centres.append((centre, radius))
         box, level = _ellipsoid_level(rng, centre, radius * rng.uniform(0.7, 1.3, 3), spacing, label.shape, 0.08)
         tissue = np.clip(maps["gm"][box] + maps["wm"][box], 0, 1)
         weight = np.clip(0.5 + (1.0 - level) * radius / spacing.min(), 0, 1) * tissue
-        _paint(images, box, weight, "ms", wm_means, rng)
+        _paint(images, box, weight, family.kind, wm_means, rng)
         label[box][(level < 1.0) & (tissue > 0.5)] = 1
 
 
@@ -335,8 +369,9 @@ def make_study(
 
     Args:
         seed: everything follows from it; the same seed gives the same study.
-        lesion: ``"none"`` (healthy), ``"tumour"`` (labels 1 necrotic core, 2 oedema, 4 enhancing rim) or ``"ms"``
-            (5-20 small lesions, label 1).
+        lesion: ``"none"`` (healthy), ``"tumour"`` (labels 1 necrotic core, 2 oedema, 4 enhancing rim), or one of
+            the scattered families (label 1): ``"ms"`` (5-20 small periventricular lesions), ``"cortical"`` (3-8
+            small cortical T1-dark lesions), ``"bright"`` (2-5 T1-bright, T2-dark lesions); see ``SCATTERED``.
         shape, spacing: the grid (voxels, mm); coarse grids cover the same field of view as the BraTS grid if
             shape * spacing does.
     """
@@ -366,8 +401,8 @@ def make_study(
     label = np.zeros(mask.shape, dtype=np.uint8)
     if lesion == "tumour":
         _add_tumour(rng, images, label, maps, spacing, wm_means)
-    elif lesion == "ms":
-        _add_ms(rng, images, label, maps, spacing, wm_means)
+    elif lesion in SCATTERED:
+        _add_scattered(rng, images, label, maps, spacing, wm_means, SCATTERED[lesion])
     label[~mask] = 0
     axes_mm = [spacing[d] * np.arange(box[d].start, box[d].stop) for d in range(3)]
     for m in MODALITIES:  # scanner effects, computed on the brain voxels only
@@ -427,7 +462,7 @@ def make_dataset(
     out_dir: str | os.PathLike,
     n_healthy: int,
     n_anomalous: int = 0,
-    lesion: str = "tumour",
+    lesion: str | Sequence[str] = "tumour",
     seed: int = 0,
     shape: Sequence[int] = BRATS_SHAPE,
     spacing: Sequence[float] = (1.0, 1.0, 1.0),
@@ -435,17 +470,21 @@ def make_dataset(
 ) -> Path:
     """Write a made (synthetic) dataset and its MONAI datalist ``out_dir/datalist.json``.
 
-    Studies are ``healthy_000``, ... and ``{lesion}_000``, ...; a study whose files all exist is not made again, so
-    an interrupted run resumes. The datalist has ``training`` (healthy studies but the last ``n_validation``),
+    Studies are ``healthy_000``, ... and ``{lesion}_000``, ... (``n_anomalous`` of each lesion family named in
+    ``lesion``: one name, a comma-separated string or a sequence); a study whose files all exist is not made again,
+    so an interrupted run resumes. The datalist has ``training`` (healthy studies but the last ``n_validation``),
     ``validation`` (those) and ``testing`` (the anomalous ones), with paths relative to ``out_dir``.
     """
     if not 0 <= n_validation <= n_healthy:
         raise ValueError(f"n_validation must be in [0, n_healthy={n_healthy}], not {n_validation}")
-    if lesion not in LESIONS or (lesion == "none" and n_anomalous):
-        raise ValueError(f"lesion of anomalous studies must be 'tumour' or 'ms', not {lesion!r}")
+    families = [f.strip() for f in lesion.split(",")] if isinstance(lesion, str) else [str(f) for f in lesion]
+    wrong = [f for f in families if f not in LESIONS[1:]]
+    if wrong and n_anomalous:
+        raise ValueError(f"lesion families of anomalous studies must be among {LESIONS[1:]}, not {wrong}")
     out_dir = Path(out_dir)
     groups: dict[str, list[dict[str, str]]] = {"healthy": [], "anomalous": []}
-    for group, kind, count in (("healthy", "none", n_healthy), ("anomalous", lesion, n_anomalous)):
+    plan = [("healthy", "none", n_healthy)] + [("anomalous", f, n_anomalous) for f in families if n_anomalous]
+    for group, kind, count in plan:
         prefix = "healthy" if kind == "none" else kind
         for i in range(count):
             name = f"{prefix}_{i:03d}"

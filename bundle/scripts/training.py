@@ -7,11 +7,13 @@ Everything else in training is MONAI/ignite as declared in ``configs/train.yaml`
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from monai.engines.utils import DiffusionPrepareBatch
 from monai.inferers import DiffusionInferer
 
+from scripts.diffusion import DiffusionRange
 from scripts.noise import get_noise_fn
 
 
@@ -19,13 +21,15 @@ class NoisePrepareBatch(DiffusionPrepareBatch):
     """``DiffusionPrepareBatch`` whose noise is pyramidal (paper Sec. 4.4) or Gaussian.
 
     Returns ``(images, target=noise, (), {"noise": noise, "timesteps": t})`` for ``DiffusionInferer``; the loss is
-    then the epsilon-prediction MSE of Eq. 5.
+    then the epsilon-prediction MSE of Eq. 5. The images are first mapped to the diffusion's range (the authors:
+    2x - 1), as the inferers map them at scoring time.
 
     Args:
         num_train_timesteps: T; timesteps are drawn uniformly from 0..T-1.
         noise_type: ``"pyramid"`` (paper), ``"pyramid_authors"`` or ``"gaussian"``.
         levels, discount: pyramid parameters (paper: 10 levels, c = 0.8).
         channels_last: hand the images to the network in channels-last memory format.
+        diffusion_range: ``[low, high]`` (``scripts.diffusion.DiffusionRange``), recorded with the weights.
     """
 
     def __init__(
@@ -35,8 +39,10 @@ class NoisePrepareBatch(DiffusionPrepareBatch):
         levels: int = 10,
         discount: float = 0.8,
         channels_last: bool = False,
+        diffusion_range: DiffusionRange | Sequence[float] | str | None = (-1.0, 1.0),
     ) -> None:
         super().__init__(num_train_timesteps)
+        self.diffusion_range = DiffusionRange.of(diffusion_range)
         kwargs = {} if noise_type == "gaussian" else {"levels": levels, "discount": discount}
         self.noise_fn = get_noise_fn(noise_type, **kwargs)
         self.channels_last = channels_last
@@ -45,6 +51,7 @@ class NoisePrepareBatch(DiffusionPrepareBatch):
         return self.noise_fn(tuple(images.shape), device=images.device, dtype=images.dtype)
 
     def __call__(self, batchdata, device=None, non_blocking=False, **kwargs):
+        batchdata = {**batchdata, "image": self.diffusion_range.to_diffusion(batchdata["image"])}
         images, target, args, infer_kwargs = super().__call__(batchdata, device, non_blocking, **kwargs)
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)

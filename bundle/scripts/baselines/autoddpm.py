@@ -112,9 +112,11 @@ class AutoDDPMInferer(ReverseChainInferer):
         generator: torch.Generator,
     ) -> torch.Tensor:
         """RePaint from ``x_stitch`` noised to ``t_inpaint``: the unknown region (``mask`` (K, 1, H, W) True) from the
-        model, the known region from ``x_0`` noised to t - 1. Returns the in-painted slices (K, C, H, W); outside the
-        mask they equal ``x_0`` exactly.
+        model, the known region from ``x_0`` noised to t - 1, in the diffusion's range. Returns the in-painted slices
+        (K, C, H, W) on the image's scale, as ``x_0`` and ``x_stitch``; outside the mask they equal ``x_0`` exactly.
         """
+        image = x_0
+        x_0, x_stitch = self.diffusion_range.to_diffusion(x_0), self.diffusion_range.to_diffusion(x_stitch)
         x_t = q_sample(x_stitch, self.noise(x_0, generator), self.terms(self.t_inpaint, x_0.device))
         for t in range(self.t_inpaint, -1, -1):
             terms = self.terms(t, x_0.device)
@@ -126,7 +128,7 @@ class AutoDDPMInferer(ReverseChainInferer):
                 if u < self.resamplings - 1:
                     x_t = forward_step(x_prev, terms, self.noise(x_0, generator))
             x_t = x_prev
-        return x_t
+        return torch.where(mask, self.diffusion_range.to_image(x_t), image)  # the last known step is x_0 itself
 
     def score_slices(self, x_0: torch.Tensor, network: Callable) -> torch.Tensor:
         """|x_0 - x_inp| (weighted by the normalised first residual) for brain slices ``x_0`` (K, C, H, W)."""
@@ -185,8 +187,7 @@ def calibrate_masking_threshold(
     for study in studies:
         data = transform(dict(study))
         image = torch.as_tensor(data["image"])
-        label = torch.as_tensor(data["label"]) if "label" in data else None
-        keep = healthy_slice_indices(image, label)
+        keep = healthy_slice_indices(image, data.get("label_slices"))
         if keep.numel() == 0:
             continue
         keep = keep[torch.linspace(0, keep.numel() - 1, min(slices_per_study, keep.numel())).round().long()]

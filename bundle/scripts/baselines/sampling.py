@@ -13,12 +13,12 @@ comes from one generator seeded with ``seed`` per volume, so a result is reprodu
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from monai.networks.schedulers import DDPMScheduler
 
-from scripts.diffusion import ScheduleTerms, mu_theta, q_sample, schedule_terms
+from scripts.diffusion import DiffusionRange, ScheduleTerms, mu_theta, q_sample, schedule_terms
 from scripts.noise import get_noise_fn
 from scripts.scoring import BrainSliceInferer
 
@@ -48,6 +48,8 @@ class ReverseChainInferer(BrainSliceInferer):
         levels, discount: pyramid levels / simplex octaves, and their discount / persistence.
         seed: seed of all the noise of one volume.
         batch_size, amp, channels_last: network calls, see :class:`~scripts.scoring.BrainSliceInferer`.
+        diffusion_range: ``[low, high]`` the network was trained on (``scripts.diffusion.DiffusionRange``); the chain
+            runs there, and its reconstructions come back on the preprocessed image's scale.
     """
 
     def __init__(
@@ -61,8 +63,10 @@ class ReverseChainInferer(BrainSliceInferer):
         batch_size: int = 64,
         amp: bool | str | None = "auto",
         channels_last: bool | str = True,
+        diffusion_range: DiffusionRange | Sequence[float] | str | None = (-1.0, 1.0),
     ) -> None:
         super().__init__(batch_size, amp, channels_last)
+        self.diffusion_range = DiffusionRange.of(diffusion_range)
         if not 0 <= int(t_upper) < scheduler.num_train_timesteps:
             raise ValueError(f"t_upper must be in [0, {scheduler.num_train_timesteps}), got {t_upper}")
         self.scheduler = scheduler
@@ -93,8 +97,9 @@ class ReverseChainInferer(BrainSliceInferer):
 
     def reconstruct(self, x_0: torch.Tensor, network: Callable, generator: torch.Generator) -> torch.Tensor:
         """The pseudo-healthy reconstruction x_hat (K, C, H, W) of slices ``x_0``: noise to ``t_upper``, then the
-        full reverse chain to t = 0."""
-        x_t = q_sample(x_0, self.noise(x_0, generator), self.terms(self.t_upper, x_0.device))
+        full reverse chain to t = 0, in the diffusion's range; ``x_0`` and x_hat on the preprocessed image's scale."""
+        x_t = self.diffusion_range.to_diffusion(x_0)
+        x_t = q_sample(x_t, self.noise(x_0, generator), self.terms(self.t_upper, x_0.device))
         for t in range(self.t_upper, -1, -1):
             x_t = self.denoise(network, x_t, t, self.terms(t, x_0.device), generator)
-        return x_t
+        return self.diffusion_range.to_image(x_t)

@@ -1,0 +1,52 @@
+"""The `paper` profile and the paper preset: the authors' choices in one overlay, their UNet's shape."""
+
+from __future__ import annotations
+
+import torch
+from monai.bundle import ConfigParser
+from monai.networks.blocks.spatialattention import SpatialAttentionBlock
+from runner import REPO
+
+from scripts.networks import make_network
+
+CONFIGS = REPO / "bundle" / "configs"
+
+
+def parsed(*names: str) -> ConfigParser:
+    parser = ConfigParser()
+    parser.read_config(ConfigParser.load_config_files([str(CONFIGS / n) for n in names]))
+    parser.update({"bundle_root": str(REPO / "bundle")})
+    return parser
+
+
+def test_paper_preset_has_the_authors_shape_and_its_stated_size():
+    net = make_network("paper")
+    assert sum(p.numel() for p in net.parameters()) == 17_983_908  # the model card states it (authors: 9,720,964)
+    assert [int(c) for c in net.block_out_channels] == [32, 64, 128, 256, 256]
+    heads = {m.attn.num_heads for m in net.modules() if isinstance(m, SpatialAttentionBlock)}
+    assert heads == {4}, "4 heads at every attention level, as the authors' nn.MultiheadAttention(channels, 4)"
+    assert net(torch.zeros(1, 4, 128, 128), timesteps=torch.tensor([100])).shape == (1, 4, 128, 128)
+
+
+def test_paper_profile_sets_every_choice_of_the_authors():
+    inference = parsed("inference.yaml", "evaluate.yaml", "paper.yaml")
+    assert inference.get_parsed_content("inferer").timesteps == list(range(75, 200))
+    assert inference.get_parsed_content("inferer").all_slices
+    expected = {
+        "network_preset": "paper",
+        "diffusion_range": [-1, 1],
+        "median_filter_size": 5,
+        "voxel_set": "volume",
+        "max_segmented_fraction": None,
+        "ceil_grid": [0.01, 0.3, 0.001],
+        "aggregation": "geometric",
+        "channel_reduction": "max",
+        "scoring_noise": "gaussian",
+    }
+    assert {k: inference.get_parsed_content(k) for k in expected} == expected
+    assert not inference.get_parsed_content("post#mask_brain").enabled
+    assert inference.get_parsed_content("evaluation_voxel_sets") == ["volume", "brain"]
+    training = parsed("train.yaml", "paper.yaml")
+    assert training.get_parsed_content("noise_type") == "pyramid_authors"
+    assert training.get_parsed_content("weights_settings")["network_preset"] == "paper"
+    assert training.get_parsed_content("prepare_batch").diffusion_range.as_list() == [-1.0, 1.0]

@@ -1,0 +1,155 @@
+"""The volume preprocessing: labels aligned with the image, healthy slices chosen on the label's own resolution, and
+a slice cache keyed on every setting of the preprocessing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor
+from monai.transforms import Compose, Invertd
+
+from scripts.data import HealthySliceDataset, healthy_slice_indices
+from scripts.fingerprint import fingerprint
+from scripts.preprocess import volume_transforms
+from scripts.registration import save_landmarks
+
+SHAPE = (240, 240, 12)  # the BraTS in-plane size, resized to 128 as in the paper
+
+
+def write_study(folder: Path, image: np.ndarray, label: np.ndarray) -> dict[str, str]:
+    """Four identical modalities and the label, 1 mm voxels, RAS header (no reorientation)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    study = {"name": folder.name}
+    for key in ("t1", "t1c", "t2", "flair"):
+        nib.save(nib.Nifti1Image(image.astype(np.float32), np.eye(4)), folder / f"{key}.nii.gz")
+        study[key] = str(folder / f"{key}.nii.gz")
+    nib.save(nib.Nifti1Image(label.astype(np.uint8), np.eye(4)), folder / "seg.nii.gz")
+    study["label"] = str(folder / "seg.nii.gz")
+    return study
+
+
+def blob_study(folder: Path, seed: int = 0) -> tuple[dict[str, str], np.ndarray]:
+    """A flat brain with one bright square blob per slice at a random position; the label is the blob."""
+    rng = np.random.default_rng(seed)
+    image = np.zeros(SHAPE, np.float32)
+    image[20:220, 20:220] = 0.2
+    label = np.zeros(SHAPE, np.uint8)
+    for k in range(SHAPE[2]):
+        x, y = rng.integers(40, 180, size=2)
+        w = rng.integers(6, 20)
+        image[x : x + w, y : y + w, k] = 1.0
+        label[x : x + w, y : y + w, k] = 1
+    return write_study(folder, image, label), label
+
+
+def centroids(weights: np.ndarray) -> np.ndarray:
+    """Per axial slice, the (row, column) centroid of ``weights`` (H, W, D); (D, 2)."""
+    rows, cols = np.meshgrid(np.arange(weights.shape[0]), np.arange(weights.shape[1]), indexing="ij")
+    total = weights.sum(axis=(0, 1))
+    return np.stack([(weights * rows[..., None]).sum((0, 1)) / total, (weights * cols[..., None]).sum((0, 1)) / total], 1)
+
+
+@pytest.mark.parametrize("label_mode", ["nearest-exact", "nearest"])
+def test_label_centroids_coincide_with_the_image_after_resize_and_invert(label_mode, tmp_path):
+    """The image blob and its label share their centroid after the resize to 128 (nearest-exact), and the label
+    brought back by Invertd lands on the original label; the legacy nearest rule shifts the label."""
+    study, label = blob_study(tmp_path / "s")
+    transforms = volume_transforms(image_size=128, register=False, label_mode=label_mode)
+    data = Compose(transforms)(dict(study))
+    image = data["image"][0].numpy()  # (128, 128, D), the blob 1 / 0.2 scaled by the 99th percentile
+    blob = np.clip(image - image[30, 30, 0], 0, None)  # the bright part only
+    offset = centroids(data["label"][0].numpy()) - centroids(blob)  # output pixels
+    bias = np.abs(offset.mean(axis=0)).max()
+    if label_mode == "nearest-exact":
+        assert bias < 0.1, f"label centroid {offset.mean(0)} output pixels off the image's"
+        assert np.abs(offset).max() < 0.35
+    else:
+        assert bias > 0.2, "the legacy rule was expected to shift the label"
+    # back onto the input grid as inference inverts its segmentation: with the image's transforms, bilinearly, then
+    # > 0.5 (MONAI's nearest_interp would use the legacy nearest rule and shift it back by half a pixel)
+    seg = MetaTensor(data["label"].as_tensor().float(), meta=dict(data["image"].meta))
+    seg.applied_operations = list(data["image"].applied_operations)
+    back = Invertd(keys="seg", transform=Compose(transforms), orig_keys="image", nearest_interp=False)(
+        {**data, "seg": seg}
+    )["seg"][0].numpy()
+    assert back.shape == label.shape
+    shift = (centroids(back > 0.5) - centroids(label)).mean(axis=0)
+    if label_mode == "nearest-exact":
+        assert np.abs(shift).max() < 0.3, f"inverted label {shift} input pixels off the original"
+
+
+def test_healthy_slices_are_chosen_on_the_label_at_its_own_resolution(tmp_path):
+    """A one-voxel tumour fragment that the 128 x 128 label loses still keeps its slice out of training."""
+    image = np.zeros(SHAPE, np.float32)
+    image[20:220, 20:220] = 1.0
+    label = np.zeros(SHAPE, np.uint8)
+    label[100:110, 100:110, 3] = 1  # a lesion that survives the resize
+    label[151, 151, 7] = 1  # a fragment that does not
+    study = write_study(tmp_path / "s", image, label)
+    data = Compose(volume_transforms(image_size=128, register=False))(dict(study))
+    small = data["label"][0].numpy()
+    assert small[..., 3].any() and not small[..., 7].any(), "the fragment should vanish from the resized label"
+    assert data["label_slices"].tolist() == [k in (3, 7) for k in range(SHAPE[2])]
+    keep = healthy_slice_indices(data["image"], data["label_slices"]).tolist()
+    assert keep == [k for k in range(SHAPE[2]) if k not in (3, 7)]
+    # the cache holds exactly those slices
+    dataset = HealthySliceDataset([study], Compose(volume_transforms(image_size=128, register=False)), tmp_path / "c")
+    assert len(dataset) == SHAPE[2] - 2
+
+
+def test_slice_cache_is_rebuilt_when_any_preprocessing_setting_changes(tmp_path):
+    """The cache key is derived from the configured transforms: every setting counts, the landmarks' contents too."""
+    landmarks = tmp_path / "landmarks.json"
+    percentiles = [1, 10, 20, 30, 40, 50, 60, 70, 80, 90, 99]
+    save_landmarks(landmarks, {m: np.linspace(0.1, 1.0, 11) for m in ("t1", "t1c", "t2", "flair")}, percentiles)
+
+    def key(**settings) -> str:
+        kwargs = {"image_size": 32, "register": False, "histogram_landmarks": landmarks, **settings}
+        return fingerprint(Compose(volume_transforms(**kwargs)))
+
+    base = key()
+    assert key() == base, "the key must be stable"
+    changed = {
+        "register auto": key(register="auto"),
+        "register true": key(register=True),
+        "reference modality": key(reference="t2"),
+        "histogram matching": key(histogram_matching=True),
+        "percentile": key(percentile=98),
+        "image size": key(image_size=64),
+        "modalities": key(modalities=("t1", "t1c", "flair", "t2")),
+        "label rule": key(label_mode="nearest"),
+    }
+    for name, value in changed.items():
+        assert value != base, f"changing the {name} kept the cache key"
+    matched = key(histogram_matching=True)
+    save_landmarks(landmarks, {m: np.linspace(0.1, 1.2, 11) for m in ("t1", "t1c", "t2", "flair")}, percentiles)
+    assert key(histogram_matching=True) != matched, "new landmarks in the same file kept the cache key"
+
+    # through the dataset: min_brain_fraction and the transform each make a new cache file
+    image = np.zeros(SHAPE, np.float32)
+    image[20:220, 20:220] = 1.0
+    image[20:220, 20:60, :4] = 0.0  # slices 0-3 hold less brain
+    label = np.zeros(SHAPE, np.uint8)
+    label[100:110, 100:110, 5] = 1
+    study = write_study(tmp_path / "s", image, label)
+    transform = Compose(volume_transforms(image_size=32, register=False))
+    first = HealthySliceDataset([study], transform, tmp_path / "cache").files
+    assert HealthySliceDataset([study], transform, tmp_path / "cache").files == first
+    assert HealthySliceDataset([study], transform, tmp_path / "cache", min_brain_fraction=0.65).files != first
+    other = Compose(volume_transforms(image_size=32, register=False, percentile=95))
+    assert HealthySliceDataset([study], other, tmp_path / "cache").files != first
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 3
+    assert json.loads(json.dumps(str(first[0])))  # a plain path
+
+
+def test_label_slices_are_absent_without_label(tmp_path):
+    study = write_study(tmp_path / "s", np.ones(SHAPE, np.float32), np.zeros(SHAPE, np.uint8))
+    del study["label"]
+    data = Compose(volume_transforms(image_size=32, register=False))(dict(study))
+    assert "label_slices" not in data
+    assert healthy_slice_indices(torch.as_tensor(data["image"])).tolist() == list(range(SHAPE[2]))
