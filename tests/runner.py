@@ -65,12 +65,26 @@ def tiny_dataset(
     )
 
 
-def bundle_cmd(workflow: str, configs: str | Sequence[str], *args: str, launcher: Sequence[str] = ()) -> list[str]:
-    """The command line of ``python -m monai.bundle run WORKFLOW`` with ``configs`` (names under bundle/configs,
-    merged in order when several) and ``args``; ``launcher`` (e.g. torchrun's) goes before ``-m monai.bundle``."""
+def config_files(configs: str | Sequence[str]) -> list[str]:
+    """``common.yaml`` and then ``configs`` (names under bundle/configs), as every workflow merges them."""
     names = [configs] if isinstance(configs, str) else list(configs)
-    paths = [f"bundle/configs/{c}" for c in names]
-    config_arg = paths[0] if len(paths) == 1 else str(paths)
+    return [f"bundle/configs/{c}" for c in ("common.yaml", *names)]
+
+
+def preprocessing(**overrides: object):
+    """The preprocessing of ``configs/common.yaml`` (a ``Compose``), with config ``overrides`` (e.g. ``image_size``)."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(ConfigParser.load_config_files([str(REPO / f) for f in config_files([])]))
+    parser.update({"bundle_root": str(REPO / "bundle"), "output_dir": "unused", **overrides})
+    return parser.get_parsed_content("preprocessing")
+
+
+def bundle_cmd(workflow: str, configs: str | Sequence[str], *args: str, launcher: Sequence[str] = ()) -> list[str]:
+    """The command line of ``python -m monai.bundle run WORKFLOW`` with ``common.yaml`` and ``configs`` (names under
+    bundle/configs, merged in order) and ``args``; ``launcher`` (e.g. torchrun's) goes before ``-m monai.bundle``."""
+    config_arg = str(config_files(configs))
     return [sys.executable, *(launcher or []), "-m", "monai.bundle", "run", workflow, "--config_file", config_arg,
             "--bundle_root", "bundle", *args]  # fmt: skip
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from monai.bundle import ConfigParser
-from runner import REPO, TINY_NET, bundle_cmd, tiny_dataset
+from runner import REPO, TINY_NET, bundle_cmd, config_files, tiny_dataset
 
 from scripts.baselines.anoddpm import AnoDDPMInferer
 from scripts.baselines.autoddpm import AutoDDPMInferer
@@ -345,7 +345,7 @@ def workflows(tmp_path_factory) -> dict:
     for m in METHODS:
         score = overrides_cmd(
             "inference",
-            ["inference.yaml", f"baselines/{m}.yaml"],
+            ["inference.yaml", f"{m}.yaml"],
             dataset_dir=data,
             output_dir=root / f"out_{m}",
             **COMMON,
@@ -357,7 +357,7 @@ def workflows(tmp_path_factory) -> dict:
         if m in TRAINED:
             train = overrides_cmd(
                 "training",
-                ["train.yaml", f"baselines/{m}_train.yaml"],
+                ["train.yaml", f"{m}_train.yaml"],
                 dataset_dir=data,
                 output_dir=root / m,
                 final_weights=root / f"{m}.pt",
@@ -399,7 +399,7 @@ def test_baseline_trains_and_scores_through_the_bundle(method, workflows):
 def parse_workflow(configs: list[str], workflow: str, **overrides: object) -> object:
     """Evaluate the expression list ``workflow`` of the merged configs in this process (as `run workflow` does)."""
     parser = ConfigParser()
-    parser.read_config([str(REPO / "bundle" / "configs" / c) for c in configs])
+    parser.read_config([str(REPO / f) for f in config_files(configs)])
     parser.update({"bundle_root": str(REPO / "bundle"), **overrides})
     return parser.get_parsed_content(workflow)
 
@@ -407,7 +407,7 @@ def parse_workflow(configs: list[str], workflow: str, **overrides: object) -> ob
 @pytest.mark.slow
 def test_flair_threshold_is_tuned_on_labelled_studies(workflows, tmp_path, capsys):
     parse_workflow(
-        ["inference.yaml", "baselines/flair.yaml"],
+        ["inference.yaml", "flair.yaml"],
         "tune_threshold",
         dataset_dir=str(workflows["data"]),
         datalist_key="testing",  # the made tumour study is the only labelled one
@@ -422,7 +422,7 @@ def test_flair_threshold_is_tuned_on_labelled_studies(workflows, tmp_path, capsy
 @pytest.mark.slow
 def test_autoddpm_masking_threshold_is_calibrated_on_healthy_validation_slices(workflows, tmp_path, capsys):
     parse_workflow(
-        ["inference.yaml", "baselines/autoddpm.yaml"],
+        ["inference.yaml", "autoddpm.yaml"],
         "calibrate",
         dataset_dir=str(workflows["data"]),
         output_dir=str(tmp_path),

@@ -20,7 +20,8 @@ from scripts.datalists import (
     read_split_csv,
     read_splits,
 )
-from scripts.studies import atomic_write_bytes, check_study, write_nifti
+from scripts.files import atomic_write_bytes, write_nifti
+from scripts.studies import check_study
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundle"
 REFERENCE_SPLITS = Path(__file__).resolve().parents[2] / "shared" / "reference" / "brats21_splits"

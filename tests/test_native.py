@@ -11,9 +11,8 @@ import SimpleITK as sitk
 import torch
 from runner import TINY_NET, run_bundle, tiny_dataset, tiny_weights
 
-from scripts.prepare import build_histogram_landmarks
-from scripts.preprocess import HistogramMatchd
-from scripts.registration import DEFAULT_PERCENTILES, matrix_transform, transform_matrix
+from scripts.histogram import DEFAULT_PERCENTILES, HistogramMatchd, build_histogram_landmarks
+from scripts.native import matrix_transform, transform_matrix
 
 
 def test_transform_matrix_round_trip():

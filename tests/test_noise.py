@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from scripts.noise import NOISE_TYPES, RandNoise, RandNoised, get_noise_fn, pyramid_noise, pyramid_noise_authors
+from scripts.noise import NOISE_TYPES, get_noise_fn, pyramid_noise, pyramid_noise_authors
 
 
 def radial_energy_fraction(noise: torch.Tensor, cutoff: float = 0.1) -> float:
@@ -50,18 +50,6 @@ def test_seeded_generator_reproducible_and_variants_differ():
     c = pyramid_noise_authors((2, 4, 32, 32), generator=torch.Generator().manual_seed(3))
     torch.testing.assert_close(a, b)
     assert not torch.allclose(a, c)
-
-
-def test_transforms_follow_array_and_dict_pattern():
-    img = torch.rand(4, 32, 32)
-    t = RandNoise("pyramid").set_random_state(7)
-    n1 = t(img)
-    assert n1.shape == img.shape
-    n2 = RandNoise("pyramid").set_random_state(7)(img)
-    torch.testing.assert_close(n1, n2)
-    d = RandNoised(keys="image", noise_type="gaussian").set_random_state(0)({"image": img})
-    assert d["noise"].shape == img.shape
-    assert d["image"] is img
 
 
 def test_unknown_noise_type():

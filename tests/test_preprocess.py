@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 import torch
 from monai.data import MetaTensor
-from monai.transforms import Compose, Invertd
+from monai.transforms import Invertd
+from runner import preprocessing
 
-from scripts.data import HealthySliceDataset, healthy_slice_indices
+from scripts.data import HealthySliceDataset
 from scripts.fingerprint import fingerprint
-from scripts.preprocess import volume_transforms
-from scripts.registration import save_landmarks
+from scripts.histogram import save_landmarks
+from scripts.slices import healthy_slice_indices
 
 SHAPE = (240, 240, 12)  # the BraTS in-plane size, resized to 128 as in the paper
 
@@ -51,7 +52,8 @@ def centroids(weights: np.ndarray) -> np.ndarray:
     """Per axial slice, the (row, column) centroid of ``weights`` (H, W, D); (D, 2)."""
     rows, cols = np.meshgrid(np.arange(weights.shape[0]), np.arange(weights.shape[1]), indexing="ij")
     total = weights.sum(axis=(0, 1))
-    return np.stack([(weights * rows[..., None]).sum((0, 1)) / total, (weights * cols[..., None]).sum((0, 1)) / total], 1)
+    row = (weights * rows[..., None]).sum((0, 1)) / total
+    return np.stack([row, (weights * cols[..., None]).sum((0, 1)) / total], 1)
 
 
 @pytest.mark.parametrize("label_mode", ["nearest-exact", "nearest"])
@@ -59,8 +61,8 @@ def test_label_centroids_coincide_with_the_image_after_resize_and_invert(label_m
     """The image blob and its label share their centroid after the resize to 128 (nearest-exact), and the label
     brought back by Invertd lands on the original label; the legacy nearest rule shifts the label."""
     study, label = blob_study(tmp_path / "s")
-    transforms = volume_transforms(image_size=128, register=False, label_mode=label_mode)
-    data = Compose(transforms)(dict(study))
+    transforms = preprocessing(register=False, label_interpolation=label_mode)
+    data = transforms(dict(study))
     image = data["image"][0].numpy()  # (128, 128, D), the blob 1 / 0.2 scaled by the 99th percentile
     blob = np.clip(image - image[30, 30, 0], 0, None)  # the bright part only
     offset = centroids(data["label"][0].numpy()) - centroids(blob)  # output pixels
@@ -74,9 +76,9 @@ def test_label_centroids_coincide_with_the_image_after_resize_and_invert(label_m
     # > 0.5 (MONAI's nearest_interp would use the legacy nearest rule and shift it back by half a pixel)
     seg = MetaTensor(data["label"].as_tensor().float(), meta=dict(data["image"].meta))
     seg.applied_operations = list(data["image"].applied_operations)
-    back = Invertd(keys="seg", transform=Compose(transforms), orig_keys="image", nearest_interp=False)(
-        {**data, "seg": seg}
-    )["seg"][0].numpy()
+    back = Invertd(keys="seg", transform=transforms, orig_keys="image", nearest_interp=False)({**data, "seg": seg})[
+        "seg"
+    ][0].numpy()
     assert back.shape == label.shape
     shift = (centroids(back > 0.5) - centroids(label)).mean(axis=0)
     if label_mode == "nearest-exact":
@@ -91,14 +93,14 @@ def test_healthy_slices_are_chosen_on_the_label_at_its_own_resolution(tmp_path):
     label[100:110, 100:110, 3] = 1  # a lesion that survives the resize
     label[151, 151, 7] = 1  # a fragment that does not
     study = write_study(tmp_path / "s", image, label)
-    data = Compose(volume_transforms(image_size=128, register=False))(dict(study))
+    data = preprocessing(register=False)(dict(study))
     small = data["label"][0].numpy()
     assert small[..., 3].any() and not small[..., 7].any(), "the fragment should vanish from the resized label"
     assert data["label_slices"].tolist() == [k in (3, 7) for k in range(SHAPE[2])]
     keep = healthy_slice_indices(data["image"], data["label_slices"]).tolist()
     assert keep == [k for k in range(SHAPE[2]) if k not in (3, 7)]
     # the cache holds exactly those slices
-    dataset = HealthySliceDataset([study], Compose(volume_transforms(image_size=128, register=False)), tmp_path / "c")
+    dataset = HealthySliceDataset([study], preprocessing(register=False), tmp_path / "c")
     assert len(dataset) == SHAPE[2] - 2
 
 
@@ -109,20 +111,21 @@ def test_slice_cache_is_rebuilt_when_any_preprocessing_setting_changes(tmp_path)
     save_landmarks(landmarks, {m: np.linspace(0.1, 1.0, 11) for m in ("t1", "t1c", "t2", "flair")}, percentiles)
 
     def key(**settings) -> str:
-        kwargs = {"image_size": 32, "register": False, "histogram_landmarks": landmarks, **settings}
-        return fingerprint(Compose(volume_transforms(**kwargs)))
+        kwargs = {"image_size": 32, "register": False, "histogram_landmarks": str(landmarks), **settings}
+        return fingerprint(preprocessing(**kwargs))
 
     base = key()
     assert key() == base, "the key must be stable"
     changed = {
         "register auto": key(register="auto"),
         "register true": key(register=True),
-        "reference modality": key(reference="t2"),
+        "reference modality": key(reference_modality="t2"),
         "histogram matching": key(histogram_matching=True),
-        "percentile": key(percentile=98),
+        "percentile": key(intensity_percentile=98),
         "image size": key(image_size=64),
-        "modalities": key(modalities=("t1", "t1c", "flair", "t2")),
-        "label rule": key(label_mode="nearest"),
+        "modalities": key(modalities=["t1", "t1c", "flair", "t2"]),
+        "label rule": key(label_interpolation="nearest"),
+        "atlas": key(atlas="mni152"),
     }
     for name, value in changed.items():
         assert value != base, f"changing the {name} kept the cache key"
@@ -137,11 +140,11 @@ def test_slice_cache_is_rebuilt_when_any_preprocessing_setting_changes(tmp_path)
     label = np.zeros(SHAPE, np.uint8)
     label[100:110, 100:110, 5] = 1
     study = write_study(tmp_path / "s", image, label)
-    transform = Compose(volume_transforms(image_size=32, register=False))
+    transform = preprocessing(image_size=32, register=False)
     first = HealthySliceDataset([study], transform, tmp_path / "cache").files
     assert HealthySliceDataset([study], transform, tmp_path / "cache").files == first
     assert HealthySliceDataset([study], transform, tmp_path / "cache", min_brain_fraction=0.65).files != first
-    other = Compose(volume_transforms(image_size=32, register=False, percentile=95))
+    other = preprocessing(image_size=32, register=False, intensity_percentile=95)
     assert HealthySliceDataset([study], other, tmp_path / "cache").files != first
     assert len(list((tmp_path / "cache").glob("*.npy"))) == 3
     assert json.loads(json.dumps(str(first[0])))  # a plain path
@@ -150,6 +153,6 @@ def test_slice_cache_is_rebuilt_when_any_preprocessing_setting_changes(tmp_path)
 def test_label_slices_are_absent_without_label(tmp_path):
     study = write_study(tmp_path / "s", np.ones(SHAPE, np.float32), np.zeros(SHAPE, np.uint8))
     del study["label"]
-    data = Compose(volume_transforms(image_size=32, register=False))(dict(study))
+    data = preprocessing(image_size=32, register=False)(dict(study))
     assert "label_slices" not in data
     assert healthy_slice_indices(torch.as_tensor(data["image"])).tolist() == list(range(SHAPE[2]))

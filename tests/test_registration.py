@@ -17,37 +17,27 @@ import pytest
 import SimpleITK as sitk
 import torch
 from monai.data import MetaTensor
-from monai.transforms import LoadImage
+from monai.transforms import Compose, LoadImage
 
 from scripts import MODALITIES
+from scripts.atlas import atlas_path, load_atlas
+from scripts.errors import StudyError
+from scripts.grid import Grid, affine_ras, read_grid, read_image, same_lattice, to_metatensor
+from scripts.histogram import DEFAULT_PERCENTILES, load_landmarks, match_histogram, save_landmarks, standard_landmarks
+from scripts.loading import LoadStudyd
+from scripts.native import read_transform, to_native, write_transform
 from scripts.registration import (
-    DEFAULT_PERCENTILES,
-    Grid,
     RegisterToAtlasd,
     RegistrationSettings,
     SkullStripWarning,
     StageSettings,
-    affine_ras,
-    atlas_path,
-    build_landmarks,
     compose,
-    load_atlas,
-    load_landmarks,
     looks_skull_stripped,
     mask_modality,
-    match_histogram,
     needs_registration,
-    read_grid,
-    read_image,
-    read_transform,
     register_study,
-    same_lattice,
-    save_landmarks,
-    to_metatensor,
-    to_native,
-    write_transform,
 )
-from scripts.studies import StudyError, find_study_files
+from scripts.studies import find_study_files
 
 GLIOMA_FILES = {"t1": "t1n", "t1c": "t1c", "t2": "t2w", "flair": "t2f"}
 
@@ -180,15 +170,15 @@ def test_mask_modality_follows_grid_then_file_name(shared_data: Path, tmp_path: 
     lgg = find_study_files(shared_data / "cases" / "lgg_native")
     grids = {key: read_grid(lgg[key]) for key in MODALITIES}
     assert grids["t1"] == grids["t1c"]
-    assert mask_modality(lgg["mask"], grids, "t1") == "t1c"
+    mask_grid = read_grid(lgg["mask"])
+    assert mask_modality(mask_grid, grids, "t1", mask_name=lgg["mask"]) == "t1c"
     plain = tmp_path / "brain_mask.nii.gz"
-    plain.write_bytes(Path(lgg["mask"]).read_bytes())
-    assert mask_modality(plain, grids, "t1") == "t1"
-    assert mask_modality(plain, grids, "t2") == "t1"  # the first modality whose grid it shares
-    assert mask_modality(plain, grids, "t1", explicit="flair") == "flair"
-    assert mask_modality(glioma_paths(shared_data)["t1"], grids, "t1") is None
+    assert mask_modality(mask_grid, grids, "t1", mask_name=plain) == "t1"
+    assert mask_modality(mask_grid, grids, "t2", mask_name=plain) == "t1"  # the first modality whose grid it shares
+    assert mask_modality(mask_grid, grids, "t1", explicit="flair") == "flair"
+    assert mask_modality(read_grid(glioma_paths(shared_data)["t1"]), grids, "t1") is None
     with pytest.raises(StudyError, match="'dwi'"):
-        mask_modality(plain, grids, "t1", explicit="dwi")
+        mask_modality(mask_grid, grids, "t1", explicit="dwi", mask_name=plain)
 
 
 def test_skull_stripping_heuristic(shared_data: Path) -> None:
@@ -205,9 +195,7 @@ def test_unstripped_study_without_mask_warns(tmp_path: Path) -> None:
     nib.save(nib.Nifti1Image(head, np.diag([4.0, 4.0, 4.0, 1.0])), tmp_path / "t1.nii.gz")
     tiny = StageSettings(shrink_factors=(8,), smoothing_sigmas=(4.0,), iterations=3, sampling=0.01)
     with pytest.warns(SkullStripWarning, match="skull stripping is out of scope"):
-        result = register_study(
-            {"t1": tmp_path / "t1.nii.gz"}, register=True, settings=RegistrationSettings(rigid=tiny, affine=tiny)
-        )
+        result = register_study({"t1": tmp_path / "t1.nii.gz"}, settings=RegistrationSettings(rigid=tiny, affine=tiny))
     assert result.registered and result.images["t1"].GetSize() == (240, 240, 155)
 
 
@@ -216,9 +204,15 @@ def test_unstripped_study_without_mask_warns(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------------------------------------------
 
 
+def load_and_register(**options: object) -> Compose:
+    """The preprocessing's first steps as configured: load (read once), then register to the atlas when needed."""
+    keys = [*MODALITIES, "mask", "label"]
+    return Compose([LoadStudyd(keys=keys), RegisterToAtlasd(keys=MODALITIES, reference="t1", **options)])
+
+
 def test_registered_study_passes_through_unchanged(shared_data: Path) -> None:
     paths = glioma_paths(shared_data)
-    data = RegisterToAtlasd(keys=MODALITIES, reference="t1")(dict(paths))
+    data = load_and_register()(dict(paths))
     loader = LoadImage(image_only=True, ensure_channel_first=True)
     for key in MODALITIES:
         plain = loader(paths[key])
@@ -228,13 +222,8 @@ def test_registered_study_passes_through_unchanged(shared_data: Path) -> None:
         assert torch.equal(data[key].affine, plain.affine)
     assert "atlas_transform" not in data  # not registered: nothing to undo
     assert data["native_reference"] == paths["t1"]
-
-    result = register_study(paths)  # "auto"
-    assert not result.registered and all(t is None for t in result.transforms.values())
-    for key in MODALITIES:
-        np.testing.assert_array_equal(
-            sitk.GetArrayFromImage(result.images[key]), sitk.GetArrayFromImage(read_image(paths[key]))
-        )
+    assert not RegisterToAtlasd(keys=MODALITIES).needed(data)
+    assert RegisterToAtlasd(keys=MODALITIES, register=True).needed(data)
     # the way back is the identity for a study that was not registered
     back = to_native(data["t1"], None, paths["t1"])
     np.testing.assert_array_equal(sitk.GetArrayFromImage(back), sitk.GetArrayFromImage(read_image(paths["t1"])))
@@ -292,7 +281,7 @@ def known_study(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     fixed_grid.SetDirection(t1_case.GetDirection())
     fixed = sitk.Resample(sitk.SmoothingRecursiveGaussian(t1_case, 1.0), fixed_grid, sitk.Transform(), sitk.sitkLinear)
     result = register_study(
-        {"t1": files["t1"], "flair": files["flair"]}, mask=files["mask"], register=True, atlas=fixed, settings=FAST
+        {"t1": files["t1"], "flair": files["flair"]}, mask=files["mask"], atlas=fixed, settings=FAST
     )
     return {
         "result": result,
@@ -349,8 +338,7 @@ def test_to_native_returns_the_reference_grid(known_study: dict, tmp_path: Path)
 
 def test_lgg_native_lands_on_the_atlas_brain(shared_data: Path) -> None:
     study = find_study_files(shared_data / "cases" / "lgg_native")
-    transform = RegisterToAtlasd(keys=MODALITIES, reference="t1", mask_key="mask")
-    data = transform({key: study[key] for key in (*MODALITIES, "mask")})
+    data = load_and_register(mask_key="mask")({key: study[key] for key in (*MODALITIES, "mask")})
     atlas_affine = torch.as_tensor(affine_ras(load_atlas()), dtype=torch.float64)
     for key in (*MODALITIES, "mask"):
         assert isinstance(data[key], MetaTensor) and data[key].shape == (1, 240, 240, 155)
@@ -386,14 +374,14 @@ def _brainish(seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def test_matching_to_own_landmarks_is_identity() -> None:
     volume, mask = _brainish(0)
-    landmarks = build_landmarks([volume], [mask])
+    landmarks = standard_landmarks([volume], [mask])
     assert landmarks.shape == (len(DEFAULT_PERCENTILES),) and np.all(np.diff(landmarks) > 0)
     np.testing.assert_allclose(match_histogram(volume, mask, landmarks), volume, rtol=1e-5, atol=1e-3)
 
 
 def test_scaled_copy_is_mapped_back(tmp_path: Path) -> None:
     volume, mask = _brainish(1)
-    landmarks = build_landmarks([volume, volume * 1.0001], [mask, mask])
+    landmarks = standard_landmarks([volume, volume * 1.0001], [mask, mask])
     matched = match_histogram(volume * 2.5 + 10.0 * mask, mask, landmarks)
     np.testing.assert_allclose(matched[mask], volume[mask], rtol=1e-3, atol=0.5)
     assert np.all(matched[~mask] == 0)  # outside the mask: unchanged
@@ -411,7 +399,7 @@ def test_landmarks_build_a_common_scale() -> None:
     a, mask = _brainish(2)
     b, _ = _brainish(3)
     b = b * 3.0 + 100.0 * mask
-    landmarks = build_landmarks([a, b], [mask, mask])
+    landmarks = standard_landmarks([a, b], [mask, mask])
     ma, mb = match_histogram(a, mask, landmarks), match_histogram(b, mask, landmarks)
     pa, pb = np.percentile(ma[mask], DEFAULT_PERCENTILES), np.percentile(mb[mask], DEFAULT_PERCENTILES)
     np.testing.assert_allclose(pa, landmarks, rtol=1e-3)

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from monai.bundle import ConfigParser, ConfigWorkflow, verify_metadata, verify_net_in_out
+from monai.bundle import ConfigParser, ConfigWorkflow, verify_metadata
 from monai.data import load_net_with_metadata, save_net_with_metadata
 from monai.networks.utils import convert_to_torchscript
 from runner import TINY_NET, tiny_dataset
@@ -31,8 +31,9 @@ REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundle"
 CONFIGS = BUNDLE / "configs"
 META = CONFIGS / "metadata.json"
-INFERENCE = CONFIGS / "inference.yaml"
-TRAIN = CONFIGS / "train.yaml"
+COMMON = CONFIGS / "common.yaml"
+INFERENCE = [str(COMMON), str(CONFIGS / "inference.yaml")]
+TRAIN = [str(COMMON), str(CONFIGS / "train.yaml")]
 WEIGHTS = BUNDLE / "models" / "model.pt"
 SCHEMA_COPY = Path(__file__).resolve().parent / "data" / "meta_schema_20240725.json"
 SCHEMA_SHARED = REPO.parent / "shared" / "reference" / "meta_schema_20240725.json"
@@ -57,7 +58,7 @@ def test_schema_copy_is_the_reference() -> None:
     assert metadata()["schema"].endswith("/" + SCHEMA_COPY.name)
 
 
-def test_verify_metadata(tmp_path: Path) -> None:
+def test_verify_metadata_offline(tmp_path: Path) -> None:
     """monai.bundle.verify_metadata, offline: the schema file is already at ``filepath``, so nothing is downloaded."""
     schema = tmp_path / "schema.json"
     shutil.copy(SCHEMA_SHARED if SCHEMA_SHARED.is_file() else SCHEMA_COPY, schema)
@@ -79,7 +80,7 @@ def test_metadata_describes_the_code() -> None:
     meta = metadata()
     fmt = meta["network_data_format"]
     parser = ConfigParser()
-    parser.read_config(str(INFERENCE))
+    parser.read_config(INFERENCE)
     modalities = parser.get_parsed_content("modalities")
     assert tuple(modalities) == MODALITIES
     image = fmt["inputs"]["image"]
@@ -102,24 +103,47 @@ def test_metadata_describes_the_code() -> None:
 # --- network --------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("preset", ["cpu", "paper"])
-def test_verify_net_in_out(preset: str) -> None:
-    """monai.bundle.verify_net_in_out on ``network_def`` of inference.yaml, the timestep as an extra forward argument
-    (the model zoo's CI calls it without one, which DiffusionModelUNet cannot run)."""
-    verify_net_in_out(
-        net_id="network_def",
-        meta_file=str(META),
-        config_file=str(INFERENCE),
-        device="cpu",
-        extra_forward_args={"timesteps": torch.tensor([500])},
-        network_preset=preset,
+def zoo_command(*args: str) -> subprocess.CompletedProcess:
+    """``python -m monai.bundle ARGS`` run from the bundle folder, as the model card says (the zoo's layout)."""
+    return subprocess.run(
+        [sys.executable, "-m", "monai.bundle", *args], cwd=BUNDLE, capture_output=True, text=True, timeout=600
     )
+
+
+def test_verify_metadata_through_the_command_line(tmp_path: Path) -> None:
+    schema = tmp_path / "schema.json"
+    shutil.copy(SCHEMA_COPY, schema)
+    proc = zoo_command("verify_metadata", "--meta_file", "configs/metadata.json", "--filepath", str(schema))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "metadata is verified with no error" in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("preset", ["cpu", "paper"])
+def test_verify_net_in_out_through_the_command_line(preset: str) -> None:
+    """``verify_net_in_out network_io`` as the model card lists it: ``network_io`` is ``network_def`` with a fixed
+    timestep, because the zoo's check feeds one input (and its CLI cannot pass a timestep tensor)."""
+    proc = zoo_command(
+        *["verify_net_in_out", "network_io", "--meta_file", "configs/metadata.json"],
+        *["--config_file", "['configs/common.yaml']", "--device", "cpu", "--network_preset", preset],
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "data shape of network is verified with no error" in proc.stdout + proc.stderr
+
+
+def test_network_io_is_the_network_at_its_timestep() -> None:
+    parser = ConfigParser()
+    parser.read_config(INFERENCE)
+    parser["bundle_root"] = str(BUNDLE)
+    wrapped = parser.get_parsed_content("network_io").eval()
+    x = torch.randn(2, 4, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(wrapped(x), wrapped.network(x, timesteps=torch.tensor([100, 100])))
 
 
 def bundle_network() -> tuple[torch.nn.Module, ConfigParser]:
     """``network_def`` of inference.yaml with the shipped weights, or small random weights when there are none."""
     parser = ConfigParser()
-    parser.read_config(str(INFERENCE))
+    parser.read_config(INFERENCE)
     parser.read_meta(str(META))
     parser["bundle_root"] = str(BUNDLE)
     net = parser.get_parsed_content("network_def")
@@ -153,7 +177,7 @@ def test_torchscript_export_matches_eager(tmp_path: Path) -> None:
         include_config_vals=False,
         append_timestamp=False,
         meta_values=parser.get().get("_meta_"),
-        more_extra_files={"inference.json": json.dumps(ConfigParser.load_config_file(str(INFERENCE))).encode()},
+        more_extra_files={"inference.json": json.dumps(ConfigParser.load_config_files(INFERENCE)).encode()},
     )
     loaded, meta, extra = load_net_with_metadata(str(path), more_extra_files=("inference.json",))
     assert meta["version"] == metadata()["version"]
@@ -199,7 +223,7 @@ HAS_MLFLOW = importlib.util.find_spec("mlflow") is not None
 
 def tracking_workflow(tmp_path: Path, dataset_dir: Path) -> ConfigWorkflow:
     return ConfigWorkflow(
-        config_file=str(TRAIN),
+        config_file=TRAIN,
         logging_file=False,
         tracking="mlflow",
         bundle_root=str(BUNDLE),
@@ -249,7 +273,7 @@ def test_tracking_with_mlflow_logs_losses(tmp_path: Path) -> None:
     import mlflow
 
     client = mlflow.MlflowClient(f"sqlite:///{run / 'mlruns.db'}")
-    name = ConfigParser.load_config_file(str(TRAIN)).get("experiment_name", "monai_experiment")
+    name = ConfigParser.load_config_files(TRAIN).get("experiment_name", "monai_experiment")
     experiment = client.get_experiment_by_name(name)
     (record,) = client.search_runs([experiment.experiment_id])
     assert {"train_loss", "val_loss"} <= set(record.data.metrics)

@@ -1,7 +1,7 @@
 """ANDi bundle code: small modules with one job each, imported by the bundle configs as ``scripts``.
 
 MONAI's bundle runner puts ``bundle_root`` on ``sys.path`` when it parses a config, so configs name components as
-``_target_: scripts.noise.RandNoised`` and so on (not ``$import scripts``: MONAI runs imports before that). Nothing
+``_target_: scripts.loading.LoadStudyd`` and so on (not ``$import scripts``: MONAI runs imports before that). Nothing
 here is installed as a top-level package.
 """
 

@@ -25,7 +25,7 @@ from ignite.engine import Engine, Events
 from ignite.handlers import DiskSaver
 from monai.handlers import CheckpointSaver
 
-from scripts.studies import atomic_path
+from scripts.files import atomic_path
 
 
 def latest_checkpoint(ckpt_dir: str | os.PathLike) -> str | None:

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import fire
 
+from scripts import histogram
 from scripts.datalists import SPLITS_DIR, DatalistError, make_brats21_datalist
-from scripts.prepare import build_histogram_landmarks as build_landmarks_file
-from scripts.studies import StudyError
+from scripts.errors import StudyError
 from scripts.synthetic import make_dataset, make_study, write_study
 
 SIZES = {"full": ((240, 240, 155), (1.0, 1.0, 1.0)), "small": ((96, 96, 62), (2.5, 2.5, 2.5))}
@@ -123,7 +123,7 @@ def build_histogram_landmarks(dataset_dir: str, out_json: str, datalist_key: str
         max_studies: at most this many studies are read.
     """
     try:
-        path = build_landmarks_file(dataset_dir, out_json, datalist_key, max_studies=int(max_studies))
+        path = histogram.build_histogram_landmarks(dataset_dir, out_json, datalist_key, max_studies=int(max_studies))
     except StudyError as err:
         raise fire.core.FireError(str(err)) from err
     print(f"histogram landmarks written: {path}")

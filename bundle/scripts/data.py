@@ -23,8 +23,11 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Dataset
 
+from scripts.errors import StudyError
+from scripts.files import atomic_path
 from scripts.fingerprint import fingerprint
-from scripts.studies import StudyError, atomic_path, check_study, list_studies
+from scripts.slices import healthy_slice_indices
+from scripts.studies import check_study, list_studies
 
 logger = logging.getLogger(__name__)
 
@@ -53,22 +56,6 @@ def _files_key(study: dict[str, str]) -> list[list[object]]:
         stat = os.stat(study[key])
         items.append([key, os.path.abspath(study[key]), stat.st_size, stat.st_mtime_ns])
     return items
-
-
-def healthy_slice_indices(
-    image: torch.Tensor, labelled_slices: torch.Tensor | None = None, min_brain_fraction: float = 0.0
-) -> torch.Tensor:
-    """Axial slices of ``image`` (C, H, W, D) with a non-empty brain and no labelled voxel; (K,) long.
-
-    ``labelled_slices`` (D,) bool flags the slices whose label holds a voxel, decided on the label at its own
-    resolution (``scripts.preprocess.LabelledSlicesd``); None: no label.
-    """
-    brain = (image.abs() > 0).any(dim=0)  # (H, W, D)
-    fraction = brain.float().mean(dim=(0, 1))
-    keep = (brain.any(dim=(0, 1))) & (fraction >= min_brain_fraction)
-    if labelled_slices is not None:
-        keep &= ~torch.as_tensor(labelled_slices, dtype=torch.bool).to(keep.device)
-    return torch.nonzero(keep).flatten()
 
 
 def cache_study_slices(

@@ -20,7 +20,7 @@ import os
 import re
 from pathlib import Path
 
-from scripts.studies import atomic_write_bytes
+from scripts.files import atomic_write_bytes
 
 SPLITS_DIR = Path(__file__).resolve().parents[1] / "data" / "brats21_splits"
 """The paper's BraTS 2021 splits that ship with the bundle."""

@@ -3,7 +3,8 @@
 :func:`describe` turns an object graph (MONAI transforms, ``Compose``, dataclasses, arrays, plain values) into a
 JSON-able description: each object by its class and its public attributes, recursively; arrays and tensors by their
 shape, dtype and a hash of their bytes (so the contents of a histogram-landmarks file count, not its name). Random
-generators and private attributes are left out: they do not shape the output. :func:`fingerprint` hashes the
+generators, private attributes and what an object keeps from its last call (a reader's last file names) are left
+out: they do not shape the output. :func:`fingerprint` hashes the
 description. A cache keyed on the fingerprint of the configured preprocessing is rebuilt whenever any setting of
 any step changes, without a hand-kept list of the settings that matter.
 """
@@ -24,6 +25,7 @@ MAX_DEPTH = 8
 """Attribute levels followed below the object given; deeper objects are described by their class alone."""
 
 _SKIPPED = (np.random.RandomState, np.random.Generator, torch.Generator)
+_RUNTIME = frozenset({"filenames"})  # state a transform keeps from its last call (MONAI's image readers)
 
 
 def _array_digest(array: np.ndarray) -> dict[str, object]:
@@ -68,7 +70,7 @@ def describe(obj: object, _depth: int = 0, _seen: frozenset[int] = frozenset()) 
         return getattr(obj, "__qualname__", type(obj).__qualname__)
     if isinstance(obj, type) or not hasattr(obj, "__dict__"):
         return getattr(obj, "__qualname__", None) or type(obj).__qualname__
-    public = {k: v for k, v in vars(obj).items() if not k.startswith("_")}
+    public = {k: v for k, v in vars(obj).items() if not k.startswith("_") and k not in _RUNTIME}
     return {"class": f"{type(obj).__module__}.{type(obj).__qualname__}", **entries(public)}
 
 

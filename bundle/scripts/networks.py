@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import torch
 from monai.networks.nets import DiffusionModelUNet
 
 from scripts import as_bool
@@ -62,3 +63,17 @@ def make_network(
     kwargs.setdefault("use_flash_attention", as_bool(fused_attention))
     kwargs.update(overrides)
     return DiffusionModelUNet(spatial_dims=2, in_channels=in_channels, out_channels=in_channels, **kwargs)
+
+
+class FixedTimestep(torch.nn.Module):
+    """``network(x, timesteps=t)`` at one fixed ``timestep`` for every input: a one-input module for the model zoo's
+    ``verify_net_in_out``, which feeds a single tensor (the UNet itself takes the noisy slice and its timestep)."""
+
+    def __init__(self, network: torch.nn.Module, timestep: int = 100) -> None:
+        super().__init__()
+        self.network = network
+        self.timestep = int(timestep)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        timesteps = torch.full((x.shape[0],), self.timestep, dtype=torch.long, device=x.device)
+        return self.network(x, timesteps=timesteps)

@@ -30,12 +30,10 @@ Noise of the baselines (``scripts.baselines``):
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
-from monai.config import KeysCollection
-from monai.transforms import MapTransform, RandomizableTransform
 
 NOISE_TYPES = ("gaussian", "pyramid", "pyramid_authors", "simplex")
 
@@ -154,57 +152,6 @@ def get_noise_fn(noise_type: str = "pyramid", **kwargs) -> NoiseFn:
         return fn(shape, generator=generator, device=device, dtype=dtype, **kwargs)
 
     return bound
-
-
-class RandNoise(RandomizableTransform):
-    """Array transform: draw noise (Gaussian or pyramidal) shaped like a channel-first image (C, H, W).
-
-    Returns the noise, not the noised image, so that a caller can both add it and use it as the training target.
-    """
-
-    def __init__(self, noise_type: str = "pyramid", levels: int = 10, discount: float = 0.8) -> None:
-        RandomizableTransform.__init__(self, prob=1.0)
-        kwargs = {} if noise_type == "gaussian" else {"levels": levels, "discount": discount}
-        self.noise_fn = get_noise_fn(noise_type, **kwargs)
-        self.generator = torch.Generator()
-
-    def set_random_state(self, seed: int | None = None, state=None) -> RandNoise:
-        super().set_random_state(seed, state)
-        self.generator.manual_seed(int(self.R.randint(0, 2**31 - 1)))
-        return self
-
-    def __call__(self, img: torch.Tensor) -> torch.Tensor:
-        img = torch.as_tensor(img)
-        return self.noise_fn((1, *img.shape), generator=self.generator, dtype=torch.float32)[0]
-
-
-class RandNoised(MapTransform, RandomizableTransform):
-    """Dictionary version of :class:`RandNoise`: writes noise shaped like ``data[key]`` to ``data[noise_key]``."""
-
-    def __init__(
-        self,
-        keys: KeysCollection,
-        noise_key: str = "noise",
-        noise_type: str = "pyramid",
-        levels: int = 10,
-        discount: float = 0.8,
-        allow_missing_keys: bool = False,
-    ) -> None:
-        MapTransform.__init__(self, keys, allow_missing_keys)
-        RandomizableTransform.__init__(self, prob=1.0)
-        self.noise_key = noise_key
-        self.sampler = RandNoise(noise_type, levels, discount)
-
-    def set_random_state(self, seed: int | None = None, state=None) -> RandNoised:
-        super().set_random_state(seed, state)
-        self.sampler.set_random_state(seed, state)
-        return self
-
-    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[self.noise_key if len(self.keys) == 1 else f"{key}_{self.noise_key}"] = self.sampler(d[key])
-        return d
 
 
 # The 12 gradients of 3D simplex noise: the midpoints of the edges of a cube.

@@ -1,7 +1,6 @@
 """Writing a study's results: ``anomaly.nii.gz`` (float32 map), ``segmentation.nii.gz`` (uint8), ``segmentation.json``
 (how it was thresholded: rule, threshold, voxel set, share of the brain, whether the guard rejected it) and
-``overview.png``, optionally ``preprocessed.nii.gz`` and ``transform.tfm``; and bringing maps of registered studies back
-to native space.
+``overview.png``, optionally ``preprocessed.nii.gz`` and ``transform.tfm``.
 
 Files go to ``<output_dir>/<study name>/``, each written atomically; the segmentation is written last, so a study
 whose segmentation exists is complete (see :func:`scripts.studies.studies_to_score`).
@@ -21,8 +20,9 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
 from scripts import as_bool
-from scripts.registration import matrix_transform, to_metatensor, to_native, write_transform
-from scripts.studies import atomic_write_bytes, write_nifti
+from scripts.files import atomic_write_bytes, write_nifti
+from scripts.native import matrix_transform, write_transform
+from scripts.studies import study_name
 
 logger = logging.getLogger(__name__)
 
@@ -32,11 +32,6 @@ SEGMENTATION_INFO_FILE = "segmentation.json"
 OVERVIEW_FILE = "overview.png"
 PREPROCESSED_FILE = "preprocessed.nii.gz"
 TRANSFORM_FILE = "transform.tfm"
-
-
-def _name(d: Mapping) -> str:
-    name = d.get("name", "study")
-    return str(name[0] if isinstance(name, (list, tuple)) else name)
 
 
 def overview_png(flair: np.ndarray, a: np.ndarray, seg: np.ndarray, n_slices: int = 5) -> bytes:
@@ -98,7 +93,7 @@ class SaveOverviewd(MapTransform):
             flair = d[self.image_key][self.flair_channel].detach().cpu().numpy()
             a = d[key][0].detach().cpu().numpy()
             seg = d[self.seg_key][0].detach().cpu().numpy()
-            atomic_write_bytes(overview_png(flair, a, seg), self.output_dir / _name(d) / OVERVIEW_FILE)
+            atomic_write_bytes(overview_png(flair, a, seg), self.output_dir / study_name(d) / OVERVIEW_FILE)
         return d
 
 
@@ -115,52 +110,18 @@ class SaveStudyOutputsd(MapTransform):
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)
-        folder = self.output_dir / _name(d)
+        folder = self.output_dir / study_name(d)
         for key in self.key_iterator(d):
             a, seg = d[key], d[self.seg_key]
             affine = np.asarray(a.affine.cpu().numpy() if hasattr(a, "affine") else np.eye(4), dtype=np.float64)
             write_nifti(a[0].detach().cpu().numpy(), affine, folder / ANOMALY_FILE, np.float32)
             info = d.get(f"{self.seg_key}_info")
             if info is not None:
-                text = json.dumps({"study": _name(d), **info}, indent=2) + "\n"
+                text = json.dumps({"study": study_name(d), **info}, indent=2) + "\n"
                 atomic_write_bytes(text.encode(), folder / SEGMENTATION_INFO_FILE)
             seg_np = (seg[0].detach().cpu().numpy() > 0.5).astype(np.uint8)
             write_nifti(seg_np, affine, folder / SEGMENTATION_FILE, np.uint8)
-            logger.info("%s: wrote %s and %s", _name(d), folder / ANOMALY_FILE, folder / SEGMENTATION_FILE)
-        return d
-
-
-class ToNatived(MapTransform):
-    """Bring maps of a registered study from the atlas grid back onto its reference modality's native grid.
-
-    Does nothing for a study that was not registered (no ``transform_key`` in the data). Use after ``Invertd``, when
-    the maps are back on the grid the study was loaded (registered) on.
-
-    Args:
-        keys: the maps, MetaTensors (1, X, Y, Z) on the atlas grid.
-        interpolators: one per key, ``"linear"`` for maps, ``"nearest"`` for segmentations.
-        transform_key: the composed atlas -> native transform (4 x 4 matrix) set by ``RegisterToAtlasd``.
-        reference_key: the reference modality's native file, whose grid the outputs take.
-    """
-
-    def __init__(
-        self,
-        keys: KeysCollection,
-        interpolators: str | list[str] = "linear",
-        transform_key: str = "atlas_transform",
-        reference_key: str = "native_reference",
-    ) -> None:
-        super().__init__(keys)
-        self.interpolators = [interpolators] * len(self.keys) if isinstance(interpolators, str) else interpolators
-        self.transform_key, self.reference_key = transform_key, reference_key
-
-    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
-        d = dict(data)
-        if d.get(self.transform_key) is None:
-            return d
-        for key, interpolator in zip(self.keys, self.interpolators, strict=True):
-            native = to_native(d[key], d[self.transform_key], d[self.reference_key], interpolator)
-            d[key] = to_metatensor(native, d[self.reference_key])
+            logger.info("%s: wrote %s and %s", study_name(d), folder / ANOMALY_FILE, folder / SEGMENTATION_FILE)
         return d
 
 
@@ -177,7 +138,7 @@ class SavePreprocessedd(MapTransform):
         d = dict(data)
         if not self.enabled:
             return d
-        folder = self.output_dir / _name(d)
+        folder = self.output_dir / study_name(d)
         for key in self.key_iterator(d):
             img = d[key]
             volume = np.moveaxis(img.detach().cpu().numpy(), 0, -1)  # (X, Y, Z, C)

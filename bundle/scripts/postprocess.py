@@ -31,7 +31,8 @@ from skimage.filters import threshold_yen
 from skimage.morphology import ball
 
 from scripts import as_bool
-from scripts.preprocess import brain_mask
+from scripts.intensity import brain_mask
+from scripts.studies import study_name
 
 logger = logging.getLogger(__name__)
 
@@ -232,13 +233,11 @@ class YenSegmentd(MapTransform):
             )
             seg, fraction, rejected = guard_segmentation(seg, brain, self.max_segmented_fraction)
             if rejected:
-                name = d.get(self.name_key, "study")
-                name = name[0] if isinstance(name, (list, tuple)) else name
                 logger.warning(
                     "%s: the segmentation would mark %.0f%% of the brain (limit %.0f%%): the map has no separate tail "
                     "of anomalous values, so the threshold fell among healthy ones. It is not a finding and is "
                     "written empty; read the anomaly map instead.",
-                    name,
+                    study_name(d, self.name_key),
                     100 * fraction,
                     100 * self.max_segmented_fraction,
                 )

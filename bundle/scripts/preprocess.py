@@ -1,246 +1,89 @@
-"""Intensity preprocessing shared by training and scoring (paper Sec. 5.2), as MONAI array/dictionary transforms.
+"""The ``preprocess`` workflow: prepare a dataset once. Every study is loaded, checked, registered to the atlas (when
+needed) and optionally histogram-matched by the first steps of the bundle's preprocessing, and written with a
+manifest, so that training on BraTS, Shifts or a hospital's own scans is a config change.
 
-* :class:`CheckFinite` / :class:`CheckFinited`: refuse volumes with NaN or infinite voxels, naming the file.
-* :class:`ScaleByPercentile` / :class:`ScaleByPercentiled`: divide every channel by the given percentile
-  (paper: the 99th) of its non-zero voxels.
+    python -m monai.bundle run preprocess --bundle_root bundle \
+        --config_file "['bundle/configs/common.yaml','bundle/configs/preprocess.yaml']" \
+        --dataset_dir RAW_STUDIES_OR_DATALIST --output_dir PREPARED
 
-:func:`volume_transforms` assembles the whole volume preprocessing from these and MONAI's own transforms; the
-geometric steps (``Orientationd``, ``Resized``) are invertible, so ``Invertd`` brings the maps back onto each
-study's grid.
+writes ``PREPARED/<name>/<name>_{t1,t1c,t2,flair}.nii.gz`` (atlas grid, float32), ``<name>_seg.nii.gz`` when the
+study has a label, ``transform.tfm`` for registered studies, and ``PREPARED/datalist.json`` with the same lists
+as the input (a folder becomes a "training" list). Studies whose files exist are skipped, so a stopped run
+resumes; every file is written atomically.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import os
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
-import torch
-from monai.config import KeysCollection
-from monai.transforms import (
-    ConcatItemsd,
-    DeleteItemsd,
-    EnsureTyped,
-    MapTransform,
-    Orientationd,
-    Resized,
-    Transform,
-)
 
 from scripts import MODALITIES, as_bool, as_flag_or_auto
-from scripts.registration import RegisterToAtlasd, load_landmarks, match_histogram
-from scripts.studies import StudyError
+from scripts.files import atomic_write_bytes, write_nifti
+from scripts.native import matrix_transform, write_transform
+from scripts.progress import progress
+from scripts.studies import check_study, list_studies
+
+logger = logging.getLogger(__name__)
 
 
-def _source_name(img) -> str:
-    meta = getattr(img, "meta", None) or {}
-    name = meta.get("filename_or_obj", "<array>")
-    return str(name[0] if isinstance(name, (list, tuple)) and name else name)
+def _datalist_lists(dataset_dir: str | os.PathLike) -> dict[str, list[dict[str, str]]]:
+    """The study lists of a datalist JSON (every list it holds) or of a folder (one "training" list)."""
+    path = Path(dataset_dir)
+    if path.is_file():
+        content = json.loads(path.read_text())
+        keys = [k for k, v in content.items() if isinstance(v, list)] if isinstance(content, dict) else ["training"]
+        return {k: list_studies(path, k) for k in keys}
+    return {"training": list_studies(path)}
 
 
-def brain_mask(image: torch.Tensor, threshold: float = 0.0, channel_dim: int = 0) -> torch.Tensor:
-    """Voxels where any channel of ``image`` exceeds ``threshold`` in magnitude, the channel axis kept with size 1:
-    a volume (C, H, W, D) gives bool (1, H, W, D); slices (K, C, H, W) with ``channel_dim=1`` give (K, 1, H, W).
+def _prepared_paths(folder: Path, name: str, with_label: bool) -> dict[str, Path]:
+    paths = {m: folder / name / f"{name}_{m}.nii.gz" for m in MODALITIES}
+    if with_label:
+        paths["label"] = folder / name / f"{name}_seg.nii.gz"
+    return paths
 
-    A bool ``image`` is taken as a mask already.
+
+def prepare_dataset(
+    dataset_dir: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    transform: Callable[[dict], dict],
+    register: bool | str = "auto",
+    overwrite: bool | str = False,
+) -> Path:
+    """Prepare every study of ``dataset_dir`` into ``output_dir``; returns the manifest ``output_dir/datalist.json``.
+
+    ``transform`` is the preprocessing up to the histogram matching (``configs/preprocess.yaml``:
+    ``pre#load`` -> ``check`` -> ``register`` -> ``match``), giving one MetaTensor per modality.
     """
-    image = torch.as_tensor(image)
-    inside = image if image.dtype == torch.bool else image.abs() > threshold
-    return inside.any(dim=channel_dim, keepdim=True)
+    out = Path(output_dir)
+    register, overwrite = as_flag_or_auto(register), as_bool(overwrite)
+    manifest: dict[str, list[dict[str, str]]] = {}
+    for split, studies in _datalist_lists(dataset_dir).items():
+        manifest[split] = []
+        for study in progress(studies, desc=f"preparing {split}", unit="study"):
+            check_study(study, same_grid=register is False)
+            targets = _prepared_paths(out, study["name"], "label" in study)
+            if overwrite or not all(p.exists() for p in targets.values()):
+                _prepare_study(study, targets, transform)
+            manifest[split].append({"name": study["name"], **{k: str(p.relative_to(out)) for k, p in targets.items()}})
+    target = out / "datalist.json"
+    atomic_write_bytes(json.dumps(manifest, indent=2).encode(), target)
+    logger.info("prepared %d studies; manifest %s", sum(len(v) for v in manifest.values()), target)
+    return target
 
 
-class BrainMaskd(MapTransform):
-    """Store the brain mask of ``data[key]`` (any channel non-zero) as a plain bool tensor in ``data[mask_key]``.
-
-    Used on the study's own grid, before any resampling, so that outputs brought back to that grid can be
-    restricted to the brain exactly. The mask is not a MetaTensor: later spatial transforms leave it alone.
-    """
-
-    def __init__(self, keys: KeysCollection, mask_key: str = "brain", allow_missing_keys: bool = False) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.mask_key = mask_key
-
-    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[self.mask_key] = brain_mask(d[key]).as_subclass(torch.Tensor)
-        return d
-
-
-class LabelledSlicesd(MapTransform):
-    """Store which axial slices of ``data[key]`` (a label (1, H, W, D)) hold a labelled voxel, as a bool (D,) tensor
-    in ``data[out_key]``.
-
-    Placed before the in-plane resize, so that training keeps or drops a slice on the label at its own resolution, as
-    the authors' ``split_healthy.py`` does: a small tumour fragment can vanish from a nearest-neighbour 128 x 128
-    label, and its slice would then pass for healthy. The resize keeps the axial slices, so the flags stay aligned.
-    Studies without a label get no flags.
-    """
-
-    def __init__(self, keys: KeysCollection, out_key: str = "label_slices", allow_missing_keys: bool = True) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.out_key = out_key
-
-    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            label = torch.as_tensor(d[key]).as_subclass(torch.Tensor)
-            d[self.out_key] = (label != 0).flatten(0, -2).any(dim=0)
-        return d
-
-
-class CheckFinite(Transform):
-    """Raise :class:`~scripts.studies.StudyError` naming the source file when a volume holds NaN or infinities."""
-
-    def __call__(self, img: torch.Tensor) -> torch.Tensor:
-        finite = torch.isfinite(torch.as_tensor(img))
-        if not bool(finite.all()):
-            bad = int((~finite).sum())
-            raise StudyError(f"{_source_name(img)}: holds {bad} NaN or infinite voxels")
-        return img
-
-
-class ScaleByPercentile(Transform):
-    """Divide each channel of ``img`` (C, ...) by its ``percentile`` over non-zero voxels (paper: 99th).
-
-    A channel with no non-zero voxel is left as is; so is the zero background.
-    """
-
-    def __init__(self, percentile: float = 99.0) -> None:
-        if not 0 < percentile <= 100:
-            raise ValueError(f"percentile must be in (0, 100], got {percentile}")
-        self.percentile = float(percentile)
-
-    def __call__(self, img: torch.Tensor) -> torch.Tensor:
-        out = (
-            img.to(torch.float32, copy=True)
-            if isinstance(img, torch.Tensor)
-            else torch.as_tensor(np.asarray(img), dtype=torch.float32)
-        )
-        for c in range(out.shape[0]):
-            values = out[c][out[c] != 0]
-            if values.numel() == 0:
-                continue
-            scale = float(np.percentile(values.detach().cpu().numpy(), self.percentile))
-            if scale > 0:
-                out[c] = out[c] / scale
-        return out
-
-
-class CheckFinited(MapTransform):
-    """Dictionary version of :class:`CheckFinite`."""
-
-    def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.op = CheckFinite()
-
-    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[key] = self.op(d[key])
-        return d
-
-
-class ScaleByPercentiled(MapTransform):
-    """Dictionary version of :class:`ScaleByPercentile`."""
-
-    def __init__(self, keys: KeysCollection, percentile: float = 99.0, allow_missing_keys: bool = False) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.op = ScaleByPercentile(percentile)
-
-    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[key] = self.op(d[key])
-        return d
-
-
-class HistogramMatchd(MapTransform):
-    """Nyul-style histogram matching of each modality (``keys``) to reference landmarks, inside the brain.
-
-    ``landmarks`` is a JSON file written by ``python -m scripts.cli build-histogram-landmarks`` (one landmark
-    vector per modality key, see :func:`scripts.registration.save_landmarks`). Voxels that are 0 stay 0.
-    """
-
-    def __init__(self, keys: KeysCollection, landmarks: str | os.PathLike, allow_missing_keys: bool = False) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.landmarks = load_landmarks(landmarks)
-        missing = [k for k in self.keys if k not in self.landmarks]
-        if missing:
-            raise StudyError(f"{landmarks}: no landmarks for modality {', '.join(map(str, missing))}")
-
-    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            img = d[key]
-            matched = match_histogram(np.asarray(img.detach().cpu().numpy()), None, self.landmarks[str(key)])
-            d[key] = img.new_tensor(matched) if isinstance(img, torch.Tensor) else matched
-        return d
-
-
-def volume_transforms(
-    modalities: Sequence[str] = MODALITIES,
-    image_size: int = 128,
-    percentile: float = 99.0,
-    label_key: str = "label",
-    image_key: str = "image",
-    register: bool | str = False,
-    reference: str = "t1",
-    histogram_matching: bool | str = False,
-    histogram_landmarks: str | os.PathLike | None = None,
-    extra: Sequence[Transform] = (),
-    label_mode: str = "nearest-exact",
-) -> list[Transform]:
-    """The volume preprocessing of paper Sec. 5.2, shared by training and scoring, as a list of MONAI transforms.
-
-    Input: a study dict of file paths (one per modality, optionally ``label`` and a brain ``mask``). Output:
-    ``data[image_key]``, a MetaTensor (C, image_size, image_size, D) in RAS orientation, each channel divided by
-    its 99th percentile of non-zero voxels; ``data[label_key]`` (1, image_size, image_size, D) when a label was
-    given; ``data["brain"]``, the brain mask on the grid the study was loaded on. Steps:
-
-    1. load each modality channel-first (a 4D file with a trailing singleton axis is 3D); with ``register``
-       ("auto": when the study is not on the SRI24 lattice) co-register the modalities and register them to the
-       SRI24 atlas, resampling each once onto the atlas grid (``scripts.registration.RegisterToAtlasd``);
-       refuse NaN/inf;
-    2. with ``histogram_matching``, match each modality's histogram to the ``histogram_landmarks`` file (Nyul);
-    3. stack the modalities in ``modalities`` order as channels; keep the brain mask of this grid in ``brain``;
-    4. reorient to RAS, so that axial slices are the last axis whatever the file's header;
-    5. divide by the percentile of non-zero voxels, per channel;
-    6. flag the axial slices that hold a labelled voxel (``data["label_slices"]``, on the label's own resolution),
-       then resize the axial slices to image_size x image_size with anti-aliasing; labels nearest-neighbour with
-       MONAI's ``nearest-exact`` rule, which samples the same pixel centres as the image's interpolation (the legacy
-       ``nearest`` rule shifts the label by half an output pixel).
-
-    Steps 4 and 6 are invertible (``Invertd`` brings maps back onto the loaded grid; a registered study then needs
-    ``scripts.outputs.ToNatived`` for the last step back to its native grid). ``extra`` transforms run between
-    steps 5 and 6 (e.g. ``scripts.outputs.SavePreprocessedd``).
-    """
-    keys = [*modalities, label_key]
-    both = [image_key, label_key]
-    register = as_flag_or_auto(register)
-    steps: list[Transform] = [
-        RegisterToAtlasd(keys=list(modalities), reference=reference, register=register, label_key=label_key),
-        CheckFinited(keys=keys, allow_missing_keys=True),
-    ]
-    if as_bool(histogram_matching):
-        if not histogram_landmarks:
-            raise ValueError("histogram_matching is on but no histogram_landmarks file is given")
-        steps.append(HistogramMatchd(keys=list(modalities), landmarks=histogram_landmarks))
-    steps += [
-        ConcatItemsd(keys=list(modalities), name=image_key),
-        DeleteItemsd(keys=[*modalities, "mask"]),
-        BrainMaskd(keys=image_key, mask_key="brain"),
-        Orientationd(keys=both, axcodes="RAS", allow_missing_keys=True),
-        ScaleByPercentiled(keys=image_key, percentile=percentile),
-        *extra,
-        LabelledSlicesd(keys=label_key),
-        Resized(
-            keys=both,
-            spatial_size=(image_size, image_size, -1),
-            mode=("bilinear", label_mode),
-            anti_aliasing=(True, False),
-            allow_missing_keys=True,
-        ),
-        EnsureTyped(keys=both, dtype=torch.float32, allow_missing_keys=True),
-    ]
-    return steps
+def _prepare_study(study: dict[str, str], targets: dict[str, Path], transform: Callable[[dict], dict]) -> None:
+    data = transform(dict(study))
+    if data.get("atlas_transform") is not None:
+        write_transform(matrix_transform(data["atlas_transform"]), targets[MODALITIES[0]].parent / "transform.tfm")
+    if "label" in targets:
+        label = data["label"]
+        write_nifti((np.asarray(label[0]) > 0).astype(np.uint8), np.asarray(label.affine), targets["label"], np.uint8)
+    for m in MODALITIES:  # modalities last: a study is complete once all its files exist
+        img = data[m]
+        write_nifti(np.asarray(img[0], dtype=np.float32), np.asarray(img.affine), targets[m], np.float32)

@@ -23,9 +23,11 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
+from scripts.errors import StudyError
+from scripts.files import atomic_write_bytes
+from scripts.intensity import brain_mask
 from scripts.metrics import CEIL_GRID, MEDIAN_FILTER_SIZES, Metrics, Subject, binarize_label, evaluate_all
-from scripts.preprocess import brain_mask
-from scripts.studies import StudyError, atomic_write_bytes, studies_to_score
+from scripts.studies import studies_to_score, study_name
 
 logger = logging.getLogger(__name__)
 
@@ -108,8 +110,7 @@ class CollectMapsd(MapTransform):
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)
-        name = d.get(self.name_key, f"study_{len(self.collector.subjects):04d}")
-        name = str(name[0] if isinstance(name, (list, tuple)) else name)
+        name = study_name(d, self.name_key) if self.name_key in d else f"study_{len(self.collector.subjects):04d}"
         if d.get(self.label_key) is None:
             raise StudyError(f"study {name}: no label to evaluate against")
         for key in self.key_iterator(d):

@@ -31,6 +31,7 @@ from monai.networks.schedulers import DDPMScheduler
 from scripts import as_bool, as_flag_or_auto
 from scripts.diffusion import DiffusionRange, deviation_from_noise, q_sample, schedule_terms
 from scripts.noise import get_noise_fn
+from scripts.slices import brain_slices
 
 AGGREGATIONS = ("geometric", "arithmetic")
 
@@ -64,11 +65,6 @@ def activation_bytes_per_pair(network: Callable, shape: Sequence[int], device: t
         return max(1.0, (torch.cuda.max_memory_allocated(device) - base) / 8)
     widest = max((m.out_channels for m in network.modules() if isinstance(m, torch.nn.Conv2d)), default=c)
     return 12.0 * widest * h * w * 4
-
-
-def brain_slices(volume: torch.Tensor, threshold: float = 0.0) -> torch.Tensor:
-    """Indices of the axial slices of ``volume`` (C, H, W, D) that hold any voxel above ``threshold``; (K,) long."""
-    return torch.nonzero(volume.abs().amax(dim=(0, 1, 2)) > threshold).flatten()
 
 
 def use_amp(amp: bool | str | None, device: torch.device) -> bool:

@@ -1,4 +1,4 @@
-"""Studies on disk: finding the modality files of a study, validating them, and writing NIfTI atomically.
+"""Studies on disk: finding the modality files of a study, and checking their headers before any voxel is read.
 
 A *study* is one subject's set of co-registered volumes. On disk it is either an entry of a MONAI datalist JSON
 (keys ``t1``, ``t1c``, ``t2``, ``flair`` and optionally ``mask`` and ``label``) or a folder holding one NIfTI per
@@ -11,15 +11,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import nibabel as nib
-import numpy as np
 
 from scripts import MODALITIES, as_bool, as_flag_or_auto
+from scripts.errors import StudyError
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
@@ -35,8 +33,17 @@ MODALITY_ALIASES: dict[str, tuple[str, ...]] = {
 OPTIONAL_KEYS: tuple[str, ...] = ("mask", "label")
 
 
-class StudyError(ValueError):
-    """A study's input is unusable; the message names the file (or folder) and the problem."""
+def study_name(data: Mapping, key: str = "name") -> str:
+    """The study's name in a data dict, batched (a list of one) or not; ``"study"`` when it has none."""
+    name = data.get(key, "study")
+    return str(name[0] if isinstance(name, (list, tuple)) and name else name)
+
+
+def source_name(image: object) -> str:
+    """The file an image was read from (a MetaTensor's ``filename_or_obj``), or ``"<array>"``."""
+    meta = getattr(image, "meta", None) or {}
+    name = meta.get("filename_or_obj", "<array>")
+    return str(name[0] if isinstance(name, (list, tuple)) and name else name)
 
 
 def _stem(path: Path) -> str:
@@ -147,7 +154,10 @@ def check_study(study: dict[str, str], keys: Sequence[str] = MODALITIES, same_gr
     Raises:
         StudyError: naming the file and what is wrong with it.
     """
-    reference: tuple[str, nib.Nifti1Image] | None = None
+    from scripts.grid import Grid
+    from scripts.grid import same_grid as grids_equal
+
+    reference: tuple[str, Grid] | None = None
     for key in [*keys, *[k for k in OPTIONAL_KEYS if k in study]]:
         if key not in study:
             raise StudyError(f"study {study.get('name', '?')}: missing modality '{key}'")
@@ -161,68 +171,16 @@ def check_study(study: dict[str, str], keys: Sequence[str] = MODALITIES, same_gr
             shape = shape[:3]
         if len(shape) != 3:
             raise StudyError(f"{fname}: expected a 3D volume, got shape {img.shape}")
+        grid = Grid.from_affine(shape, img.affine)
         if reference is None or not same_grid:
-            reference = reference or (fname, img)
+            reference = reference or (fname, grid)
             continue
         ref_name, ref = reference
-        if tuple(ref.shape[:3]) != tuple(shape) or not np.allclose(ref.affine, img.affine, atol=1e-3):
+        if not grids_equal(grid, ref, tol_mm=1e-3, tol_direction=1e-3):
             raise StudyError(
-                f"{fname}: grid {tuple(shape)} differs from {ref_name} {tuple(ref.shape[:3])} "
+                f"{fname}: grid {tuple(shape)} differs from {ref_name} {tuple(ref.size)} "
                 "(shape or affine); the modalities must be co-registered on one grid"
             )
-
-
-def check_finite(array: np.ndarray, fname: str) -> None:
-    """Raise a StudyError naming ``fname`` if ``array`` holds NaN or infinite values."""
-    if not np.all(np.isfinite(array)):
-        bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
-        raise StudyError(f"{fname}: holds {bad} NaN or infinite voxels")
-
-
-def _umask_mode() -> int:
-    """The permission bits a newly created file gets under the process umask (mkstemp alone would give 0600)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-@contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[str]:
-    """Yield a temporary file name beside ``path``; on success it is renamed onto ``path``, on failure removed.
-
-    Every file the bundle writes goes through this, so an interrupted run never leaves a half-written file.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        yield tmp
-        os.chmod(tmp, _umask_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_nifti(
-    array: np.ndarray, affine: np.ndarray, path: str | os.PathLike, dtype: np.dtype | type = np.float32
-) -> Path:
-    """Write ``array`` (H, W, D) with ``affine`` (4x4, RAS world) to ``path`` atomically."""
-    img = nib.Nifti1Image(np.asarray(array).astype(dtype), np.asarray(affine, dtype=np.float64))
-    img.set_qform(img.affine, code=1)
-    img.set_sform(img.affine, code=1)
-    with atomic_path(path) as tmp:
-        nib.save(img, tmp)
-    return Path(path)
-
-
-def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> Path:
-    """Write ``data`` to ``path`` atomically."""
-    with atomic_path(path) as tmp:
-        Path(tmp).write_bytes(data)
-    return Path(path)
 
 
 def studies_to_score(

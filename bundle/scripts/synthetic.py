@@ -11,7 +11,6 @@ Everything follows from one integer seed.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 from collections.abc import Sequence
@@ -25,7 +24,8 @@ from scipy import ndimage as ndi
 from scipy.spatial.transform import Rotation
 
 from scripts import MODALITIES
-from scripts.studies import atomic_write_bytes, write_nifti
+from scripts.atlas import nilearn_data_dir
+from scripts.files import atomic_write_bytes, write_nifti
 
 BRATS_SHAPE: tuple[int, int, int] = (240, 240, 155)
 LESIONS: tuple[str, ...] = ("none", "tumour", "ms", "cortical", "bright")
@@ -80,18 +80,10 @@ class _Template:
     hi_mm: np.ndarray
 
 
-def template_dir() -> Path:
-    """The folder of the nilearn wheel that holds the MNI152 2009a templates (found without importing nilearn)."""
-    spec = importlib.util.find_spec("nilearn.datasets")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("nilearn is not installed: the MNI152 templates of its wheel are needed")
-    return Path(next(iter(spec.submodule_search_locations))) / "data"
-
-
 @lru_cache(maxsize=1)
 def _template() -> _Template:
     """Load the templates once: brain mask, GM, WM, and a made map of enhancing vessels/choroid plexus."""
-    folder = template_dir()
+    folder = nilearn_data_dir()
     loaded = {}
     for key in ("t1", "gm", "wm"):
         img = nib.load(folder / f"mni_icbm152_{key}_tal_nlin_sym_09a_converted.nii.gz")

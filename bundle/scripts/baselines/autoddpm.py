@@ -34,9 +34,9 @@ import torch.nn.functional as F
 from monai.networks.schedulers import DDPMScheduler
 
 from scripts.baselines.sampling import ReverseChainInferer, forward_step
-from scripts.data import healthy_slice_indices
 from scripts.diffusion import q_sample
-from scripts.preprocess import brain_mask
+from scripts.intensity import brain_mask
+from scripts.slices import healthy_slice_indices
 
 
 def dilate(mask: torch.Tensor, radius: int = 1) -> torch.Tensor:

@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from monai.engines.utils import PrepareBatch
 from monai.networks.nets import BasicUNet
 
+from scripts.intensity import brain_mask
 from scripts.noise import coarse_noise
-from scripts.preprocess import brain_mask
 from scripts.scoring import BrainSliceInferer
 
 DAE_DEFAULTS: dict[str, Any] = {"norm": ("group", {"num_groups": 8}), "act": "swish", "upsample": "deconv"}

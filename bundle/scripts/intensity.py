@@ -1,0 +1,86 @@
+"""Intensity steps of the preprocessing (paper Sec. 5.2) and the brain mask, as MONAI array/dictionary transforms.
+
+* :func:`brain_mask` / :class:`BrainMaskd`: the brain is where any channel is non-zero (the inputs are
+  skull-stripped, the background 0);
+* :class:`ScaleByPercentile` / :class:`ScaleByPercentiled`: divide every channel by the given percentile (paper: the
+  99th) of its non-zero voxels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.transforms import MapTransform, Transform
+
+
+def brain_mask(image: torch.Tensor, threshold: float = 0.0, channel_dim: int = 0) -> torch.Tensor:
+    """Voxels where any channel of ``image`` exceeds ``threshold`` in magnitude, the channel axis kept with size 1:
+    a volume (C, H, W, D) gives bool (1, H, W, D); slices (K, C, H, W) with ``channel_dim=1`` give (K, 1, H, W).
+
+    A bool ``image`` is taken as a mask already.
+    """
+    image = torch.as_tensor(image)
+    inside = image if image.dtype == torch.bool else image.abs() > threshold
+    return inside.any(dim=channel_dim, keepdim=True)
+
+
+class BrainMaskd(MapTransform):
+    """Store the brain mask of ``data[key]`` (any channel non-zero) as a plain bool tensor in ``data[mask_key]``.
+
+    Used on the study's own grid, before any resampling, so that outputs brought back to that grid can be
+    restricted to the brain exactly. The mask is not a MetaTensor: later spatial transforms leave it alone.
+    """
+
+    def __init__(self, keys: KeysCollection, mask_key: str = "brain", allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.mask_key = mask_key
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[self.mask_key] = brain_mask(d[key]).as_subclass(torch.Tensor)
+        return d
+
+
+class ScaleByPercentile(Transform):
+    """Divide each channel of ``img`` (C, ...) by its ``percentile`` over non-zero voxels (paper: 99th).
+
+    A channel with no non-zero voxel is left as is; so is the zero background.
+    """
+
+    def __init__(self, percentile: float = 99.0) -> None:
+        if not 0 < percentile <= 100:
+            raise ValueError(f"percentile must be in (0, 100], got {percentile}")
+        self.percentile = float(percentile)
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        out = (
+            img.to(torch.float32, copy=True)
+            if isinstance(img, torch.Tensor)
+            else torch.as_tensor(np.asarray(img), dtype=torch.float32)
+        )
+        for c in range(out.shape[0]):
+            values = out[c][out[c] != 0]
+            if values.numel() == 0:
+                continue
+            scale = float(np.percentile(values.detach().cpu().numpy(), self.percentile))
+            if scale > 0:
+                out[c] = out[c] / scale
+        return out
+
+
+class ScaleByPercentiled(MapTransform):
+    """Dictionary version of :class:`ScaleByPercentile`."""
+
+    def __init__(self, keys: KeysCollection, percentile: float = 99.0, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.op = ScaleByPercentile(percentile)
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.op(d[key])
+        return d

@@ -1,0 +1,88 @@
+"""Reading a study once and checking it once: the first two steps of the preprocessing (``pre#load`` and
+``pre#check`` in ``configs/common.yaml``).
+
+* :class:`LoadStudyd`: every file of a study (the modalities, and a brain ``mask`` and ``label`` when given) read
+  once with MONAI's ``LoadImage`` into a channel-first MetaTensor (1, x, y, z) float32 with its RAS affine; a 4D
+  file with a trailing singleton axis counts as 3D. An unreadable or truncated file, or one that is not a 3D volume,
+  stops the study with a :class:`~scripts.studies.StudyError` naming the file.
+* :class:`CheckStudyd`: the voxel checks, on the arrays just read: no NaN or infinite voxel.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Hashable, Mapping
+
+import torch
+from monai.config import KeysCollection
+from monai.transforms import LoadImage, MapTransform
+
+from scripts.errors import StudyError
+from scripts.studies import source_name
+
+PathLike = str | os.PathLike
+
+
+class LoadStudyd(MapTransform):
+    """Read each file of ``keys`` (paths in, MetaTensors (1, x, y, z) float32 out), once.
+
+    Also sets ``data["native_reference"]`` to the file of the ``reference`` modality, whose grid registered studies'
+    outputs go back to (``scripts.native.ToNatived``).
+
+    Args:
+        keys: the study's keys to read; missing ones are skipped with ``allow_missing_keys`` (mask, label).
+        reference: the reference modality (``reference_modality``).
+    """
+
+    def __init__(self, keys: KeysCollection, reference: str = "t1", allow_missing_keys: bool = True) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.reference = reference
+        self.reader = LoadImage(image_only=True, ensure_channel_first=True, dtype="float32")
+
+    def load(self, path: PathLike) -> torch.Tensor:
+        """One file as a MetaTensor (1, x, y, z); StudyError naming the file when it cannot be one."""
+        fname = str(path)
+        try:
+            image = self.reader(fname)
+        except Exception as err:  # nibabel and MONAI raise many types for unreadable, truncated or alien files
+            cause = err.__cause__ or err
+            text = str(cause).strip().splitlines()[-1] if str(cause).strip() else ""
+            detail = f"{type(cause).__name__}: {text}" if text else type(cause).__name__
+            raise StudyError(f"{fname}: unreadable or truncated ({detail})") from err
+        if image.ndim != 4 or image.shape[0] != 1:
+            shape = tuple(image.shape[1:]) if image.ndim == 4 else tuple(image.shape)
+            raise StudyError(f"{fname}: expected a 3D volume (or 4D with a singleton 4th axis), got shape {shape}")
+        return image
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            value = d[key]
+            if value is None:
+                continue
+            if not isinstance(value, (str, os.PathLike)):
+                raise StudyError(f"study {d.get('name', '?')}: '{key}' must be a file path, got {type(value).__name__}")
+            d[key] = self.load(value)
+            if key == self.reference:
+                d["native_reference"] = str(value)
+        return d
+
+
+class CheckStudyd(MapTransform):
+    """The voxel checks of a loaded study (``keys``: MetaTensors from :class:`LoadStudyd`): no NaN or infinite voxel.
+
+    Raises:
+        StudyError: naming the file and the problem.
+    """
+
+    def __init__(self, keys: KeysCollection, allow_missing_keys: bool = True) -> None:
+        super().__init__(keys, allow_missing_keys)
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            image = d[key]
+            finite = torch.isfinite(torch.as_tensor(image))
+            if not bool(finite.all()):
+                raise StudyError(f"{source_name(image)}: holds {int((~finite).sum())} NaN or infinite voxels")
+        return d
