@@ -73,6 +73,8 @@ def write_value_file(
     Returns:
         ``path``.
     """
+    if is_unset(path):
+        raise ValueError("no value file named (the path is null): give the file to write")
     name, sha = _weights_record(weights)
     content = {
         "value": plain(dict(value)),
