@@ -51,7 +51,9 @@ def centroids(weights: np.ndarray) -> np.ndarray:
     """Per axial slice, the (row, column) centroid of ``weights`` (H, W, D); (D, 2)."""
     rows, cols = np.meshgrid(np.arange(weights.shape[0]), np.arange(weights.shape[1]), indexing="ij")
     total = weights.sum(axis=(0, 1))
-    return np.stack([(weights * rows[..., None]).sum((0, 1)) / total, (weights * cols[..., None]).sum((0, 1)) / total], 1)
+    return np.stack(
+        [(weights * rows[..., None]).sum((0, 1)) / total, (weights * cols[..., None]).sum((0, 1)) / total], 1
+    )
 
 
 @pytest.mark.parametrize("label_mode", ["nearest-exact", "nearest"])
