@@ -3,7 +3,6 @@ each one trained and scored through `python -m monai.bundle run` with its own co
 
 from __future__ import annotations
 
-import ast
 import json
 import math
 import os
@@ -28,8 +27,8 @@ from scripts.noise import _SIMPLEX_GRADIENTS, NOISE_TYPES, coarse_noise, get_noi
 from scripts.studies import StudyError
 from scripts.values import file_sha256
 
-TINY_DDPM = repr(TINY_NET)
-TINY_DAE = "{'features': [8, 8, 8, 8, 8, 8]}"
+TINY_DDPM = TINY_NET
+TINY_DAE = "tiny"  # scripts.baselines.dae.DAE_PRESETS["tiny"]
 SCHEDULER = make_scheduler()
 
 
@@ -176,7 +175,7 @@ def volumes(batch: int = 2, size: int = 16, depth: int = 5, seed: int = 0) -> to
 
 def tiny_ddpm() -> torch.nn.Module:
     torch.manual_seed(0)
-    return make_network(ast.literal_eval(TINY_DDPM)).eval()
+    return make_network(TINY_DDPM).eval()
 
 
 INFERERS = {
@@ -297,7 +296,7 @@ def test_best_dice_threshold_is_the_best_cut():
 
 
 def test_dae_network_presets_map_slices_to_slices():
-    net = make_dae_network(ast.literal_eval(TINY_DAE), in_channels=4)
+    net = make_dae_network(TINY_DAE, in_channels=4)
     assert net(torch.zeros(2, 4, 32, 32)).shape == (2, 4, 32, 32)
     assert 1.0e6 < sum(p.numel() for p in make_dae_network("cpu").parameters()) < 1.5e6
     with pytest.raises(ValueError, match="unknown DAE preset"):
@@ -465,7 +464,7 @@ def test_autoddpm_masking_threshold_is_calibrated_written_and_read_back_by_infer
         "dataset_dir": str(workflows["data"]),
         "output_dir": str(tmp_path),
         "checkpoint": str(weights),
-        "network_preset": ast.literal_eval(TINY_DDPM),
+        "network_preset": TINY_DDPM,
         "masking_threshold_file": str(value_file),
         "calibration_slices": 4,
         "amp": False,
