@@ -36,18 +36,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.tables import (  # noqa: E402
-    DATA_NOTE,
-    REPO,
-    Settings,
-    atomic_write_bytes,
-    bundle_command,
-    cached_step,
-    fmt,
-    make_dataset,
-    markdown_table,
-    minutes,
-)
+from benchmarks.bench import REPO  # noqa: E402
+from benchmarks.bench.jobs import bundle_command, cached_step  # noqa: E402
+from benchmarks.bench.report import fmt, markdown_table, minutes  # noqa: E402
+from benchmarks.bench.settings import DATA_NOTE, Settings  # noqa: E402
+from scripts.files import atomic_write_bytes  # noqa: E402
+from scripts.synthetic import make_dataset  # noqa: E402
 
 FAMILIES = ("tumour", "ms", "cortical", "bright")
 FAMILY_NAMES = {

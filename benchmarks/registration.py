@@ -24,7 +24,8 @@ import SimpleITK as sitk
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bundle"))
 
-from scripts.registration import RegistrationSettings, StageSettings, load_atlas, register_study  # noqa: E402
+from scripts.atlas import load_atlas  # noqa: E402
+from scripts.registration import RegistrationSettings, StageSettings, register_study  # noqa: E402
 from scripts.studies import find_study_files  # noqa: E402
 
 
@@ -78,7 +79,7 @@ def main() -> None:
     seconds, dices = [], []
     for run in range(args.runs):
         start = time.perf_counter()
-        result = register_study(paths, reference="t1", mask=mask, register=True, settings=settings)
+        result = register_study(paths, reference="t1", mask=mask, settings=settings)
         seconds.append(time.perf_counter() - start)
         if result.mask is not None:
             dices.append(dice(sitk.GetArrayViewFromImage(result.mask) > 0, atlas_brain))

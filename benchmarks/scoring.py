@@ -5,7 +5,7 @@
 
 Both paths use the same weights, the same preprocessed study and the same noise (``ANDiInferer.noise_for``):
 
-* reference (``benchmarks/reference.py``): one timestep after another, batched over all slices, float32, every d_t
+* reference (``bundle/scripts/reference.py``): one timestep after another, batched over all slices, float32, every d_t
   stacked, then the geometric mean; the UNet's attention as an explicit softmax(QK^T)V, as the authors ran it;
 * fast (``scripts.scoring.ANDiInferer`` with the inference config's defaults, ``batch_size`` included):
   brain slices x timesteps in chunks, running log-sum, inference mode, channels-last, fused attention, bf16
@@ -32,18 +32,17 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-for path in (REPO / "bundle", REPO):
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
+if str(REPO / "bundle") not in sys.path:  # `scripts`, as MONAI's bundle runner imports it
+    sys.path.insert(0, str(REPO / "bundle"))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.reference import reference_slices, reference_volume  # noqa: E402
 from scripts.checkpoints import load_network  # noqa: E402
 from scripts.diffusion import make_scheduler  # noqa: E402
 from scripts.metrics import Subject, evaluate_subjects  # noqa: E402
 from scripts.networks import make_network  # noqa: E402
+from scripts.reference import reference_slices, reference_volume  # noqa: E402
 from scripts.scoring import ANDiInferer, brain_slices  # noqa: E402
 
 
@@ -63,14 +62,12 @@ def _reset_peak() -> None:
 
 def make_study(folder: Path, seed: int) -> Path:
     """Preprocess one made tumour study as inference does; save image (C, H, W, D), label and brain to npz."""
-    from monai.transforms import Compose
-
-    from scripts.preprocess import volume_transforms
+    from scripts.configs import parsed
     from scripts.synthetic import make_study as synth
     from scripts.synthetic import write_study
 
     paths = write_study(synth(seed, "tumour"), folder, f"bench_{seed}")
-    data = Compose(volume_transforms(register=False))(paths)
+    data = parsed("preprocessing", register=False)(paths)
     out = folder / "study.npz"
     np.savez(out, image=data["image"].numpy(), label=data["label"].numpy()[0] > 0.5)
     return out

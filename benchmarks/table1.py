@@ -35,45 +35,42 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-for path in (REPO, REPO / "bundle"):  # `benchmarks.tables`, and `scripts` as MONAI's bundle runner imports it
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
+if str(Path(__file__).resolve().parents[1]) not in sys.path:  # `benchmarks.bench` (which puts `scripts` there)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.tables import (  # noqa: E402
-    DATA_NOTE,
-    FAMILIES,
-    MEDIAN_FILTERS,
+from benchmarks.bench import REPO  # noqa: E402
+from benchmarks.bench.data import Data, make_data  # noqa: E402
+from benchmarks.bench.jobs import BenchmarkError, Step, run_tasks  # noqa: E402
+from benchmarks.bench.main import table_main  # noqa: E402
+from benchmarks.bench.methods import (  # noqa: E402
+    FLAIR_CONFIGS,
+    FLAIR_OVERRIDES,
     METHODS,
-    BenchmarkError,
-    Data,
     Evaluation,
-    Settings,
-    Step,
     Trained,
     andi_name,
     andi_overrides,
     anoddpm_overrides,
-    autoddpm_chain,
+    autoddpm_overrides,
     calibrate,
     dice_at_threshold,
     evaluate,
+    scoring_overrides,
+    train,
+    tune_threshold,
+)
+from benchmarks.bench.report import (  # noqa: E402
     figure_rows,
     fmt,
-    make_data,
     markdown_table,
     metric_header,
     metric_values,
     mf_name,
     minutes,
-    run_tasks,
-    scoring_overrides,
     settings_lines,
-    table_main,
-    train,
-    tune_threshold,
     wall,
 )
+from benchmarks.bench.settings import DATA_NOTE, FAMILIES, MEDIAN_FILTERS, Settings  # noqa: E402
 
 DEFAULT_OUT = REPO / "bundle" / "docs" / "table1_made_data.md"
 
@@ -102,7 +99,7 @@ class Table1:
 
     def flair(self) -> None:
         """FLAIR thresholding: evaluate; tune the threshold on labelled validation studies for each median filter."""
-        self.evaluate_all_families("flair", "flair", "flair", ("inference.yaml", "baselines/flair.yaml"), {})
+        self.evaluate_all_families("flair", "flair", "flair", FLAIR_CONFIGS, FLAIR_OVERRIDES)
         for family in FAMILIES:
             for mf in MEDIAN_FILTERS:
                 step = tune_threshold(self.work_dir, self.data, family, mf, self.s, self.log)
@@ -125,8 +122,7 @@ class Table1:
         trained = self.trained["autoddpm"] = train(self.work_dir, METHODS["autoddpm"], self.s, self.log)
         step = calibrate(self.work_dir, self.data, trained, self.s, self.log)
         self.scoring.setdefault("autoddpm", []).append(step)
-        tau = "[" + ", ".join(f"{t:.6g}" for t in step.result["tau"]) + "]"
-        overrides = {**scoring_overrides(trained, self.s), **autoddpm_chain(self.s), "masking_threshold": tau}
+        overrides = autoddpm_overrides(trained, self.s, step.result["masking_threshold"])
         self.evaluate_all_families("autoddpm", "autoddpm", "autoddpm", METHODS["autoddpm"].score_configs, overrides)
 
     def andi(self) -> None:

@@ -24,37 +24,25 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-for path in (REPO, REPO / "bundle"):  # `benchmarks.tables`, and `scripts` as MONAI's bundle runner imports it
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
+if str(Path(__file__).resolve().parents[1]) not in sys.path:  # `benchmarks.bench` (which puts `scripts` there)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.tables import (  # noqa: E402
-    DATA_NOTE,
-    FAMILIES,
-    MEDIAN_FILTERS,
-    METHODS,
-    BenchmarkError,
-    Data,
-    Evaluation,
-    Settings,
-    Trained,
-    andi_name,
-    andi_overrides,
-    evaluate,
+from benchmarks.bench import REPO  # noqa: E402
+from benchmarks.bench.data import Data, make_data  # noqa: E402
+from benchmarks.bench.jobs import BenchmarkError, run_tasks  # noqa: E402
+from benchmarks.bench.main import table_main  # noqa: E402
+from benchmarks.bench.methods import METHODS, Evaluation, Trained, andi_name, andi_overrides, evaluate, train  # noqa: E402
+from benchmarks.bench.report import (  # noqa: E402
     figure_rows,
-    make_data,
     markdown_table,
     metric_header,
     metric_values,
     mf_name,
     minutes,
-    run_tasks,
     settings_lines,
-    table_main,
-    train,
     wall,
 )
+from benchmarks.bench.settings import DATA_NOTE, FAMILIES, MEDIAN_FILTERS, Settings  # noqa: E402
 
 DEFAULT_OUT = REPO / "bundle" / "docs" / "table2_made_data.md"
 # Scoring configurations: (training noise, aggregation, channel reduction, scoring noise).

@@ -11,9 +11,8 @@ REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundle"
 SHARED = REPO.parent / "shared"
 
-for path in (BUNDLE, REPO):  # `scripts` (as MONAI's bundle runner does) and `benchmarks.reference`
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
+if str(BUNDLE) not in sys.path:  # `scripts`, as MONAI's bundle runner does
+    sys.path.insert(0, str(BUNDLE))
 
 
 @pytest.fixture(scope="session")

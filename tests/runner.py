@@ -9,16 +9,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-TINY_NET: dict = {
-    "channels": [8, 16],
-    "attention_levels": [False, True],
-    "num_res_blocks": 1,
-    "num_head_channels": 8,
-    "norm_num_groups": 8,
-}
-"""A ~20k-parameter DiffusionModelUNet: the workflows are checked, not the model."""
+TINY_NET = "tiny"
+"""The preset of ``scripts.networks.TINY_NETWORK``, a ~45k-parameter DiffusionModelUNet: the workflows are checked, not
+the model (``--network_preset tiny`` on a command line, ``make_network(TINY_NET)`` here)."""
 
-TINY_ARGS: list[str] = ["--network_preset", repr(TINY_NET), "--image_size", "32", "--register", "false"]
+TINY_ARGS: list[str] = ["--network_preset", TINY_NET, "--image_size", "32", "--register", "false"]
 """Command-line overrides for tiny made studies (already on one grid, so no SRI24 registration)."""
 
 
@@ -73,12 +68,9 @@ def config_files(configs: str | Sequence[str]) -> list[str]:
 
 def preprocessing(**overrides: object):
     """The preprocessing of ``configs/common.yaml`` (a ``Compose``), with config ``overrides`` (e.g. ``image_size``)."""
-    from monai.bundle import ConfigParser
+    from scripts.configs import parsed
 
-    parser = ConfigParser()
-    parser.read_config(ConfigParser.load_config_files([str(REPO / f) for f in config_files([])]))
-    parser.update({"bundle_root": str(REPO / "bundle"), "output_dir": "unused", **overrides})
-    return parser.get_parsed_content("preprocessing")
+    return parsed("preprocessing", **overrides)
 
 
 def bundle_cmd(workflow: str, configs: str | Sequence[str], *args: str, launcher: Sequence[str] = ()) -> list[str]:

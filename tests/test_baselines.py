@@ -3,7 +3,6 @@ each one trained and scored through `python -m monai.bundle run` with its own co
 
 from __future__ import annotations
 
-import ast
 import json
 import math
 import os
@@ -23,11 +22,13 @@ from scripts.baselines.autoddpm import AutoDDPMInferer
 from scripts.baselines.dae import CoarseNoisePrepareBatch, DAEInferer, MaskedMSELoss, make_dae_network
 from scripts.baselines.flair import FLAIRInferer, best_dice_threshold
 from scripts.diffusion import make_scheduler
+from scripts.errors import StudyError
 from scripts.networks import make_network
 from scripts.noise import _SIMPLEX_GRADIENTS, NOISE_TYPES, coarse_noise, get_noise_fn, simplex3d, simplex_noise
+from scripts.values import file_sha256
 
-TINY_DDPM = repr(TINY_NET)
-TINY_DAE = "{'features': [8, 8, 8, 8, 8, 8]}"
+TINY_DDPM = TINY_NET
+TINY_DAE = "tiny"  # scripts.baselines.dae.DAE_PRESETS["tiny"]
 SCHEDULER = make_scheduler()
 
 
@@ -174,7 +175,7 @@ def volumes(batch: int = 2, size: int = 16, depth: int = 5, seed: int = 0) -> to
 
 def tiny_ddpm() -> torch.nn.Module:
     torch.manual_seed(0)
-    return make_network(ast.literal_eval(TINY_DDPM)).eval()
+    return make_network(TINY_DDPM).eval()
 
 
 INFERERS = {
@@ -295,7 +296,7 @@ def test_best_dice_threshold_is_the_best_cut():
 
 
 def test_dae_network_presets_map_slices_to_slices():
-    net = make_dae_network(ast.literal_eval(TINY_DAE), in_channels=4)
+    net = make_dae_network(TINY_DAE, in_channels=4)
     assert net(torch.zeros(2, 4, 32, 32)).shape == (2, 4, 32, 32)
     assert 1.0e6 < sum(p.numel() for p in make_dae_network("cpu").parameters()) < 1.5e6
     with pytest.raises(ValueError, match="unknown DAE preset"):
@@ -352,6 +353,7 @@ def workflows(tmp_path_factory) -> dict:
             **({} if m == "flair" else {"checkpoint": root / f"{m}.pt", "network_preset": preset(m)}),
             **CHAINS.get(m, {}),
             **({"masking_threshold": "[0.05, 0.05, 0.05, 0.05]"} if m == "autoddpm" else {}),
+            **({"segmentation_threshold_file": "null"} if m == "flair" else {}),  # Yen, whatever bundle/models holds
         )
         chains[m] = [score]
         if m in TRAINED:
@@ -404,35 +406,93 @@ def parse_workflow(configs: list[str], workflow: str, **overrides: object) -> ob
     return parser.get_parsed_content(workflow)
 
 
+def refusal(configs: list[str], key: str, **overrides: object) -> str:
+    """The message of the StudyError that parsing ``key`` stops with (MONAI wraps it in a RuntimeError)."""
+    with pytest.raises(RuntimeError) as err:
+        parse_workflow(configs, key, **overrides)
+    cause = err.value
+    while cause is not None and not isinstance(cause, StudyError):
+        cause = cause.__cause__
+    assert cause is not None, f"no StudyError behind {err.value!r}"
+    return str(cause)
+
+
+FLAIR = ["inference.yaml", "flair.yaml"]
+AUTODDPM = ["inference.yaml", "autoddpm.yaml"]
+
+
 @pytest.mark.slow
-def test_flair_threshold_is_tuned_on_labelled_studies(workflows, tmp_path, capsys):
-    parse_workflow(
-        ["inference.yaml", "flair.yaml"],
-        "tune_threshold",
-        dataset_dir=str(workflows["data"]),
-        datalist_key="testing",  # the made tumour study is the only labelled one
-        output_dir=str(tmp_path),
-        **COMMON,
-    )
+def test_flair_threshold_is_tuned_written_and_read_back_by_inference(workflows, tmp_path, capsys):
+    data, value_file = workflows["data"], tmp_path / "flair_threshold.json"
+    common = {"dataset_dir": str(data), "output_dir": str(tmp_path), "segmentation_threshold_file": str(value_file)}
+    # the made tumour study is the only labelled one
+    parse_workflow(FLAIR, "tune_threshold", datalist_key="testing", **common, **COMMON)
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("best-Dice threshold"))
-    result = ast.literal_eval(line.split(":", 1)[1].strip())
+    assert line.endswith(f"written to {value_file}")
+    content = json.loads(value_file.read_text())
+    result = content["value"]
     assert result["studies"] == 1 and 0 < result["dice"] <= 1 and result["threshold"] > 0
+    assert content["settings"]["median_filter_size"] == 5 and content["settings"]["image_size"] == 32
+    assert content["weights"] is None and content["weights_sha256"] is None
+    # inference (its segmentation step) picks the file up; a threshold given explicitly wins; no file: Yen
+    assert parse_workflow(FLAIR, "post#segment", **common, **COMMON).threshold == result["threshold"]
+    given = parse_workflow(FLAIR, "post#segment", **common, **COMMON, segmentation_threshold=0.25, median_filter_size=3)
+    assert given.threshold == 0.25
+    absent = {**common, "segmentation_threshold_file": str(tmp_path / "absent.json")}
+    assert parse_workflow(FLAIR, "post#segment", **absent, **COMMON).threshold is None
+    # a file tuned under other settings is refused, naming the file and the difference
+    message = refusal(FLAIR, "post#segment", **common, **{**COMMON, "median_filter_size": 3, "image_size": 64})
+    assert str(value_file) in message and "median_filter_size: made with 5, configured 3" in message
+    assert "image_size: made with 32, configured 64" in message
+    # and so is it by the inference workflow itself, before any study is scored
+    run = subprocess.run(
+        overrides_cmd("inference", FLAIR, **common, **COMMON, median_filter_size=3),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert run.returncode != 0 and "median_filter_size: made with 5, configured 3" in run.stdout + run.stderr
+    assert not (tmp_path / json.loads(data.read_text())["testing"][0]["name"]).exists()
 
 
 @pytest.mark.slow
-def test_autoddpm_masking_threshold_is_calibrated_on_healthy_validation_slices(workflows, tmp_path, capsys):
-    parse_workflow(
-        ["inference.yaml", "autoddpm.yaml"],
-        "calibrate",
-        dataset_dir=str(workflows["data"]),
-        output_dir=str(tmp_path),
-        checkpoint=str(workflows["root"] / "autoddpm.pt"),
-        network_preset=ast.literal_eval(TINY_DDPM),
-        calibration_slices=4,
-        amp=False,
+def test_autoddpm_masking_threshold_is_calibrated_written_and_read_back_by_inference(workflows, tmp_path, capsys):
+    weights, value_file = workflows["root"] / "autoddpm.pt", tmp_path / "autoddpm_calibration.json"
+    common = {
+        "dataset_dir": str(workflows["data"]),
+        "output_dir": str(tmp_path),
+        "checkpoint": str(weights),
+        "network_preset": TINY_DDPM,
+        "masking_threshold_file": str(value_file),
+        "calibration_slices": 4,
+        "amp": False,
         **COMMON,
         **CHAINS["autoddpm"],
-    )
+    }
+    parse_workflow(AUTODDPM, "calibrate", **common)
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("masking_threshold:"))
-    tau = ast.literal_eval(line.split(":", 1)[1].strip())
+    assert line.endswith(f"written to {value_file}")
+    content = json.loads(value_file.read_text())
+    tau = content["value"]["masking_threshold"]
     assert len(tau) == 4 and all(t > 0 for t in tau)
+    assert content["weights"] == "autoddpm.pt" and content["weights_sha256"] == file_sha256(weights)
+    settings = content["settings"]
+    assert settings["t_upper"] == 20 and settings["masking_percentile"] == 99 and settings["calibration_slices"] == 4
+    assert settings["diffusion_range"] == [-1, 1] and settings["scoring_noise"] == "gaussian"
+    # inference's inferer picks the file up; tau given explicitly wins; no file: each volume's own percentile
+    assert parse_workflow(AUTODDPM, "inferer", **common).masking_threshold == tau
+    given = parse_workflow(AUTODDPM, "inferer", **{**common, "masking_threshold": [0.5], "t_upper": 10})
+    assert given.masking_threshold == [0.5]
+    absent = {**common, "masking_threshold_file": str(tmp_path / "absent.json")}
+    assert parse_workflow(AUTODDPM, "inferer", **absent).masking_threshold is None
+    # a file made under other settings, or with other weights, is refused
+    message = refusal(AUTODDPM, "inferer", **{**common, "t_upper": 10, "seed": 3})
+    assert str(value_file) in message and "t_upper: made with 20, configured 10" in message and "seed:" in message
+    other = tmp_path / "other.pt"
+    other.write_bytes(weights.read_bytes()[:-1] + b"x")
+    assert "made with other weights" in refusal(AUTODDPM, "inferer", **{**common, "checkpoint": str(other)})
+    # calibrating again under other settings replaces the file (the calibration never reads it)
+    parse_workflow(AUTODDPM, "calibrate", **{**common, "t_upper": 10})
+    assert json.loads(value_file.read_text())["settings"]["t_upper"] == 10

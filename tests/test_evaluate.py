@@ -59,7 +59,7 @@ def evaluated(tiny_labelled, weights, tmp_path_factory) -> tuple[Path, str]:
         "--checkpoint",
         str(weights),
         "--network_preset",
-        str(TINY_NET),
+        TINY_NET,
         "--image_size",
         "32",
         "--t_stride",

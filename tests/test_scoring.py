@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from benchmarks.reference import reference_slices
 from scripts.diffusion import DiffusionRange, deviation_from_noise, make_scheduler, q_sample, schedule_terms
 from scripts.networks import make_network
+from scripts.reference import reference_slices
 from scripts.scoring import ANDiInferer, brain_slices, timestep_range
 from scripts.training import NoisePrepareBatch
 
@@ -17,15 +17,7 @@ def toy_network(x_t: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
 
 def tiny_unet() -> torch.nn.Module:
     torch.manual_seed(0)
-    return make_network(
-        {
-            "channels": (8, 16),
-            "attention_levels": (False, True),
-            "num_res_blocks": 1,
-            "num_head_channels": 8,
-            "norm_num_groups": 8,
-        }
-    ).eval()
+    return make_network("tiny").eval()
 
 
 def per_t_loop(inferer: ANDiInferer, x0: torch.Tensor, network) -> torch.Tensor:

@@ -265,7 +265,7 @@ def test_tracking_with_mlflow_logs_losses(tmp_path: Path) -> None:
         *["--bundle_root", str(BUNDLE), "--tracking", "mlflow", "--dataset_dir", str(datalist)],
         *["--output_dir", str(run), "--final_weights", str(run / "model.pt"), "--save_execute_config"],
         *[str(run / "executed_config.json"), "--epoch_iterations", "2", "--max_epochs", "2", "--batch_size", "2"],
-        *["--val_batches", "1", "--network_preset", repr(TINY_NET), "--image_size", "32"],
+        *["--val_batches", "1", "--network_preset", TINY_NET, "--image_size", "32"],
     ]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

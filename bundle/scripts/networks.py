@@ -6,7 +6,8 @@ pixels) with 4 heads each (``num_head_channels`` = channels / 4); one residual b
 has 17.98M parameters where the authors' UNet has 9.72M: each of MONAI's residual blocks holds two 3x3 convolutions
 where the authors' (modified) double convolution holds one, and MONAI's way up runs ``num_res_blocks + 1`` blocks per
 level. ``cpu`` (1.11M parameters) is small enough to train on a laptop CPU in minutes; the shipped demo weights use
-it.
+it. ``tiny`` (:data:`TINY_NETWORK`, about 45k parameters) is for checking the workflows, in the tests and the smoke
+runs of the benchmarks (``--network_preset tiny``): it learns nothing useful.
 """
 
 from __future__ import annotations
@@ -18,6 +19,15 @@ import torch
 from monai.networks.nets import DiffusionModelUNet
 
 from scripts import as_bool
+
+TINY_NETWORK: dict[str, Any] = {
+    "channels": (8, 16),
+    "attention_levels": (False, True),
+    "num_res_blocks": 1,
+    "num_head_channels": 8,
+    "norm_num_groups": 8,
+}
+"""A ~45k-parameter ``DiffusionModelUNet``: the workflows are checked with it, not the model."""
 
 NETWORK_PRESETS: dict[str, dict[str, Any]] = {
     "paper": {
@@ -34,6 +44,7 @@ NETWORK_PRESETS: dict[str, dict[str, Any]] = {
         "num_head_channels": 32,
         "norm_num_groups": 32,
     },
+    "tiny": TINY_NETWORK,
 }
 
 

@@ -7,8 +7,9 @@ x_0 of a volume:
 1. **Mask**: reconstruct x_rec from t_upper = 200 (Gaussian noise, full reverse chain); r = |x_0 - x_rec|; the
    anomaly mask is m = dilate(any_c r_c > tau_c) (3 x 3 dilation for ``dilation_radius`` 1, shared by the channels).
    tau is the ``masking_percentile`` (paper: 99th, the original: 95th) of the residuals of *healthy validation*
-   slices, computed once with :func:`calibrate_masking_threshold` (``run calibrate``, see the config); without it,
-   the percentile of the volume's own brain residuals is used (the original code's fallback).
+   slices, computed once with :func:`calibrate_masking_threshold` (``run calibrate``, see the config, writes it to a
+   value file that inference reads: ``scripts.values``); without it, the percentile of the volume's own brain
+   residuals is used (the original code's fallback).
 2. **Stitch**: x_stitch = m * x_rec + (1 - m) * x_0.
 3. **Re-sample**: RePaint over the last ``t_inpaint`` = 50 steps with ``resamplings`` = 5: x_stitch is noised to
    t_inpaint; at every step the unknown region (m = 1) comes from the model's reverse step and the known region
@@ -26,6 +27,7 @@ resamplings uses beta_t of the step (the original code uses beta_{t-1}), and the
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -145,6 +147,19 @@ class AutoDDPMInferer(ReverseChainInferer):
         return a_m
 
 
+def with_masking_threshold(
+    inferer: AutoDDPMInferer, masking_threshold: float | Sequence[float] | None
+) -> AutoDDPMInferer:
+    """A copy of ``inferer`` with tau set to ``masking_threshold`` (None: each volume's own percentile).
+
+    The config builds the chain once without tau (``run calibrate`` calibrates that one, so it never reads the file
+    it is about to write) and scores with this copy.
+    """
+    scored = copy.copy(inferer)
+    scored.masking_threshold = masking_threshold
+    return scored
+
+
 def normalised_residual(residual: torch.Tensor, brain: torch.Tensor, percentile: float = 95.0) -> torch.Tensor:
     """``residual`` (K, C, H, W) divided by its ``percentile`` over each slice's brain pixels, per channel, clipped
     to [0, 1] (AutoDDPM's weighting of the final map; the original takes the percentile over the whole slice)."""
@@ -176,7 +191,8 @@ def calibrate_masking_threshold(
         device: where to run (default: the network's device).
 
     Returns:
-        tau_c for every channel, ready for the config's ``masking_threshold``.
+        tau_c for every channel, ready for the config's ``masking_threshold`` (``run calibrate`` writes it to the
+        config's ``masking_threshold_file``).
     """
     if not studies:
         raise ValueError("no validation studies to calibrate the masking threshold on")

@@ -40,6 +40,8 @@ DAE_PRESETS: dict[str, dict[str, Any]] = {
     "paper": {"features": (32, 64, 128, 256, 512, 32)},
     # ~1.2M parameters, small enough to train on a laptop CPU, like the ANDi demo preset
     "cpu": {"features": (16, 32, 64, 128, 128, 16)},
+    # ~13k parameters, for checking the workflows (tests, benchmark smoke runs): it learns nothing useful
+    "tiny": {"features": (8, 8, 8, 8, 8, 8)},
 }
 
 

@@ -1,4 +1,6 @@
-"""The authors' scoring procedure, for comparison only (benchmarks and tests; never the bundle's product path).
+"""The authors' scoring procedure, an oracle for checks and benchmarks (``tests/test_scoring.py``,
+``benchmarks/scoring.py``), not the product path: no config uses it, and inference scores with
+:class:`scripts.scoring.ANDiInferer`.
 
 One timestep after another, batched over all slices of the volume (empty ones included), in float32; every d_t is
 kept (stacked) and the geometric mean is taken at the end. The noise of timestep t is drawn exactly as

@@ -1,0 +1,153 @@
+"""Bundle commands: built (:func:`bundle_command`, :func:`config_files`), run from the repository root with their
+output in a log (:func:`run_command`), cached in the work folder (:func:`cached_step`), run side by side
+(:func:`run_tasks`).
+
+Every command runs with ``OMP_NUM_THREADS`` set (``--threads``); its output goes to ``<work_dir>/logs/<step>.log``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from benchmarks.bench import REPO
+from benchmarks.bench.settings import Settings
+from scripts.files import atomic_write_bytes
+
+
+class BenchmarkError(RuntimeError):
+    """A bundle command failed, or the work folder holds results of other settings."""
+
+
+STOP = threading.Event()  # set on Ctrl-C (run_tasks): no further bundle command starts
+
+
+def config_files(configs: Sequence[str]) -> str:
+    """The ``--config_file`` argument of a bundle command: ``common.yaml`` then ``configs`` (names under
+    ``bundle/configs``, merged in order) as the list literal MONAI's runner reads. The one place that list is made."""
+    return str([f"bundle/configs/{c}" for c in ("common.yaml", *configs)])
+
+
+def bundle_command(workflow: str, configs: Sequence[str], overrides: Mapping[str, object]) -> list[str]:
+    """``python -m monai.bundle run WORKFLOW`` with the merged ``configs`` (:func:`config_files`) and ``--key value``
+    overrides (booleans as ``true``/``false``)."""
+    cmd = [sys.executable, "-m", "monai.bundle", "run", workflow, "--config_file", config_files(configs)]
+    cmd += ["--bundle_root", "bundle"]
+    for key, value in overrides.items():
+        cmd += [f"--{key}", str(value).lower() if isinstance(value, bool) else str(value)]
+    return cmd
+
+
+def run_command(cmd: Sequence[str], log_file: Path, s: Settings) -> str:
+    """Run ``cmd`` from the repository root, its stdout and stderr into ``log_file``; returns its stdout.
+
+    Raises:
+        BenchmarkError: the command failed (with the end of its log).
+    """
+    if STOP.is_set():
+        raise BenchmarkError("stopped (interrupted) before it started")
+    env = {**os.environ, "OMP_NUM_THREADS": str(s.threads)}
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "w") as err:
+        err.write(shlex.join(cmd) + "\n\n")
+        err.flush()
+        proc = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=err, text=True, env=env)
+        err.write("\n--- stdout ---\n" + proc.stdout)
+    if proc.returncode != 0:
+        tail = log_file.read_text()[-3000:]
+        raise BenchmarkError(f"command failed (exit {proc.returncode}); log {log_file}:\n{tail}")
+    return proc.stdout
+
+
+def _record_key(cmd: Sequence[str]) -> list[str]:
+    """The part of a command that identifies a result (not the interpreter's path)."""
+    return list(cmd[1:])
+
+
+@dataclass
+class Step:
+    """One bundle command of a table, done now or found done in the work folder. ``result``: what the step made
+    (e.g. the value of a value file), filled by the caller."""
+
+    name: str
+    seconds: float
+    reused: bool
+    result: dict = field(default_factory=dict)
+    resumed: bool = False  # the wall time is that of the last attempt only
+
+
+def cached_step(
+    name: str,
+    cmd: Sequence[str],
+    record: Path,
+    done: Callable[[], bool],
+    s: Settings,
+    work_dir: Path,
+    log: Callable[[str], None] = print,
+) -> Step:
+    """Run ``cmd`` unless ``record`` says that the same command finished and ``done()`` holds (its outputs are there
+    and fit); keep its wall time in ``record``. The record is written before the command starts, so that an
+    interrupted step is run again (a training then resumes from its checkpoint) and a folder of other settings is
+    refused.
+
+    Raises:
+        BenchmarkError: the command failed; or ``record`` belongs to a different command (other settings).
+    """
+    key = _record_key(cmd)
+    saved = json.loads(record.read_text()) if record.is_file() else None
+    if saved is not None and saved.get("command") != key:
+        raise BenchmarkError(
+            f"{record.parent} holds a step of other settings ({record}); use another --work_dir (or the same options)"
+        )
+    if saved is not None and saved.get("finished") and done():
+        log(f"  {name}: reused from {record.parent} ({saved['seconds']:.0f} s when it ran)")
+        return Step(name, float(saved["seconds"]), True, resumed=bool(saved.get("resumed")))
+    resumed = saved is not None  # an earlier attempt of this command did not finish (or its outputs went)
+    record.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes((json.dumps({"command": key, "finished": False}, indent=2) + "\n").encode(), record)
+    log(f"  {name}: {'resuming' if resumed else 'running'} ... (log: {work_dir / 'logs' / (name + '.log')})")
+    start = time.perf_counter()
+    run_command(cmd, work_dir / "logs" / f"{name}.log", s)
+    seconds = time.perf_counter() - start
+    text = {"command": key, "finished": True, "seconds": seconds, "resumed": resumed}
+    atomic_write_bytes((json.dumps(text, indent=2) + "\n").encode(), record)
+    log(f"  {name}: done in {seconds:.0f} s")
+    return Step(name, seconds, False, resumed=resumed)
+
+
+def run_tasks(tasks: Sequence[Callable[[], None]], jobs: int) -> None:
+    """Run ``tasks`` (each a chain of bundle commands), up to ``jobs`` at once, taken in the given order as workers
+    free up (one thread each: the work is in the subprocesses). On Ctrl-C the running commands get it too (same
+    process group), and no further command starts (:data:`STOP`)."""
+    if jobs <= 1 or len(tasks) <= 1:
+        try:
+            for task in tasks:
+                task()
+        except BaseException:
+            STOP.set()
+            raise
+        return
+
+    def guarded(task: Callable[[], None]) -> None:
+        if not STOP.is_set():
+            task()
+
+    pool = ThreadPoolExecutor(min(jobs, len(tasks)))
+    futures = [pool.submit(guarded, task) for task in tasks]
+    try:
+        for future in futures:
+            future.result()
+    except BaseException:
+        STOP.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
