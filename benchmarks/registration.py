@@ -25,7 +25,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bundle"))
 
 from scripts.atlas import load_atlas  # noqa: E402
-from scripts.registration import RegistrationSettings, StageSettings, register_study  # noqa: E402
+from scripts.registration import register_study  # noqa: E402
+from scripts.registration_stages import RegistrationSettings, StageSettings  # noqa: E402
 from scripts.studies import find_study_files  # noqa: E402
 
 

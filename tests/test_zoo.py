@@ -20,12 +20,12 @@ import pytest
 import torch
 import yaml
 from monai.bundle import ConfigParser, ConfigWorkflow, verify_metadata
-from monai.data import load_net_with_metadata, save_net_with_metadata
-from monai.networks.utils import convert_to_torchscript
-from runner import TINY_NET, tiny_dataset
+from monai.data import load_net_with_metadata
+from runner import TINY_NET, tiny_dataset, weights_settings
 
 from scripts import MODALITIES
-from scripts.checkpoints import load_network
+from scripts.checkpoints import load_network, save_state_dict
+from scripts.networks import make_network
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundle"
@@ -140,49 +140,31 @@ def test_network_io_is_the_network_at_its_timestep() -> None:
         torch.testing.assert_close(wrapped(x), wrapped.network(x, timesteps=torch.tensor([100, 100])))
 
 
-def bundle_network() -> tuple[torch.nn.Module, ConfigParser]:
-    """``network_def`` of inference.yaml with the shipped weights, or small random weights when there are none."""
-    parser = ConfigParser()
-    parser.read_config(INFERENCE)
-    parser.read_meta(str(META))
-    parser["bundle_root"] = str(BUNDLE)
-    net = parser.get_parsed_content("network_def")
-    if WEIGHTS.is_file():
-        load_network(net, WEIGHTS)
-    else:
-        # MONAI zero-initialises the output convolution; perturb every weight so that the output is not all zero
-        generator = torch.Generator().manual_seed(0)
-        with torch.no_grad():
-            for param in net.parameters():
-                param.add_(0.05 * torch.randn(param.shape, generator=generator))
-    return net.eval(), parser
-
-
-def test_torchscript_export_matches_eager(tmp_path: Path) -> None:
-    """The network traced to TorchScript and saved with the metadata and config (what ``ckpt_export`` writes) gives
-    the eager network's output on a new input, batch size and timesteps.
-
-    ``ckpt_export`` scripts by default, and ``torch.jit.script`` fails on DiffusionModelUNet's attention block in
-    MONAI 1.6.1; its ``use_trace=True`` passes a single example input, while the network also takes ``timesteps``.
-    So the same MONAI helpers are called directly, with both example inputs.
-    """
-    net, parser = bundle_network()
-    size = metadata()["network_data_format"]["inputs"]["image"]["spatial_shape"]
-    example = [torch.rand(2, 4, *size), torch.tensor([75, 200])]
-    traced = convert_to_torchscript(net, inputs=example, use_trace=True, check_trace=False)
-    path = tmp_path / "model.ts"
-    save_net_with_metadata(
-        traced,
-        str(path),
-        include_config_vals=False,
-        append_timestamp=False,
-        meta_values=parser.get().get("_meta_"),
-        more_extra_files={"inference.json": json.dumps(ConfigParser.load_config_files(INFERENCE)).encode()},
+def test_export_workflow_gives_the_eager_network(tmp_path: Path) -> None:
+    """``run export`` as the model card lists it, from the bundle folder: the traced network, saved with the
+    metadata and configs (what ``ckpt_export`` writes), gives the eager network's output on a new input, batch size
+    and timesteps. (``ckpt_export`` itself scripts, which fails on DiffusionModelUNet's attention in MONAI 1.6, or
+    traces with one input, while the UNet also takes the timesteps.)"""
+    net = make_network("tiny")
+    with torch.no_grad():  # MONAI zero-initialises the output convolution: perturb every weight for a real output
+        for param in net.parameters():
+            param.add_(0.05 * torch.randn(param.shape, generator=torch.Generator().manual_seed(0)))
+    weights = save_state_dict(net, tmp_path / "tiny.pt", weights_settings())
+    out = tmp_path / "model.ts"
+    proc = zoo_command(
+        *["run", "export", "--meta_file", "configs/metadata.json", "--config_file"],
+        "['configs/common.yaml','configs/inference.yaml','configs/export.yaml']",
+        *["--export_path", str(out), "--checkpoint", str(weights), "--network_preset", "tiny", "--image_size", "32"],
+        *["--device", "cpu"],
     )
-    loaded, meta, extra = load_net_with_metadata(str(path), more_extra_files=("inference.json",))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"TorchScript written to {out}" in proc.stdout
+    assert "Warning" not in proc.stderr.replace("UserWarning: parsing config_file", ""), proc.stderr[-2000:]
+    loaded, meta, extra = load_net_with_metadata(str(out), more_extra_files=("configs.json",))
     assert meta["version"] == metadata()["version"]
-    assert json.loads(extra["inference.json"])["network_preset"] == parser.get("network_preset")
-    x = torch.randn(3, 4, *size, generator=torch.Generator().manual_seed(1))
+    assert json.loads(extra["configs.json"])["network_preset"] == "cpu"  # the configs as shipped
+    net = load_network(make_network("tiny"), weights, expected=weights_settings()).eval()
+    x = torch.randn(3, 4, 32, 32, generator=torch.Generator().manual_seed(1))
     t = torch.tensor([0, 137, 999])
     with torch.no_grad():
         expected = net(x, t)

@@ -26,6 +26,7 @@ from torch.utils.data import Dataset
 from scripts.errors import StudyError
 from scripts.files import atomic_path
 from scripts.fingerprint import fingerprint
+from scripts.progress import progress
 from scripts.slices import healthy_slice_indices
 from scripts.studies import check_study, list_studies
 
@@ -114,7 +115,10 @@ class HealthySliceDataset(Dataset):
         if distributed and dist.get_rank() > 0:
             dist.barrier()
         settings_key = fingerprint(CACHE_VERSION, transform)
-        self.files = [cache_study_slices(s, transform, cache_dir, settings_key, min_brain_fraction) for s in studies]
+        self.files = [
+            cache_study_slices(s, transform, cache_dir, settings_key, min_brain_fraction)
+            for s in progress(studies, desc="healthy slices", unit="study")
+        ]
         if distributed and dist.get_rank() == 0:
             dist.barrier()
         self.arrays = [np.load(f, mmap_mode="r") for f in self.files]

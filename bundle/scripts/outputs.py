@@ -34,36 +34,83 @@ PREPROCESSED_FILE = "preprocessed.nii.gz"
 TRANSFORM_FILE = "transform.tfm"
 
 
-def overview_png(flair: np.ndarray, a: np.ndarray, seg: np.ndarray, n_slices: int = 5) -> bytes:
-    """A PNG with ``n_slices`` axial slices (rows: FLAIR, anomaly map, segmentation over FLAIR). Inputs (H, W, D)."""
+def overview_slices(brain: np.ndarray, a: np.ndarray, seg: np.ndarray, n_slices: int = 5) -> list[tuple[int, str]]:
+    """The axial slices an overview shows, each with why: one reference slice (the one with the most brain), then
+    the slice where the map peaks inside each of the largest segmented components, then, to fill up, the slices
+    whose map maximum inside the brain is highest, at least 3 slices apart. Inputs (H, W, D); returns
+    ``[(slice, reason), ...]`` with the reference first and the rest in slice order."""
+    from scipy import ndimage
+
+    depth = a.shape[-1]
+    area = brain.reshape(-1, depth).sum(axis=0)
+    reference = int(np.argmax(area)) if area.any() else depth // 2
+    picks: list[tuple[int, str]] = []
+
+    def free(k: int) -> bool:
+        return all(abs(k - p) >= 3 for p, _ in picks) and abs(k - reference) >= 1
+
+    components, n = ndimage.label(seg > 0)
+    if n:
+        sizes = np.bincount(components.ravel())[1:]
+        for rank, label in enumerate(np.argsort(sizes)[::-1][: n_slices - 1] + 1):
+            inside = np.where(components == label, a, -np.inf)
+            k = int(np.unravel_index(np.argmax(inside), a.shape)[-1])
+            if free(k):
+                picks.append((k, f"component {rank + 1} ({int(sizes[label - 1])} voxels)"))
+    peaks = np.where(brain, a, -np.inf).reshape(-1, depth).max(axis=0)
+    for k in np.argsort(peaks)[::-1]:
+        if len(picks) >= n_slices - 1 or not np.isfinite(peaks[k]):
+            break
+        if free(int(k)):
+            picks.append((int(k), "map peak"))
+    return [(reference, "reference"), *sorted(picks)]
+
+
+def overview_png(
+    flair: np.ndarray,
+    a: np.ndarray,
+    seg: np.ndarray,
+    n_slices: int = 5,
+    extra_rows: dict[str, np.ndarray] | None = None,
+    title: str = "",
+) -> bytes:
+    """A PNG of the axial slices :func:`overview_slices` picks, each titled with its number and why; rows FLAIR,
+    anomaly map (with a colour bar), segmentation over FLAIR, then one row per ``extra_rows`` map (e.g. a z-map).
+    Inputs (H, W, D) on one grid."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    brain = np.nonzero(flair.reshape(-1, flair.shape[-1]).any(axis=0))[0]
-    lo, hi = (brain.min(), brain.max()) if brain.size else (0, flair.shape[-1] - 1)
-    weights = seg.reshape(-1, seg.shape[-1]).sum(axis=0)
-    centre = int(np.argmax(weights)) if weights.any() else (lo + hi) // 2
-    span = max(1, (hi - lo) // 4)
-    picks = np.clip(np.linspace(centre - span, centre + span, n_slices).round().astype(int), lo, hi)
-    vmax = float(np.percentile(a[a > 0], 99.5)) if (a > 0).any() else 1.0
-    fig, axes = plt.subplots(3, n_slices, figsize=(2.2 * n_slices, 6.6), squeeze=False)
-    for j, k in enumerate(picks):
-        f = np.rot90(flair[..., k])
-        axes[0, j].imshow(f, cmap="gray")
-        axes[0, j].set_title(f"slice {k}", fontsize=8)
-        axes[1, j].imshow(np.rot90(a[..., k]), cmap="inferno", vmin=0, vmax=vmax)
-        axes[2, j].imshow(f, cmap="gray")
-        axes[2, j].imshow(np.ma.masked_equal(np.rot90(seg[..., k]), 0), cmap="autumn", alpha=0.6)
-    for ax, label in zip(axes[:, 0], ("FLAIR", "anomaly map", "segmentation"), strict=True):
-        ax.set_ylabel(label)
-    for ax in axes.ravel():
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.tight_layout()
+    brain = flair != 0
+    picks = overview_slices(brain, a, seg, n_slices)
+    rows = [("FLAIR", None), ("anomaly map", a), ("segmentation", None), *(extra_rows or {}).items()]
+    fig, axes = plt.subplots(len(rows), len(picks), figsize=(2.3 * len(picks) + 0.8, 2.3 * len(rows)), squeeze=False)
+    for r, (name, values) in enumerate(rows):
+        inside = values[brain] if values is not None and brain.any() else np.zeros(1)
+        lo = float(np.percentile(inside, 0.5)) if values is not None and name != "anomaly map" else 0.0
+        hi = float(np.percentile(inside, 99.5)) if values is not None else 1.0
+        image = None
+        for j, (k, reason) in enumerate(picks):
+            ax = axes[r, j]
+            f = np.rot90(flair[..., k])
+            if name == "FLAIR":
+                ax.imshow(f, cmap="gray")
+                ax.set_title(f"slice {k}\n{reason}", fontsize=8)
+            elif name == "segmentation":
+                ax.imshow(f, cmap="gray")
+                ax.imshow(np.ma.masked_equal(np.rot90(seg[..., k]), 0), cmap="autumn", alpha=0.6)
+            else:
+                image = ax.imshow(np.rot90(values[..., k]), cmap="inferno", vmin=lo, vmax=max(hi, lo + 1e-12))
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[r, 0].set_ylabel(name)
+        if image is not None:
+            fig.colorbar(image, ax=list(axes[r]), fraction=0.02, pad=0.01)
+    if title:
+        fig.suptitle(title, fontsize=9)
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=80)
+    fig.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
     plt.close(fig)
     return buffer.getvalue()
 
@@ -93,7 +140,8 @@ class SaveOverviewd(MapTransform):
             flair = d[self.image_key][self.flair_channel].detach().cpu().numpy()
             a = d[key][0].detach().cpu().numpy()
             seg = d[self.seg_key][0].detach().cpu().numpy()
-            atomic_write_bytes(overview_png(flair, a, seg), self.output_dir / study_name(d) / OVERVIEW_FILE)
+            png = overview_png(flair, a, seg, title=study_name(d))
+            atomic_write_bytes(png, self.output_dir / study_name(d) / OVERVIEW_FILE)
         return d
 
 

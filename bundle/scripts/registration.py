@@ -26,7 +26,7 @@ import os
 import re
 import warnings
 from collections.abc import Hashable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +49,15 @@ from scripts.grid import (
 )
 from scripts.native import transform_matrix
 from scripts.progress import progress
+from scripts.registration_stages import (
+    RegistrationSettings,
+    binary_mask,
+    compose,
+    coregister_rigid,
+    dilate_mask,
+    register_affine,
+    resample_onto,
+)
 from scripts.studies import MODALITY_ALIASES, source_name
 
 PathLike = str | os.PathLike
@@ -59,63 +68,19 @@ class SkullStripWarning(UserWarning):
     """A study without brain mask does not look skull-stripped: registration to a brain-only atlas will be poor."""
 
 
-# --------------------------------------------------------------------------------------------------------------
-# settings and results
-# --------------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class StageSettings:
-    """One registration stage: pyramid, metric sampling and optimiser budget.
-
-    ``shrink_factors`` and ``smoothing_sigmas`` (mm) are per pyramid level, coarse to fine; ``iterations`` is the
-    maximum number of optimiser steps per level; ``sampling`` the fraction of fixed-image voxels at which the
-    metric is evaluated (random, seeded).
-    """
-
-    shrink_factors: tuple[int, ...] = (4, 2, 1)
-    smoothing_sigmas: tuple[float, ...] = (2.0, 1.0, 0.0)
-    iterations: int = 100
-    sampling: float = 0.1
-    bins: int = 32
-    learning_rate: float = 1.0
-    min_step: float = 1e-3
-
-
-@dataclass(frozen=True)
-class RegistrationSettings:
-    """Settings of ``register_study``: a rigid stage (modality -> reference) and an affine one (reference -> atlas).
-
-    The defaults are tuned on the lgg_native study for <= 60 s per 4-modality study on 2 CPU cores while keeping the
-    registered brain mask's Dice with the atlas brain >= 0.90 (see ``benchmarks/registration.py``).
-    """
-
-    rigid: StageSettings = field(default_factory=StageSettings)
-    affine: StageSettings = field(
-        default_factory=lambda: StageSettings(
-            shrink_factors=(8, 4, 2), smoothing_sigmas=(4.0, 2.0, 1.0), iterations=200, sampling=0.05
-        )
-    )
-    rigid_starts: tuple[str, ...] = ("moments", "identity")
-    seed: int = 20240613
-    mask_dilation_mm: float = 6.0
-
-
 @dataclass
 class RegistrationResult:
     """What ``register_study`` returns.
 
     Attributes:
-        images: per modality, the image on the atlas grid (240 x 240 x 155, float32), or the image as read when the
-            study passed through unregistered.
+        images: per modality, the image on the atlas grid (float32).
         transforms: per modality, the composed transform mapping atlas points to that modality's native points
-            (``sitk.CompositeTransform``: atlas -> reference affine, then reference -> modality rigid), or None when
-            the study passed through.
+            (``sitk.CompositeTransform``: atlas -> reference affine, then reference -> modality rigid).
         reference: the reference modality's key.
         reference_native: an image with the reference modality's original grid (size, spacing, origin, direction),
             for ``to_native``.
         mask: the brain mask on the output grid (uint8), or None when no mask was given.
-        registered: whether the study was registered (False: passed through unchanged).
+        registered: whether the study was registered (always, here; ``RegisterToAtlasd`` passes studies through).
     """
 
     images: dict[str, sitk.Image]
@@ -168,136 +133,6 @@ def looks_skull_stripped(image: sitk.Image, max_brain_ml: float = 2500.0, min_ba
     background = 1.0 - float(np.count_nonzero(foreground)) / foreground.size
     foreground_ml = np.count_nonzero(foreground) * float(np.prod(image.GetSpacing())) / 1000.0
     return background >= min_background and foreground_ml <= max_brain_ml
-
-
-def _binary(mask: sitk.Image) -> sitk.Image:
-    """uint8 0/1 image: voxels >= 0.5."""
-    return sitk.Cast(sitk.BinaryThreshold(sitk.Cast(mask, sitk.sitkFloat32), 0.5, 1e30, 1, 0), sitk.sitkUInt8)
-
-
-def _dilate(mask: sitk.Image, radius_mm: float) -> sitk.Image:
-    """Binary dilation of a uint8 mask by about ``radius_mm`` (per-axis radius in voxels, at least 1)."""
-    radius = [max(1, int(round(radius_mm / s))) for s in mask.GetSpacing()]
-    return sitk.BinaryDilate(mask, radius, sitk.sitkBall, 0, 1)
-
-
-def _resample(
-    image: sitk.Image, reference: sitk.Image, transform: sitk.Transform, interpolator: int = sitk.sitkLinear
-) -> sitk.Image:
-    """``image`` resampled onto ``reference``'s grid, reading it at ``transform(p)``; zero outside."""
-    return sitk.Resample(image, reference, transform, interpolator, 0.0, image.GetPixelID())
-
-
-# --------------------------------------------------------------------------------------------------------------
-# registration stages
-# --------------------------------------------------------------------------------------------------------------
-
-
-def _method(stage: StageSettings, seed: int) -> sitk.ImageRegistrationMethod:
-    """A Mattes-MI, multi-resolution registration method configured from ``stage``."""
-    if len(stage.shrink_factors) != len(stage.smoothing_sigmas):
-        raise ValueError("shrink_factors and smoothing_sigmas need one entry per pyramid level")
-    method = sitk.ImageRegistrationMethod()
-    method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=stage.bins)
-    method.SetMetricSamplingStrategy(method.RANDOM)
-    method.SetMetricSamplingPercentage(stage.sampling, seed)
-    method.SetInterpolator(sitk.sitkLinear)
-    method.SetOptimizerAsRegularStepGradientDescent(
-        learningRate=stage.learning_rate,
-        minStep=stage.min_step,
-        numberOfIterations=stage.iterations,
-        relaxationFactor=0.5,
-        gradientMagnitudeTolerance=1e-6,
-    )
-    method.SetOptimizerScalesFromPhysicalShift()
-    method.SetShrinkFactorsPerLevel(list(stage.shrink_factors))
-    method.SetSmoothingSigmasPerLevel(list(stage.smoothing_sigmas))
-    method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
-    return method
-
-
-def _image_centre(image: sitk.Image) -> tuple[float, float, float]:
-    """Physical centre of an image's field of view (LPS mm)."""
-    return image.TransformContinuousIndexToPhysicalPoint([(s - 1) / 2.0 for s in image.GetSize()])
-
-
-def _rigid_start(fixed: sitk.Image, moving: sitk.Image, start: str) -> sitk.Euler3DTransform:
-    """Initial rigid transform: "moments" (centres of mass matched), "geometry" (field-of-view centres matched) or
-    "identity" (scanner coordinates trusted), all rotating about the fixed image's centre or centre of mass."""
-    if start == "identity":
-        initial = sitk.Euler3DTransform()
-        initial.SetCenter(_image_centre(fixed))
-        return initial
-    modes = {
-        "moments": sitk.CenteredTransformInitializerFilter.MOMENTS,
-        "geometry": sitk.CenteredTransformInitializerFilter.GEOMETRY,
-    }
-    if start not in modes:
-        raise ValueError(f"unknown rigid start {start!r}; use 'moments', 'geometry' or 'identity'")
-    return sitk.Euler3DTransform(
-        sitk.CenteredTransformInitializer(fixed, moving, sitk.Euler3DTransform(), modes[start])
-    )
-
-
-def coregister_rigid(
-    fixed: sitk.Image,
-    moving: sitk.Image,
-    stage: StageSettings | None = None,
-    fixed_mask: sitk.Image | None = None,
-    moving_mask: sitk.Image | None = None,
-    seed: int = 0,
-    starts: Sequence[str] = ("moments", "identity"),
-) -> sitk.Euler3DTransform:
-    """Rigid transform mapping ``fixed`` points to ``moving`` points.
-
-    One registration per initialisation in ``starts`` (see ``_rigid_start``); the one ending with the best metric
-    value wins. Trusting the scanner coordinates alone is not enough: in the lgg_native study the T2 and FLAIR
-    headers are ~15-18 mm and up to 14 degrees off the T1's, and an identity start then ends in a wrong local
-    optimum. Metric masks (uint8, on the fixed/moving grids) restrict the metric to the brain when given.
-    """
-    stage = stage or StageSettings()
-    best: tuple[float, sitk.Euler3DTransform] | None = None
-    for start in starts:
-        transform = _rigid_start(fixed, moving, start)
-        method = _method(stage, seed)
-        method.SetInitialTransform(transform, inPlace=True)
-        if fixed_mask is not None:
-            method.SetMetricFixedMask(fixed_mask)
-        if moving_mask is not None:
-            method.SetMetricMovingMask(moving_mask)
-        method.Execute(fixed, moving)
-        value = method.GetMetricValue()
-        if best is None or value < best[0]:
-            best = (value, transform)
-    if best is None:
-        raise ValueError("coregister_rigid needs at least one start")
-    return best[1]
-
-
-def register_affine(
-    atlas: sitk.Image,
-    moving: sitk.Image,
-    stage: StageSettings | None = None,
-    atlas_mask: sitk.Image | None = None,
-    seed: int = 0,
-) -> sitk.AffineTransform:
-    """Affine transform mapping atlas points to ``moving`` points: MOMENTS initialisation, Mattes MI, pyramid."""
-    stage = stage or RegistrationSettings().affine
-    initial = sitk.CenteredTransformInitializer(
-        atlas, moving, sitk.AffineTransform(3), sitk.CenteredTransformInitializerFilter.MOMENTS
-    )
-    transform = sitk.AffineTransform(initial)
-    method = _method(stage, seed)
-    method.SetInitialTransform(transform, inPlace=True)
-    if atlas_mask is not None:
-        method.SetMetricFixedMask(atlas_mask)
-    method.Execute(atlas, moving)
-    return transform
-
-
-def compose(*transforms: sitk.Transform) -> sitk.CompositeTransform:
-    """Composite applying ``transforms`` in the order given (first one first) to a point."""
-    return sitk.CompositeTransform(list(reversed(transforms)))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -381,7 +216,7 @@ def register_study(
     transforms: dict[str, sitk.Transform] = {reference: sitk.Euler3DTransform()}
     native_mask, mask_image, mask_key = None, None, None
     if mask is not None:
-        mask_image = _binary(mask)
+        mask_image = binary_mask(mask)
         if np.count_nonzero(sitk.GetArrayViewFromImage(mask_image)) == 0:
             raise StudyError(f"{mask_name or 'the brain mask'}: the brain mask is empty")
         grids = {key: Grid.of(image) for key, image in images.items()}
@@ -395,7 +230,7 @@ def register_study(
             SkullStripWarning,
             stacklevel=2,
         )
-    fixed_mask = _dilate(native_mask, settings.mask_dilation_mm) if native_mask is not None else None
+    fixed_mask = dilate_mask(native_mask, settings.mask_dilation_mm) if native_mask is not None else None
     bar = progress(total=len(images), desc="registering to the atlas", unit="stage")
     for key, image in images.items():
         if key not in transforms:
@@ -405,7 +240,9 @@ def register_study(
             bar.update()
     moving = fixed if native_mask is None else sitk.Mask(fixed, native_mask)
     atlas_image = load_atlas(atlas)
-    atlas_mask = _dilate(_binary(sitk.BinaryThreshold(atlas_image, 1e-6, 1e30, 1, 0)), settings.mask_dilation_mm)
+    atlas_mask = dilate_mask(
+        binary_mask(sitk.BinaryThreshold(atlas_image, 1e-6, 1e30, 1, 0)), settings.mask_dilation_mm
+    )
     affine = register_affine(atlas_image, moving, settings.affine, atlas_mask=atlas_mask, seed=settings.seed)
     bar.update(bar.total - bar.n)
     bar.close()
@@ -413,10 +250,12 @@ def register_study(
     atlas_grid_mask = None
     if mask_image is not None:
         mask_transform = composed[mask_key] if mask_key is not None else compose(affine)
-        atlas_grid_mask = _binary(_resample(sitk.Cast(mask_image, sitk.sitkFloat32), atlas_image, mask_transform))
+        atlas_grid_mask = binary_mask(
+            resample_onto(sitk.Cast(mask_image, sitk.sitkFloat32), atlas_image, mask_transform)
+        )
     out = {}
     for key, image in images.items():
-        resampled = _resample(image, atlas_image, composed[key])
+        resampled = resample_onto(image, atlas_image, composed[key])
         out[key] = resampled if atlas_grid_mask is None else sitk.Mask(resampled, atlas_grid_mask)
     return RegistrationResult(out, dict(composed), reference, fixed, atlas_grid_mask, True)
 
@@ -440,12 +279,12 @@ def _mask_on_reference(
             fixed,
             images[key],
             settings.rigid,
-            moving_mask=_dilate(mask_image, settings.mask_dilation_mm),
+            moving_mask=dilate_mask(mask_image, settings.mask_dilation_mm),
             seed=settings.seed,
             starts=settings.rigid_starts,
         )
     carry = transforms[key] if key is not None else sitk.Euler3DTransform()
-    return _binary(_resample(sitk.Cast(mask_image, sitk.sitkFloat32), fixed, carry))
+    return binary_mask(resample_onto(sitk.Cast(mask_image, sitk.sitkFloat32), fixed, carry))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -552,5 +391,5 @@ class RegisterToAtlasd(MapTransform):
         grid = Grid.of(image)
         key = next((k for k, v in images.items() if same_grid(Grid.of_tensor(v), grid)), self.reference)
         binary = sitk.Cast(sitk.BinaryThreshold(image, 1e-6, 1e30, 1, 0), sitk.sitkFloat32)
-        moved = _resample(binary, load_atlas(self.atlas), result.transforms[key])
+        moved = resample_onto(binary, load_atlas(self.atlas), result.transforms[key])
         return sitk.Cast(sitk.BinaryThreshold(moved, 0.5, 1e30, 1, 0), sitk.sitkFloat32)

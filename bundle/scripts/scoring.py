@@ -31,6 +31,7 @@ from monai.networks.schedulers import DDPMScheduler
 from scripts import as_bool, as_flag_or_auto
 from scripts.diffusion import DiffusionRange, deviation_from_noise, q_sample, schedule_terms
 from scripts.noise import get_noise_fn
+from scripts.progress import progress
 from scripts.slices import brain_slices
 
 AGGREGATIONS = ("geometric", "arithmetic")
@@ -237,6 +238,7 @@ class ANDiInferer(BrainSliceInferer):
         chunk = self.pairs_per_call(network, x_0)
         timesteps = torch.tensor(self.timesteps, device=x_0.device)
         noise: dict[int, torch.Tensor] = {}  # timestep index -> noise of all slices, only for the current chunk
+        bar = progress(total=pairs, desc=f"{k} slices x {len(self.timesteps)} timesteps", unit="pair")
         for start in range(0, pairs, chunk):
             idx = torch.arange(start, min(start + chunk, pairs), device=x_0.device)
             t_idx, s_idx = idx // k, idx % k  # timestep-major order: a chunk spans few timesteps
@@ -256,5 +258,7 @@ class ANDiInferer(BrainSliceInferer):
             if self.aggregation == "geometric":
                 d_t = d_t.clamp_min(self.log_floor).log()
             acc.index_add_(0, s_idx, d_t)
+            bar.update(idx.numel())
+        bar.close()
         acc /= len(self.timesteps)
         return acc.exp_() if self.aggregation == "geometric" else acc

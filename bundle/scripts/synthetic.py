@@ -7,6 +7,9 @@ affine per subject, its tissue maps are turned into T1, T1Gd, T2 and FLAIR contr
 jitter, a multiplicative bias field and Rician noise, and, for anomalous studies, lesions of one of four families
 (``LESIONS``: tumour-like, MS-like, small cortical T1-dark, T1-bright/T2-dark) are painted in with their label map.
 Everything follows from one integer seed.
+
+(About 500 lines, one job: the anatomy warp, the contrasts and the lesion painters share the same random fields and
+coarse depth maps, and reading them in one place is easier than following them across modules.)
 """
 
 from __future__ import annotations

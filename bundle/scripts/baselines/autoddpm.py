@@ -38,6 +38,7 @@ from monai.networks.schedulers import DDPMScheduler
 from scripts.baselines.sampling import ReverseChainInferer, forward_step
 from scripts.diffusion import q_sample
 from scripts.intensity import brain_mask
+from scripts.progress import progress
 from scripts.slices import healthy_slice_indices
 
 
@@ -120,7 +121,7 @@ class AutoDDPMInferer(ReverseChainInferer):
         image = x_0
         x_0, x_stitch = self.diffusion_range.to_diffusion(x_0), self.diffusion_range.to_diffusion(x_stitch)
         x_t = q_sample(x_stitch, self.noise(x_0, generator), self.terms(self.t_inpaint, x_0.device))
-        for t in range(self.t_inpaint, -1, -1):
+        for t in progress(range(self.t_inpaint, -1, -1), desc=f"{x_0.shape[0]} slices, re-sampling", unit="step"):
             terms = self.terms(t, x_0.device)
             for u in range(self.resamplings):
                 z = self.noise(x_0, generator)

@@ -20,6 +20,7 @@ from monai.networks.schedulers import DDPMScheduler
 
 from scripts.diffusion import DiffusionRange, ScheduleTerms, mu_theta, q_sample, schedule_terms
 from scripts.noise import get_noise_fn
+from scripts.progress import progress
 from scripts.scoring import BrainSliceInferer
 
 
@@ -100,6 +101,6 @@ class ReverseChainInferer(BrainSliceInferer):
         full reverse chain to t = 0, in the diffusion's range; ``x_0`` and x_hat on the preprocessed image's scale."""
         x_t = self.diffusion_range.to_diffusion(x_0)
         x_t = q_sample(x_t, self.noise(x_0, generator), self.terms(self.t_upper, x_0.device))
-        for t in range(self.t_upper, -1, -1):
+        for t in progress(range(self.t_upper, -1, -1), desc=f"{x_0.shape[0]} slices, reverse steps", unit="step"):
             x_t = self.denoise(network, x_t, t, self.terms(t, x_0.device), generator)
         return self.diffusion_range.to_image(x_t)
