@@ -17,7 +17,8 @@ from sklearn.metrics import average_precision_score
 
 from scripts.errors import StudyError
 from scripts.metrics import median_filtered
-from scripts.report import CollectMapsd, MapCollector, labelled_studies, load_maps
+from scripts.report import CollectMapsd, MapCollector, load_maps
+from scripts.studies import select_studies
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = ["bundle/configs/common.yaml", "bundle/configs/inference.yaml", "bundle/configs/evaluate.yaml"]
@@ -134,7 +135,8 @@ def test_evaluate_writes_study_outputs_only_when_asked(write, tmp_path):
     parser.read_config(ConfigParser.load_config_files([str(REPO / c) for c in CONFIGS]))
     parser.update({"bundle_root": str(REPO / "bundle"), "output_dir": str(tmp_path), "write_study_outputs": write})
     assert parser["evaluator"]["postprocessing"] == "@evaluation_postprocessing"
-    assert parser["studies"]["_target_"] == "scripts.report.labelled_studies"
+    assert parser["studies"]["_target_"] == "scripts.studies.select_studies"
+    assert parser["studies"]["require_label"] is True and parser["studies"]["overwrite"] is True
     names = [type(t).__name__ for t in parser.get_parsed_content("evaluation_postprocessing").transforms]
     inference = [type(t).__name__ for t in parser.get_parsed_content("postprocessing").transforms]
     assert names == ["ReduceChannelsd", "MaskOutsideBraind", "CollectMapsd"] + (
@@ -172,7 +174,9 @@ def test_evaluate_refuses_studies_without_label(tiny_labelled, tmp_path):
     folder.mkdir(parents=True)
     for key in ("t1", "t1c", "t2", "flair"):
         (folder / f"{key}.nii.gz").write_bytes((tiny_labelled.parent / study[key]).read_bytes())
-    with pytest.raises(StudyError, match="nolabel.*no label"):
-        labelled_studies(tmp_path / "studies")
+    refused = select_studies(tmp_path / "studies", tmp_path / "out", require_label=True)
+    assert not refused.studies and [f.study for f in refused.failures] == ["nolabel"]
+    assert "no label to evaluate against" in refused.failures[0].message
     (folder / "seg.nii.gz").write_bytes((tiny_labelled.parent / study["label"]).read_bytes())
-    assert [s["name"] for s in labelled_studies(tmp_path / "studies")] == ["nolabel"]
+    selected = select_studies(tmp_path / "studies", tmp_path / "out", require_label=True)
+    assert [s["name"] for s in selected.studies] == ["nolabel"] and not selected.failures

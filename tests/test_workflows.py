@@ -119,7 +119,7 @@ def test_inference_writes_nifti_on_the_input_grid_and_resumes(trained, tiny_data
     # a second run finds the study done and writes nothing
     mtime = (folder / "anomaly.nii.gz").stat().st_mtime_ns
     again = run_bundle("inference", "inference.yaml", *args)
-    assert "already scored" in again.stdout
+    assert "ANDi: 0 scored, 1 skipped (already done), 0 failed" in again.stdout
     assert (folder / "anomaly.nii.gz").stat().st_mtime_ns == mtime
 
 

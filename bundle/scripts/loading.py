@@ -5,18 +5,21 @@
   once with MONAI's ``LoadImage`` into a channel-first MetaTensor (1, x, y, z) float32 with its RAS affine; a 4D
   file with a trailing singleton axis counts as 3D. An unreadable or truncated file, or one that is not a 3D volume,
   stops the study with a :class:`~scripts.studies.StudyError` naming the file.
-* :class:`CheckStudyd`: the voxel checks, on the arrays just read: no NaN or infinite voxel.
+* :class:`CheckStudyd`: the voxel checks, on the arrays just read: no NaN or infinite voxel, no empty or constant
+  modality, a brain of a brain's size.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 
+import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.transforms import LoadImage, MapTransform
 
+from scripts import MODALITIES
 from scripts.errors import StudyError
 from scripts.studies import source_name
 
@@ -69,20 +72,60 @@ class LoadStudyd(MapTransform):
 
 
 class CheckStudyd(MapTransform):
-    """The voxel checks of a loaded study (``keys``: MetaTensors from :class:`LoadStudyd`): no NaN or infinite voxel.
+    """The voxel checks of a loaded study, on the arrays :class:`LoadStudyd` read (``keys``; missing ones skipped):
+
+    * no NaN or infinite voxel, in any file;
+    * each modality of ``modalities`` has voxels above zero (not an empty image) and is not constant (the spread of
+      its non-zero voxels is at least ``min_relative_spread`` of their mean: a mask or a constant volume saved as
+      a modality is refused);
+    * the brain (voxels where any modality is above zero) is at least ``min_brain_ml`` millilitres: an adult brain
+      is about 1000-1800 ml, and a much smaller "brain" is a wrong file or a wrong header.
 
     Raises:
         StudyError: naming the file and the problem.
     """
 
-    def __init__(self, keys: KeysCollection, allow_missing_keys: bool = True) -> None:
+    def __init__(
+        self,
+        keys: KeysCollection,
+        modalities: Sequence[str] = MODALITIES,
+        min_brain_ml: float = 100.0,
+        min_relative_spread: float = 1e-3,
+        allow_missing_keys: bool = True,
+    ) -> None:
         super().__init__(keys, allow_missing_keys)
+        self.modalities = tuple(modalities)
+        self.min_brain_ml = float(min_brain_ml)
+        self.min_relative_spread = float(min_relative_spread)
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)
+        brain = None
         for key in self.key_iterator(d):
-            image = d[key]
-            finite = torch.isfinite(torch.as_tensor(image))
+            image = torch.as_tensor(d[key])
+            finite = torch.isfinite(image)
             if not bool(finite.all()):
-                raise StudyError(f"{source_name(image)}: holds {int((~finite).sum())} NaN or infinite voxels")
+                raise StudyError(f"{source_name(d[key])}: holds {int((~finite).sum())} NaN or infinite voxels")
+            if key not in self.modalities:
+                continue
+            inside = image > 0
+            values = image[inside]
+            if values.numel() == 0:
+                raise StudyError(f"{source_name(d[key])}: no voxel above zero (an empty image)")
+            mean, spread = float(values.mean()), float(values.std()) if values.numel() > 1 else 0.0
+            if spread <= self.min_relative_spread * abs(mean):
+                raise StudyError(
+                    f"{source_name(d[key])}: a constant image (its {values.numel()} non-zero voxels are all about "
+                    f"{mean:.4g}); expected an MR image"
+                )
+            brain = inside if brain is None or brain.shape != inside.shape else brain | inside
+        if brain is not None:
+            reference = d[next(k for k in self.modalities if k in d)]
+            affine = np.asarray(getattr(reference, "affine", np.eye(4)), dtype=np.float64)
+            ml = float(brain.sum()) * abs(float(np.linalg.det(affine[:3, :3]))) / 1000.0
+            if ml < self.min_brain_ml:
+                raise StudyError(
+                    f"{source_name(reference)}: the brain (voxels above zero) is {ml:.1f} ml, far too small for a "
+                    f"brain (at least {self.min_brain_ml:g} ml expected): a wrong file or a wrong voxel size?"
+                )
         return d

@@ -3,7 +3,7 @@
 ``overview.png``, optionally ``preprocessed.nii.gz`` and ``transform.tfm``.
 
 Files go to ``<output_dir>/<study name>/``, each written atomically; the segmentation is written last, so a study
-whose segmentation exists is complete (see :func:`scripts.studies.studies_to_score`).
+whose segmentation exists is complete (see :func:`scripts.studies.select_studies`).
 """
 
 from __future__ import annotations
@@ -32,6 +32,15 @@ SEGMENTATION_INFO_FILE = "segmentation.json"
 OVERVIEW_FILE = "overview.png"
 PREPROCESSED_FILE = "preprocessed.nii.gz"
 TRANSFORM_FILE = "transform.tfm"
+STUDY_FILES: tuple[str, ...] = (
+    ANOMALY_FILE,
+    SEGMENTATION_FILE,
+    SEGMENTATION_INFO_FILE,
+    OVERVIEW_FILE,
+    PREPROCESSED_FILE,
+    TRANSFORM_FILE,
+)
+"""Every file a study's outputs may hold (``<output_dir>/<study>/``)."""
 
 
 def overview_slices(brain: np.ndarray, a: np.ndarray, seg: np.ndarray, n_slices: int = 5) -> list[tuple[int, str]]:

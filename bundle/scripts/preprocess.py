@@ -18,27 +18,33 @@ import json
 import logging
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from scripts import MODALITIES, as_bool, as_flag_or_auto
+from scripts.batch import BatchReport, failures_file, run_studies
+from scripts.errors import Failure, StudyError
 from scripts.files import atomic_write_bytes, write_nifti
 from scripts.native import matrix_transform, write_transform
-from scripts.progress import progress
-from scripts.studies import check_study, list_studies
+from scripts.studies import check_study, check_writable, scan_studies
 
 logger = logging.getLogger(__name__)
 
 
-def _datalist_lists(dataset_dir: str | os.PathLike) -> dict[str, list[dict[str, str]]]:
-    """The study lists of a datalist JSON (every list it holds) or of a folder (one "training" list)."""
+def _datalist_lists(dataset_dir: str | os.PathLike) -> dict[str, tuple[list[dict[str, str]], list[Failure]]]:
+    """The study lists (and their failures) of a datalist JSON (every list it holds) or of a folder (one
+    "training" list)."""
     path = Path(dataset_dir)
     if path.is_file():
-        content = json.loads(path.read_text())
+        try:
+            content = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise StudyError(f"{path}: not a readable datalist JSON ({err})") from err
         keys = [k for k, v in content.items() if isinstance(v, list)] if isinstance(content, dict) else ["training"]
-        return {k: list_studies(path, k) for k in keys}
-    return {"training": list_studies(path)}
+        return {k: scan_studies(path, k) for k in keys}
+    return {"training": scan_studies(path)}
 
 
 def _prepared_paths(folder: Path, name: str, with_label: bool) -> dict[str, Path]:
@@ -48,33 +54,57 @@ def _prepared_paths(folder: Path, name: str, with_label: bool) -> dict[str, Path
     return paths
 
 
+@dataclass
+class Prepared:
+    """What :func:`prepare_dataset` did: the manifest's path and the batch report (done, skipped, failed)."""
+
+    manifest: Path
+    report: BatchReport
+
+    def raise_if_failed(self, verb: str = "prepared") -> None:
+        self.report.raise_if_failed(verb)
+
+
 def prepare_dataset(
     dataset_dir: str | os.PathLike,
     output_dir: str | os.PathLike,
     transform: Callable[[dict], dict],
     register: bool | str = "auto",
     overwrite: bool | str = False,
-) -> Path:
-    """Prepare every study of ``dataset_dir`` into ``output_dir``; returns the manifest ``output_dir/datalist.json``.
+    on_error: str = "continue",
+) -> Prepared:
+    """Prepare every study of ``dataset_dir`` into ``output_dir`` and write the manifest ``output_dir/datalist.json``
+    (the studies prepared, now or before); ``failures.json`` lists those that failed (``scripts.batch``).
 
     ``transform`` is the preprocessing up to the histogram matching (``configs/preprocess.yaml``:
     ``pre#load`` -> ``check`` -> ``register`` -> ``match``), giving one MetaTensor per modality.
     """
     out = Path(output_dir)
     register, overwrite = as_flag_or_auto(register), as_bool(overwrite)
+    check_writable(out)
+    report = BatchReport()
     manifest: dict[str, list[dict[str, str]]] = {}
-    for split, studies in _datalist_lists(dataset_dir).items():
+    for split, (studies, failures) in _datalist_lists(dataset_dir).items():
+        report.failures += failures
         manifest[split] = []
-        for study in progress(studies, desc=f"preparing {split}", unit="study"):
+
+        def prepare(study: dict[str, str], entries: list = manifest[split]) -> None:
             check_study(study, same_grid=register is False)
             targets = _prepared_paths(out, study["name"], "label" in study)
-            if overwrite or not all(p.exists() for p in targets.values()):
+            if not overwrite and all(p.exists() for p in targets.values()):
+                report.skipped.append(study["name"])
+            else:
                 _prepare_study(study, targets, transform)
-            manifest[split].append({"name": study["name"], **{k: str(p.relative_to(out)) for k, p in targets.items()}})
+            entries.append({"name": study["name"], **{k: str(p.relative_to(out)) for k, p in targets.items()}})
+
+        done = len(report.done)
+        run_studies(studies, prepare, report, on_error, desc=f"preparing {split}")
+        report.done[done:] = [n for n in report.done[done:] if n not in report.skipped]
     target = out / "datalist.json"
     atomic_write_bytes(json.dumps(manifest, indent=2).encode(), target)
+    report.write(failures_file(out))
     logger.info("prepared %d studies; manifest %s", sum(len(v) for v in manifest.values()), target)
-    return target
+    return Prepared(target, report)
 
 
 def _prepare_study(study: dict[str, str], targets: dict[str, Path], transform: Callable[[dict], dict]) -> None:

@@ -1,6 +1,5 @@
 """The ``evaluate`` workflow's reporting: labelled studies in, metrics tables and precision-recall curves out.
 
-* :func:`labelled_studies`: the studies to evaluate, every one with a label (all of them, none skipped);
 * :class:`MapCollector` / :class:`CollectMapsd`: a post-processing transform that keeps each subject's reduced map,
   label and brain mask on the scoring grid (and optionally saves them as ``maps/<name>.npz``);
 * :class:`EvaluationReport`: computes :mod:`scripts.metrics` for each median filter setting and writes
@@ -27,7 +26,7 @@ from scripts.errors import StudyError
 from scripts.files import atomic_write_bytes
 from scripts.intensity import brain_mask
 from scripts.metrics import CEIL_GRID, MEDIAN_FILTER_SIZES, Metrics, Subject, binarize_label, evaluate_all
-from scripts.studies import studies_to_score, study_name
+from scripts.studies import study_name
 
 logger = logging.getLogger(__name__)
 
@@ -36,34 +35,6 @@ MARKDOWN_FILE = "metrics.md"
 JSON_FILE = "metrics.json"
 CURVES_FILE = "pr_curves.png"
 MAPS_DIR = "maps"
-
-
-def labelled_studies(
-    dataset_dir: str | os.PathLike,
-    output_dir: str | os.PathLike | None = None,
-    overwrite: bool | str = True,
-    datalist_key: str = "testing",
-    **kwargs,
-) -> list[dict[str, str]]:
-    """Every study of ``dataset_dir``, checked as for inference, each of which must have a label.
-
-    Takes the arguments of :func:`scripts.studies.studies_to_score` (so the config only swaps the target), but
-    ``overwrite`` is ignored: no study is skipped as "already scored" in ``output_dir``.
-
-    Raises:
-        StudyError: a study has no label (``seg``/``label`` file, or ``label`` entry of the datalist).
-    """
-    del overwrite
-    studies = studies_to_score(
-        dataset_dir, output_dir or dataset_dir, overwrite=True, datalist_key=datalist_key, **kwargs
-    )
-    unlabelled = [s["name"] for s in studies if "label" not in s]
-    if unlabelled:
-        raise StudyError(
-            f"{dataset_dir}: study {', '.join(unlabelled[:5])}{' ...' if len(unlabelled) > 5 else ''} has no label "
-            "to evaluate against (a seg/label NIfTI in the study folder, or a 'label' entry in the datalist)"
-        )
-    return studies
 
 
 def load_maps(path: str | os.PathLike) -> Subject:

@@ -11,13 +11,15 @@ from __future__ import annotations
 import json
 import os
 import re
+import tempfile
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import nibabel as nib
 
 from scripts import MODALITIES, as_bool, as_flag_or_auto
-from scripts.errors import StudyError
+from scripts.errors import Failure, StudyError
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
@@ -55,43 +57,51 @@ def _stem(path: Path) -> str:
 
 
 def _key_for(path: Path) -> str | None:
-    """The study key (``t1``, ..., ``label``) a file name stands for, or None."""
-    stem = _stem(path).lower()
-    candidates = [stem, *re.split(r"[_\-.]", stem)[-1:]]
-    # also allow a two-token suffix such as "brain_mask"
-    parts = re.split(r"[_\-.]", stem)
-    if len(parts) >= 2:
-        candidates.append("_".join(parts[-2:]))
-    for key, aliases in MODALITY_ALIASES.items():
-        if any(c in aliases for c in candidates):
-            return key
-    # names like "bet_t1c_mask" (a mask made on one modality) count as a mask
-    if parts and parts[-1] == "mask":
+    """The study key (``t1``, ..., ``label``) a file name stands for, or None.
+
+    The name's tokens (split at ``_``, ``-`` and ``.``, case-insensitive) are matched whole, never as substrings,
+    so ``t1`` and ``t1ce`` stay apart. A last token ``mask`` (or ``brain_mask``) makes a brain mask, also when the
+    name says which modality it was made on (``bet_t1c_mask``); a first or last token ``seg``/``label`` a label
+    (``seg_model``); otherwise the one modality whose alias is among the tokens (``flair``, ``FLAIR_2``,
+    ``sub-01_T1w_brain``).
+
+    Raises:
+        StudyError: the name holds aliases of two modalities (``t1_minus_t2``), so it names none of them safely.
+    """
+    parts = [p for p in re.split(r"[_\-.]", _stem(path).lower()) if p]
+    if not parts:
+        return None
+    if parts[-1] in MODALITY_ALIASES["mask"] or "_".join(parts[-2:]) in MODALITY_ALIASES["mask"]:
         return "mask"
-    # names like "seg_model" or "seg_manual" (a segmentation and where it came from) count as a label
-    if parts and parts[0] in MODALITY_ALIASES["label"]:
+    if parts[0] in MODALITY_ALIASES["label"] or parts[-1] in MODALITY_ALIASES["label"]:
         return "label"
-    return None
+    named = sorted({key for key in MODALITIES for p in parts if p in MODALITY_ALIASES[key]})
+    if len(named) > 1:
+        raise StudyError(f"{path}: the name holds {' and '.join(named)}, so it names no single modality; rename it")
+    return named[0] if named else None
 
 
 def find_study_files(folder: str | os.PathLike) -> dict[str, str]:
     """Map keys (``t1``, ``t1c``, ``t2``, ``flair``, and optionally ``mask``, ``label``) to the files of a study folder.
 
     Raises:
-        StudyError: a modality is missing, or two files claim the same key.
+        StudyError: a modality is missing, two files claim the same key (both are named), or a file's name is
+            ambiguous.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise StudyError(f"{folder}: not a folder")
     found: dict[str, str] = {}
     for path in sorted(folder.iterdir()):
-        if not path.is_file() or not path.name.lower().endswith(NIFTI_SUFFIXES):
+        if not path.is_file() or path.name.startswith(".") or not path.name.lower().endswith(NIFTI_SUFFIXES):
             continue
         key = _key_for(path)
         if key is None:
             continue
         if key in found:
-            raise StudyError(f"{folder}: both {Path(found[key]).name} and {path.name} look like the '{key}' image")
+            raise StudyError(
+                f"{folder}: both {Path(found[key]).name} and {path.name} look like the '{key}' image; keep one"
+            )
         found[key] = str(path)
     missing = [m for m in MODALITIES if m not in found]
     if missing:
@@ -102,33 +112,59 @@ def find_study_files(folder: str | os.PathLike) -> dict[str, str]:
     return found
 
 
-def list_studies(dataset_dir: str | os.PathLike, datalist_key: str = "testing") -> list[dict[str, str]]:
-    """The studies of ``dataset_dir``: a MONAI datalist JSON, a folder of study folders, or one study folder.
+def _holds_nifti(folder: Path) -> bool:
+    return any(p.name.lower().endswith(NIFTI_SUFFIXES) for p in folder.iterdir())
 
-    Every returned item has a ``name`` (the study's id, used for output folders) and one path per key.
+
+def scan_studies(
+    dataset_dir: str | os.PathLike, datalist_key: str = "testing"
+) -> tuple[list[dict[str, str]], list[Failure]]:
+    """The studies of ``dataset_dir`` (a MONAI datalist JSON, a folder of study folders, or one study folder), and the
+    failures of those that cannot be studies (a folder missing a modality, a datalist item missing a key).
+
+    Every study has a ``name`` (the study's id, used for output folders) and one path per key.
+
+    Raises:
+        StudyError: the dataset itself is unusable: no such path, an unreadable datalist, no study at all, or two
+            studies of one name.
     """
     path = Path(dataset_dir)
     if not path.exists():
         raise StudyError(f"{path}: no such file or folder")
+    failures: list[Failure] = []
     if path.is_file():
-        return _studies_from_datalist(path, datalist_key)
-    subfolders = [p for p in sorted(path.iterdir()) if p.is_dir() and not p.name.startswith(".")]
-    has_nifti = any(p.name.lower().endswith(NIFTI_SUFFIXES) for p in path.iterdir())
-    if has_nifti and not subfolders:
-        return [{"name": path.name, **find_study_files(path)}]
-    studies = []
-    for sub in subfolders:
-        if any(p.name.lower().endswith(NIFTI_SUFFIXES) for p in sub.iterdir()):
-            studies.append({"name": sub.name, **find_study_files(sub)})
-    if not studies:
-        raise StudyError(f"{path}: holds no study folder with NIfTI files")
+        studies, failures = _studies_from_datalist(path, datalist_key)
+    else:
+        subfolders = [p for p in sorted(path.iterdir()) if p.is_dir() and not p.name.startswith(".")]
+        folders = [path] if _holds_nifti(path) and not subfolders else [s for s in subfolders if _holds_nifti(s)]
+        if not folders:
+            raise StudyError(f"{path}: holds no study folder with NIfTI files")
+        studies = []
+        for folder in folders:
+            try:
+                studies.append({"name": folder.name, **find_study_files(folder)})
+            except StudyError as err:
+                failures.append(Failure(folder.name, str(err)))
+    names = [s["name"] for s in studies] + [f.study for f in failures]
+    doubles = sorted({n for n in names if names.count(n) > 1})
+    if doubles:
+        raise StudyError(f"{dataset_dir}: study names are not unique ({', '.join(doubles)}); outputs would collide")
+    return studies, failures
+
+
+def list_studies(dataset_dir: str | os.PathLike, datalist_key: str = "testing") -> list[dict[str, str]]:
+    """:func:`scan_studies`, strict: the first study that cannot be one stops with its StudyError (training, dataset
+    preparation and landmark building need every study)."""
+    studies, failures = scan_studies(dataset_dir, datalist_key)
+    if failures:
+        raise StudyError(failures[0].message)
     return studies
 
 
-def _studies_from_datalist(path: Path, key: str) -> list[dict[str, str]]:
+def _studies_from_datalist(path: Path, key: str) -> tuple[list[dict[str, str]], list[Failure]]:
     try:
         content = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise StudyError(f"{path}: not a readable datalist JSON ({err})") from err
     if isinstance(content, dict):
         if key not in content:
@@ -136,15 +172,19 @@ def _studies_from_datalist(path: Path, key: str) -> list[dict[str, str]]:
         items = content[key]
     else:
         items = content
-    studies = []
+    if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+        raise StudyError(f"{path}: the '{key}' list of the datalist must hold one object per study")
+    studies, failures = [], []
     for i, item in enumerate(items):
+        name = str(item.get("name") or _stem(Path(str(item.get("t1", "")))).rsplit("_", 1)[0] or f"study_{i:04d}")
         missing = [m for m in MODALITIES if m not in item]
         if missing:
-            raise StudyError(f"{path}: item {i} of '{key}' lacks modality {', '.join(missing)}")
+            failures.append(Failure(name, f"{path}: item {i} of '{key}' lacks modality {', '.join(missing)}"))
+            continue
         study = {k: str((path.parent / v) if not Path(v).is_absolute() else v) for k, v in item.items() if k != "name"}
-        study["name"] = str(item.get("name") or _stem(Path(item["t1"])).rsplit("_", 1)[0] or f"study_{i:04d}")
+        study["name"] = name
         studies.append(study)
-    return studies
+    return studies, failures
 
 
 def check_study(study: dict[str, str], keys: Sequence[str] = MODALITIES, same_grid: bool = True) -> None:
@@ -162,6 +202,8 @@ def check_study(study: dict[str, str], keys: Sequence[str] = MODALITIES, same_gr
         if key not in study:
             raise StudyError(f"study {study.get('name', '?')}: missing modality '{key}'")
         fname = study[key]
+        if not Path(fname).is_file():
+            raise StudyError(f"{fname}: no such file")
         try:
             img = nib.load(fname)
         except Exception as err:  # nibabel raises several types for unreadable files
@@ -183,7 +225,31 @@ def check_study(study: dict[str, str], keys: Sequence[str] = MODALITIES, same_gr
             )
 
 
-def studies_to_score(
+@dataclass
+class StudySelection:
+    """The studies a workflow will do: ``studies`` to score, ``skipped`` (names of those done already) and
+    ``failures`` (those whose headers or files refused them before any voxel was read)."""
+
+    studies: list[dict[str, str]] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.studies)
+
+
+def check_writable(folder: str | os.PathLike) -> None:
+    """StudyError unless files can be written in ``folder`` (made when missing), found before any scoring starts."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        raise StudyError(f"{folder}: the output folder cannot be written ({err.strerror or err})") from err
+
+
+def select_studies(
     dataset_dir: str | os.PathLike,
     output_dir: str | os.PathLike,
     overwrite: bool | str = False,
@@ -192,25 +258,44 @@ def studies_to_score(
     register: bool | str = False,
     rank: int = 0,
     world_size: int = 1,
-) -> list[dict[str, str]]:
-    """The studies of ``dataset_dir`` (see :func:`list_studies`), each checked with :func:`check_study`, less those
-    whose ``<output_dir>/<name>/<done_file>`` exists already (unless ``overwrite``), so a stopped run resumes.
-    Unless ``register`` is false, the modalities of a study may lie on different grids (registration aligns them).
+    require_label: bool | str = False,
+) -> StudySelection:
+    """The studies of ``dataset_dir`` (:func:`scan_studies`), each checked with :func:`check_study` (a study that
+    fails is recorded, not fatal), less those whose ``<output_dir>/<name>/<done_file>`` exists already (unless
+    ``overwrite``), so a stopped run resumes. Unless ``register`` is false, the modalities of a study may lie on
+    different grids (registration aligns them). With ``require_label``, a study without a label fails.
 
     Under torchrun (``rank``/``world_size`` from the environment), process ``rank`` takes every ``world_size``-th
     study of the sorted list, before finished ones are skipped: each study belongs to exactly one process.
+
+    Raises:
+        StudyError: the dataset is unusable as a whole (see :func:`scan_studies`), or ``output_dir`` cannot be
+            written.
     """
-    overwrite = as_bool(overwrite)
+    overwrite, require_label = as_bool(overwrite), as_bool(require_label)
     same_grid = as_flag_or_auto(register) is False
-    studies = list_studies(dataset_dir, datalist_key)
-    names = [s["name"] for s in studies]
-    if len(set(names)) != len(names):
-        raise StudyError(f"{dataset_dir}: study names are not unique ({names}); outputs would overwrite each other")
     if not 0 <= int(rank) < int(world_size):
         raise ValueError(f"rank {rank} is outside world size {world_size}")
-    studies = studies[int(rank) :: int(world_size)]
-    for study in studies:
-        check_study(study, same_grid=same_grid)
-    if overwrite:
-        return studies
-    return [s for s in studies if not (Path(output_dir) / s["name"] / done_file).exists()]
+    check_writable(output_dir)
+    studies, failures = scan_studies(dataset_dir, datalist_key)
+    ordered = sorted([*[(s["name"], s) for s in studies], *[(f.study, f) for f in failures]], key=lambda x: x[0])
+    mine = ordered[int(rank) :: int(world_size)]
+    selection = StudySelection(failures=[item for _, item in mine if isinstance(item, Failure)])
+    for name, study in mine:
+        if isinstance(study, Failure):
+            continue
+        try:
+            check_study(study, same_grid=same_grid)
+            if require_label and "label" not in study:
+                raise StudyError(
+                    f"study {name}: no label to evaluate against (a seg/label NIfTI in the study folder, or a "
+                    "'label' entry in the datalist)"
+                )
+        except StudyError as err:
+            selection.failures.append(Failure(name, str(err)))
+            continue
+        if not overwrite and (Path(output_dir) / name / done_file).exists():
+            selection.skipped.append(name)
+        else:
+            selection.studies.append(study)
+    return selection
