@@ -25,6 +25,7 @@ from ignite.engine import Engine, Events
 from ignite.handlers import DiskSaver
 from monai.handlers import CheckpointSaver
 
+from scripts.errors import StudyError
 from scripts.files import atomic_path
 
 
@@ -70,12 +71,12 @@ def save_state_dict(
 
 
 def check_settings(path: str | os.PathLike, recorded: Mapping | None, expected: Mapping[str, object]) -> None:
-    """Raise ValueError, naming the file and each difference, unless ``recorded`` agrees with ``expected`` on every
+    """Raise StudyError, naming the file and each difference, unless ``recorded`` agrees with ``expected`` on every
     key of ``expected``."""
     if not expected:
         return
     if recorded is None:
-        raise ValueError(
+        raise StudyError(
             f"{path}: the weights record no training settings (they predate the record, or were not saved by this "
             f"bundle's training), so the scoring settings {sorted(expected)} cannot be checked against them; retrain, "
             "or record what they were trained with: python -m scripts.cli record-weights WEIGHTS OUT --settings '{...}'"
@@ -86,7 +87,7 @@ def check_settings(path: str | os.PathLike, recorded: Mapping | None, expected: 
         if _plain(recorded.get(key)) != _plain(value)
     ]
     if differ:
-        raise ValueError(f"{path}: the weights do not fit this configuration ({'; '.join(differ)})")
+        raise StudyError(f"{path}: the weights do not fit this configuration ({'; '.join(differ)})")
 
 
 def load_network(
@@ -102,19 +103,19 @@ def load_network(
     settings recorded with the weights must agree with it on each of its keys (:func:`check_settings`).
 
     Raises:
-        FileNotFoundError: no file at ``path``.
-        ValueError: the file is not a checkpoint, its settings differ from ``expected`` (or are missing), or its
-            weights do not fit the network (names the file and the first mismatching parameters).
+        StudyError (a ValueError): no file at ``path``, the file is not a checkpoint, its settings differ from
+            ``expected`` (or are missing), or its weights do not fit the network (names the file and the first
+            mismatching parameters).
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no checkpoint file")
+        raise StudyError(f"{path}: no checkpoint file")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise ValueError(f"{path}: not a loadable weights file ({type(err).__name__}: {err})") from err
+        raise StudyError(f"{path}: not a loadable weights file ({type(err).__name__}: {err})") from err
     if not isinstance(state, dict):
-        raise ValueError(f"{path}: expected a state_dict, got {type(state).__name__}")
+        raise StudyError(f"{path}: expected a state_dict, got {type(state).__name__}")
     recorded = state.get(SETTINGS_KEY) if isinstance(state.get(SETTINGS_KEY), dict) else None
     check_settings(path, recorded, dict(expected or {}))
     if key is None and "ema" in state and isinstance(state["ema"], dict):
@@ -123,7 +124,7 @@ def load_network(
         key = "model"
     if key is not None:
         if key not in state:
-            raise ValueError(f"{path}: checkpoint has no '{key}' entry (entries: {sorted(state)})")
+            raise StudyError(f"{path}: checkpoint has no '{key}' entry (entries: {sorted(state)})")
         state = state[key]
     own = network.state_dict()
     missing = sorted(set(own) - set(state))
@@ -141,7 +142,7 @@ def load_network(
             )
             if part
         )
-        raise ValueError(f"{path}: weights do not fit the configured network ({detail}); wrong checkpoint or preset?")
+        raise StudyError(f"{path}: weights do not fit the configured network ({detail}); wrong checkpoint or preset?")
     network.load_state_dict(state)
     return network
 
