@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
-import time
+import sys
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from faults import PHASES
 from runner import REPO, TINY_ARGS, TINY_NET, bundle_cmd, run_bundle, tiny_dataset, tiny_weights, weights_settings
 
 from scripts.checkpoints import save_state_dict, save_weights
@@ -64,27 +64,38 @@ def test_training_writes_checkpoint_and_final_weights(trained):
     assert list((trained / "cache").glob("*.npy")), "healthy slices were not cached"
 
 
-def test_training_resumes_after_being_killed(tiny_data, tmp_path):
-    out = tmp_path / "run"
-    cmd = bundle_cmd("training", "train.yaml", *train_args(tiny_data, out, "--max_epochs", "30"))
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    ckpt_dir = out / "checkpoints"
-    deadline = time.time() + 240
-    while time.time() < deadline and not list(ckpt_dir.glob("checkpoint_iteration=*.pt")):
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    saved = sorted(ckpt_dir.glob("checkpoint_iteration=*.pt"))
-    assert saved, "no checkpoint was written before the kill"
-    assert not [p for p in ckpt_dir.iterdir() if p.name.startswith(".")], "a half-written file was left behind"
-    iteration = int(saved[-1].stem.split("=")[-1])
-    assert not (out / "model.pt").exists()
-    target_epochs = iteration // 3 + 1
-    done = run_bundle("training", "train.yaml", *train_args(tiny_data, out, "--max_epochs", str(target_epochs)))
+def test_training_killed_five_times_resumes_each_time(tiny_data, tmp_path):
+    """SIGKILL at a seeded random moment of each phase (slice caching, a training iteration, a checkpoint write,
+    validation, the final weights' write), one run after the other: each run resumes where the last checkpoint
+    left it, no truncated file ever sits under a real name, and the last run ends with weights that load."""
+    from scripts.checkpoints import load_network
+    from scripts.networks import make_network
+
+    out, epochs = tmp_path / "run", 4  # 12 iterations, a checkpoint and a validation every 3
+    args = bundle_cmd("training", "train.yaml", *train_args(tiny_data, out, "--max_epochs", str(epochs)))[3:]
+    rng = np.random.default_rng(20261201)
+    events = {"cache": 3, "iteration": 3, "checkpoint": 2, "validation": 2, "final": 1}  # per run, at least
+    ckpt_dir, restored = out / "checkpoints", []
+    for phase in PHASES:
+        n = int(rng.integers(1, events[phase] + 1))
+        cmd = [sys.executable, str(REPO / "tests" / "faults.py"), phase, str(n), "--", *args]
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+        log = proc.stdout + proc.stderr
+        assert proc.returncode == -signal.SIGKILL, f"{phase} #{n}: not killed (exit {proc.returncode}):\n{log[-2000:]}"
+        restored += [line.split("Restored all variables from ")[-1] for line in log.splitlines() if "Restored" in line]
+        for path in ckpt_dir.glob("checkpoint_*.pt"):
+            torch.load(path, weights_only=True)  # never truncated under its real name
+        for path in (out / "cache").glob("[!.]*.npy"):  # a hidden ".<name>.partial-*" is the killed write
+            np.load(path)
+        assert phase == "final" or not (out / "model.pt").exists()
+    done = run_bundle("training", "train.yaml", *train_args(tiny_data, out, "--max_epochs", str(epochs)))
     log = done.stdout + done.stderr
-    assert f"Restored all variables from {saved[-1]}" in log
-    assert (ckpt_dir / f"checkpoint_iteration={target_epochs * 3}.pt").is_file()
-    assert (out / "model.pt").is_file()
+    final = ckpt_dir / f"checkpoint_iteration={3 * epochs}.pt"
+    assert f"Restored all variables from {final}" in log, "the last run did not resume from the last checkpoint"
+    iterations = [int(r.split("=")[-1].split(".")[0]) for r in restored]
+    assert iterations == sorted(iterations) and iterations, f"the runs did not resume in order: {restored}"
+    assert not [p for p in out.rglob(".*") if ".partial-" in p.name], "a killed write's temporary file was left"
+    load_network(make_network("tiny"), out / "model.pt", expected=weights_settings())
 
 
 def test_inference_writes_nifti_on_the_input_grid_and_resumes(trained, tiny_data, tmp_path):

@@ -24,7 +24,7 @@ from pathlib import Path
 from monai.data import DataLoader, Dataset
 
 from scripts.errors import Failure, StudiesFailed, bundle_error
-from scripts.files import atomic_write_bytes
+from scripts.files import atomic_write_bytes, remove_partials
 from scripts.outputs import STUDY_FILES
 from scripts.progress import progress
 from scripts.studies import StudySelection
@@ -140,6 +140,7 @@ class StudyBatch:
         engine.logger.setLevel(logging.WARNING)
 
     def score(self, study: dict) -> None:
+        remove_partials(self.output_dir / str(study.get("name", "")))  # what a killed run was writing
         loader = DataLoader(Dataset([study], self.transform), batch_size=1, shuffle=False, num_workers=0)
         self.engine.data_loader = loader
         self.engine.state.epoch_length = len(loader)

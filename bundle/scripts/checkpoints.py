@@ -26,7 +26,7 @@ from ignite.handlers import DiskSaver
 from monai.handlers import CheckpointSaver
 
 from scripts.errors import StudyError
-from scripts.files import atomic_path
+from scripts.files import atomic_path, remove_partials
 
 
 def latest_checkpoint(ckpt_dir: str | os.PathLike) -> str | None:
@@ -157,6 +157,7 @@ class SaveFinalWeights:
         self.network = network
         self.path = path
         self.settings = None if settings is None else _plain(dict(settings))
+        remove_partials(Path(path).parent)
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.COMPLETED, self)
@@ -167,14 +168,25 @@ class SaveFinalWeights:
             engine.logger.info(f"saved final weights to {self.path}")
 
 
+class _AtomicDiskSaver(DiskSaver):
+    """ignite's ``DiskSaver`` writing through :func:`scripts.files.atomic_path` (a recognisable temporary file that
+    the next run removes when a kill left it)."""
+
+    def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
+        with atomic_path(Path(self.dirname) / filename) as tmp:
+            torch.save(checkpoint, tmp)
+
+
 class AtomicCheckpointSaver(CheckpointSaver):
     """MONAI's ``CheckpointSaver`` whose interval checkpoints are written atomically (temporary file, then rename).
 
     MONAI's own saver writes in place (``atomic=False``), so a run killed while saving leaves a truncated
-    ``checkpoint_*.pt`` that the next run cannot resume from.
+    ``checkpoint_*.pt`` that the next run cannot resume from. A temporary file a kill left behind is removed when the
+    saver starts.
     """
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        remove_partials(self.save_dir)
         if getattr(self, "_interval_checkpoint", None) is not None:
-            self._interval_checkpoint.save_handler = DiskSaver(self.save_dir, require_empty=False, atomic=True)
+            self._interval_checkpoint.save_handler = _AtomicDiskSaver(self.save_dir, require_empty=False)

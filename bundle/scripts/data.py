@@ -24,7 +24,7 @@ import torch.distributed as dist
 from torch.utils.data import Dataset
 
 from scripts.errors import StudyError
-from scripts.files import atomic_path
+from scripts.files import atomic_path, remove_partials
 from scripts.fingerprint import fingerprint
 from scripts.progress import progress
 from scripts.slices import healthy_slice_indices
@@ -114,6 +114,8 @@ class HealthySliceDataset(Dataset):
         distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
         if distributed and dist.get_rank() > 0:
             dist.barrier()
+        if not distributed or dist.get_rank() == 0:
+            remove_partials(cache_dir)  # what a killed run was writing
         settings_key = fingerprint(CACHE_VERSION, transform)
         self.files = [
             cache_study_slices(s, transform, cache_dir, settings_key, min_brain_fraction)

@@ -13,6 +13,20 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+PARTIAL = ".partial-"
+"""Marks the temporary files of :func:`atomic_path`."""
+
+
+def remove_partials(folder: str | os.PathLike) -> int:
+    """Remove the temporary files a killed run left in ``folder`` (not below it); returns how many."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    stale = [p for p in folder.iterdir() if p.is_file() and p.name.startswith(".") and PARTIAL in p.name]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
+
 
 def _umask_mode() -> int:
     """The permission bits a newly created file gets under the process umask (mkstemp alone would give 0600)."""
@@ -23,14 +37,17 @@ def _umask_mode() -> int:
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[str]:
-    """Yield a temporary file name beside ``path``; on success it is renamed onto ``path``, on failure removed.
+    """Yield a temporary file name beside ``path`` (``.<name>.partial-XXXX``); on success it is renamed onto
+    ``path``, on failure removed.
 
-    Every file the bundle writes goes through this, so an interrupted run never leaves a half-written file.
+    Every file the bundle writes goes through this, so an interrupted run never leaves a half-written file under a
+    real name. A process killed outright (SIGKILL) cannot remove its temporary file: the next run that writes into
+    the folder removes it (:func:`remove_partials`).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{PARTIAL}", suffix=suffix, dir=path.parent)
     os.close(fd)
     try:
         yield tmp
