@@ -11,10 +11,10 @@ mean over t, mean over the modalities, scored with Gaussian noise) -> + max pool
 last, figures from its ``metrics.json``). The paper reports it on the BraTS'21 validation set; here it is on the same
 made test sets as ``table1.py`` (tumour-like and MS-like lesions), with the same data, budget and options.
 
-Two networks: the pyramid-trained ANDi of Table 1, and a Gaussian-trained one, which is Table 1's AutoDDPM network
-(``autoddpm_train.yaml`` is ``train.yaml`` with ``noise_type: gaussian``; same data, budget and seed). Given Table 1's
-``--work_dir`` (and the same options), both networks and the full ANDi evaluation are reused from it; otherwise
-they are trained here. Every configuration is also shown with median filter off, 3 and 5.
+Two networks: the pyramid-trained ANDi of Table 1, and a Gaussian-trained ANDi (``train.yaml`` with ``noise_type
+gaussian``: AutoDDPM's recipe, but trained here as ANDi's own weights, since weights record their method and ANDi's
+inference refuses another method's; same data, budget and seed). Given Table 1's ``--work_dir`` (and the same
+options), the pyramid network and the full ANDi evaluation are reused from it; otherwise they are trained here. Every configuration is also shown with median filter off, 3 and 5.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ CHAIN: tuple[tuple[str, str, int], ...] = (
     ("+ MF size 5", "pyramid", 5),
     ("+ Eval. with Gauss", "andi", 5),
 )
-NETWORKS = {"pyramid": "andi", "gaussian": "autoddpm"}  # training noise -> the Table 1 method whose network it is
+NETWORKS = {"pyramid": "andi", "gaussian": "andi_gaussian"}  # training noise -> the method whose network it is
 
 
 class Table2:
@@ -155,10 +155,10 @@ class Table2:
             "",
             self.chain_table(),
             *settings_lines(s),
-            f"- ANDi scoring: t = 75..200 every {s.t_stride} (paper: every t)"
+            f"- ANDi scoring: t = range(75, 200, {s.t_stride}) (paper: every t)"
             + (" - shortened to fit the CPU budget." if s.t_stride != 1 else "."),
-            "- The Gaussian-trained network is the AutoDDPM baseline's (`autoddpm_train.yaml` = `train.yaml` with "
-            "`noise_type: gaussian`); the pyramid-trained one is Table 1's ANDi.",
+            "- The Gaussian-trained network is `train.yaml` with `noise_type: gaussian` (AutoDDPM's recipe, trained as "
+            "ANDi's weights); the pyramid-trained one is Table 1's ANDi.",
             "",
             f"## Every configuration with median filter off, 3 and 5 ({DATA_NOTE})",
             "",
