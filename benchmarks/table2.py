@@ -14,7 +14,8 @@ made test sets as ``table1.py`` (tumour-like and MS-like lesions), with the same
 Two networks: the pyramid-trained ANDi of Table 1, and a Gaussian-trained ANDi (``train.yaml`` with ``noise_type
 gaussian``: AutoDDPM's recipe, but trained here as ANDi's own weights, since weights record their method and ANDi's
 inference refuses another method's; same data, budget and seed). Given Table 1's ``--work_dir`` (and the same
-options), the pyramid network and the full ANDi evaluation are reused from it; otherwise they are trained here. Every configuration is also shown with median filter off, 3 and 5.
+options), the pyramid network and the full ANDi evaluation are reused from it; otherwise they are trained here.
+Every configuration is also shown with median filter off, 3 and 5.
 """
 
 from __future__ import annotations
