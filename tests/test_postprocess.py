@@ -30,6 +30,21 @@ def test_median_filter_removes_a_lone_voxel_and_keeps_a_block():
         MedianFilter(4)
 
 
+def test_median_filter_is_scipys_with_the_authors_border_rule():
+    """The authors' median_filter_3D is scipy's with its default border (reflect); MONAI's MedianSmooth, which the
+    bundle used before, replicates the border voxels: the two agree inside, and differ only at the volume's edge."""
+    from monai.transforms import MedianSmooth
+    from scipy import ndimage
+
+    a = torch.rand((2, 16, 14, 12), generator=torch.Generator().manual_seed(0))
+    out = MedianFilter(5)(a)
+    for c in range(2):
+        np.testing.assert_array_equal(out[c].numpy(), ndimage.median_filter(a[c].numpy(), size=5))
+    monai = MedianSmooth(radius=2)(a)
+    torch.testing.assert_close(out[:, 2:-2, 2:-2, 2:-2], monai[:, 2:-2, 2:-2, 2:-2])
+    assert MedianFilter(5, mode="nearest")(a).allclose(monai)
+
+
 def test_yen_and_dilation_on_a_known_image():
     a = np.ones((20, 20, 20), np.float32)
     a[8:12, 8:12, 8:12] = 5.0  # a bright cube on a flat background

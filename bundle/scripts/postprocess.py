@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
-from monai.transforms import MapTransform, MedianSmooth, Transform
+from monai.transforms import MapTransform, Transform
 from scipy import ndimage
 from skimage.filters import threshold_yen
 from skimage.morphology import ball
@@ -53,17 +53,29 @@ class ReduceChannels(Transform):
 
 
 class MedianFilter(Transform):
-    """3D median filter of cubic ``size`` (3 or 5) on a (C, H, W, D) map; ``size`` 0, 1 or None leaves it as is."""
+    """3D median filter of cubic ``size`` (3 or 5) on a (C, H, W, D) map; ``size`` 0, 1 or None leaves it as is.
 
-    def __init__(self, size: int | None = 5) -> None:
+    ``scipy.ndimage.median_filter`` per channel, with the authors' border rule (``mode="reflect"``, scipy's default,
+    which their ``median_filter_3D`` uses). It holds one output volume, where MONAI's ``MedianSmooth`` unfolds
+    ``size**3`` copies of the volume (about 1.3 GB at 128 x 128 x 155 for size 5), and runs about twice as fast on a
+    CPU. A map on a GPU is filtered on the CPU and given back on its device.
+    """
+
+    def __init__(self, size: int | None = 5, mode: str = "reflect") -> None:
         if size not in (None, 0, 1) and (int(size) < 1 or int(size) % 2 == 0):
             raise ValueError(f"median filter size must be odd (3, 5, ...) or 0/None for off, got {size}")
         self.size = int(size or 0)
+        self.mode = mode
 
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
         if self.size <= 1:
             return img
-        return MedianSmooth(radius=self.size // 2)(img)
+        values = torch.as_tensor(img).detach().cpu().numpy().astype(np.float32, copy=False)
+        filtered = np.stack([ndimage.median_filter(c, size=self.size, mode=self.mode) for c in values])
+        out = torch.as_tensor(filtered, device=torch.as_tensor(img).device)
+        if isinstance(img, MetaTensor):
+            return MetaTensor(out, meta=dict(img.meta), applied_operations=list(img.applied_operations))
+        return out
 
 
 def yen_threshold(a: np.ndarray, mask: np.ndarray | None = None) -> float:
