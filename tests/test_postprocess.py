@@ -125,3 +125,9 @@ def test_guard_writes_an_empty_segmentation_and_says_why(caplog):
     assert d["seg_info"]["rejected"] and d["seg_info"]["brain_fraction"] == pytest.approx(fraction)
     assert not d["seg"].any()
     assert "s1: the segmentation would mark" in caplog.text
+
+
+def test_the_guard_is_off_for_null_from_a_command_line():
+    for off in (None, "null", "None", ""):
+        assert YenSegmentd(keys="pred", max_segmented_fraction=off).max_segmented_fraction is None
+    assert YenSegmentd(keys="pred", max_segmented_fraction="0.4").max_segmented_fraction == 0.4

@@ -30,7 +30,7 @@ from scipy import ndimage
 from skimage.filters import threshold_yen
 from skimage.morphology import ball
 
-from scripts import as_bool
+from scripts import as_bool, as_optional_float
 from scripts.intensity import brain_mask
 from scripts.studies import study_name
 
@@ -232,7 +232,7 @@ class YenSegmentd(MapTransform):
         self.dilation_radius = dilation_radius
         self.threshold = threshold
         self.voxel_set = voxel_set
-        self.max_segmented_fraction = None if max_segmented_fraction is None else float(max_segmented_fraction)
+        self.max_segmented_fraction = as_optional_float(max_segmented_fraction)
         self.name_key = name_key
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:

@@ -22,6 +22,7 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
+from scripts import as_optional_float
 from scripts.errors import StudyError
 from scripts.files import atomic_write_bytes
 from scripts.intensity import brain_mask
@@ -258,7 +259,7 @@ class EvaluationReport:
         self.collector = collector
         self.voxel_sets = [str(v) for v in voxel_sets]
         self.ceil_grid = [float(v) for v in ceil_grid]
-        self.max_segmented_fraction = None if max_segmented_fraction is None else float(max_segmented_fraction)
+        self.max_segmented_fraction = as_optional_float(max_segmented_fraction)
         self.method = method
         self.output_dir = Path(output_dir)
         self.median_filters = [int(s) for s in median_filters]
