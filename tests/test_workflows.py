@@ -127,6 +127,11 @@ def test_inference_writes_nifti_on_the_input_grid_and_resumes(trained, tiny_data
     assert amap[ref.get_fdata() == 0].max() == 0, "map must be 0 outside the brain"
     assert set(np.unique(s.get_fdata())) <= {0.0, 1.0}
     assert (folder / "overview.png").stat().st_size > 1000
+    # every median filter setting gives outputs on the input grid (the map stays a MetaTensor for Invertd)
+    off = run_bundle(
+        "inference", "inference.yaml", *args[:3], str(tmp_path / "off"), *args[4:], "--median_filter_size", "0"
+    )
+    assert "1 scored" in off.stdout and nib.load(tmp_path / "off" / study["name"] / "anomaly.nii.gz").shape == ref.shape
     # a second run finds the study done and writes nothing
     mtime = (folder / "anomaly.nii.gz").stat().st_mtime_ns
     again = run_bundle("inference", "inference.yaml", *args)

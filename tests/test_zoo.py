@@ -260,3 +260,16 @@ def test_tracking_with_mlflow_logs_losses(tmp_path: Path) -> None:
     (record,) = client.search_runs([experiment.experiment_id])
     assert {"train_loss", "val_loss"} <= set(record.data.metrics)
     assert [a.path for a in client.list_artifacts(record.info.run_id)] == ["executed_config.json"]
+
+
+def test_the_shipped_weights_load_under_the_inference_configs() -> None:
+    """models/model.pt records the settings it was trained under, and they are those the inference configs check."""
+    parser = ConfigParser()
+    parser.read_config(INFERENCE)
+    parser["bundle_root"] = str(BUNDLE)
+    if not WEIGHTS.is_file():
+        pytest.skip(f"{WEIGHTS} is absent")
+    net = parser.get_parsed_content("trained_network")
+    state = torch.load(WEIGHTS, map_location="cpu", weights_only=True)
+    assert state["settings"]["diffusion_range"] == [-1, 1] and state["settings"]["noise_type"] == "pyramid"
+    assert sum(p.numel() for p in net.parameters()) == 1_114_532

@@ -25,7 +25,9 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
+from monai.data.meta_obj import get_track_meta
 from monai.transforms import MapTransform, Transform
+from monai.utils import convert_to_tensor
 from scipy import ndimage
 from skimage.filters import threshold_yen
 from skimage.morphology import ball
@@ -49,6 +51,7 @@ class ReduceChannels(Transform):
         self.mode = mode
 
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        img = convert_to_tensor(img, track_meta=get_track_meta())  # a MetaTensor, so that Invertd can invert it
         return img.amax(dim=0, keepdim=True) if self.mode == "max" else img.mean(dim=0, keepdim=True)
 
 
@@ -75,7 +78,7 @@ class MedianFilter(Transform):
         out = torch.as_tensor(filtered, device=torch.as_tensor(img).device)
         if isinstance(img, MetaTensor):
             return MetaTensor(out, meta=dict(img.meta), applied_operations=list(img.applied_operations))
-        return out
+        return convert_to_tensor(out, track_meta=get_track_meta())
 
 
 def yen_threshold(a: np.ndarray, mask: np.ndarray | None = None) -> float:
