@@ -284,3 +284,29 @@ def test_a_datalist_item_pointing_to_a_missing_file_fails_alone(made, tmp_path):
         and proc.stderr.strip().splitlines()[-1] == f"error: {tmp_path / 'gone_t2.nii.gz'}: no such file"
     )
     assert (tmp_path / "out" / "ok" / "segmentation.nii.gz").is_file() and not (tmp_path / "out" / "gone").exists()
+
+
+def test_evaluate_and_preprocess_survive_a_bad_study(made, tmp_path):
+    """The same batch rule for `run evaluate` (the report covers the studies that could be scored) and `run
+    preprocess` (the manifest lists the studies prepared)."""
+    studies = tmp_path / "studies"
+    shutil.copytree(made["good"], studies / "good")
+    make_kind("truncated_gz", made["good"], studies / "bad")
+    shutil.copy(next(made["good"].glob("*_seg.nii.gz")), studies / "bad")
+    out = tmp_path / "eval"
+    args = ["--dataset_dir", str(studies), "--output_dir", str(out), "--t_stride", "100", *TINY_ARGS]
+    proc = run_bundle(
+        "evaluate", ["inference.yaml", "evaluate.yaml"], *args, "--checkpoint", str(made["weights"]), check=False
+    )
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-2] == "1 scored, 0 skipped (already done), 1 failed"
+    assert json.loads((out / "metrics.json").read_text())["subjects"] == ["good"]
+    assert [f["study"] for f in json.loads((out / "failures.json").read_text())["failed"]] == ["bad"]
+    prepared = tmp_path / "prepared"
+    proc = run_bundle(
+        "preprocess", "preprocess.yaml", "--dataset_dir", str(studies), "--output_dir", str(prepared), check=False
+    )
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-2] == "1 prepared, 0 skipped (already done), 1 failed"
+    assert [s["name"] for s in json.loads((prepared / "datalist.json").read_text())["training"]] == ["good"]
+    assert not (prepared / "bad").exists()

@@ -97,8 +97,15 @@ def prepare_dataset(
                 _prepare_study(study, targets, transform)
             entries.append({"name": study["name"], **{k: str(p.relative_to(out)) for k, p in targets.items()}})
 
+        def clean_up(study: dict[str, str]) -> None:  # a study that failed half-way leaves none of its files
+            for path in [*_prepared_paths(out, study["name"], True).values(), out / study["name"] / "transform.tfm"]:
+                path.unlink(missing_ok=True)
+            folder = out / study["name"]
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+
         done = len(report.done)
-        run_studies(studies, prepare, report, on_error, desc=f"preparing {split}")
+        run_studies(studies, prepare, report, on_error, clean_up, desc=f"preparing {split}")
         report.done[done:] = [n for n in report.done[done:] if n not in report.skipped]
     target = out / "datalist.json"
     atomic_write_bytes(json.dumps(manifest, indent=2).encode(), target)
