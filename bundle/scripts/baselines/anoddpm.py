@@ -2,7 +2,7 @@
 noise", CVPR Workshops 2022), as evaluated in the paper (Sec. 5.5, Appendix A).
 
 The DDPM (the same UNet, schedule and recipe as ANDi) is trained with multi-scale simplex noise instead of Gaussian
-noise (``configs/baselines/anoddpm_train.yaml``: starting frequency 2^-6, 6 octaves, persistence 0.8). To score,
+noise (``configs/anoddpm_train.yaml``: starting frequency 2^-6, 6 octaves, persistence 0.8). To score,
 every brain slice x_0 is noised with simplex noise to t_upper = 250 and denoised by the full reverse chain to t = 0,
 each reverse step adding simplex noise too (as AnoDDPM samples); the per-channel map is the squared residual
 

@@ -1,7 +1,7 @@
 """AutoDDPM (Bercea et al., "Mask, stitch, and re-sample: enhancing robustness and generalizability in anomaly
 detection through automatic diffusion models", ICML Workshops 2023), as evaluated in the paper (Sec. 5.5, App. A).
 
-The DDPM is ANDi's, trained with Gaussian noise (``configs/baselines/autoddpm_train.yaml``). For the brain slices
+The DDPM is ANDi's, trained with Gaussian noise (``configs/autoddpm_train.yaml``). For the brain slices
 x_0 of a volume:
 
 1. **Mask**: reconstruct x_rec from t_upper = 200 (Gaussian noise, full reverse chain); r = |x_0 - x_rec|; the

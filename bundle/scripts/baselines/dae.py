@@ -1,13 +1,13 @@
 """Denoising autoencoder (Kascenas et al., "Denoising autoencoders for unsupervised anomaly detection in brain MRI",
 MIDL 2022), trained on the same healthy slices as ANDi and scored with the same post-processing.
 
-Training (``configs/baselines/dae_train.yaml``, MONAI's ``SupervisedTrainer`` with ``SimpleInferer``): a 2D UNet
+Training (``configs/dae_train.yaml``, MONAI's ``SupervisedTrainer`` with ``SimpleInferer``): a 2D UNet
 f (MONAI's ``BasicUNet``, 4 -> 4 channels) learns to recover a slice x from x + coarse noise inside the brain
 (:func:`scripts.noise.coarse_noise`: N(0, 0.2^2) at 16 x 16, bilinearly upsampled and randomly rolled), with the
 squared error on the clean slice inside the brain as the loss. :class:`CoarseNoisePrepareBatch` hands the trainer
 ``(noisy slice, clean slice)``; nothing of the diffusion model (timesteps, scheduler) is used.
 
-Scoring (``configs/baselines/dae.yaml``): the clean slice goes through f once, no noise, and the per-channel map is
+Scoring (``configs/dae.yaml``): the clean slice goes through f once, no noise, and the per-channel map is
 
     a_m = |x - f(x)| inside the brain mask eroded per slice (5 x 5 square for ``erosion_radius`` 2), 0 elsewhere.
 

@@ -9,7 +9,7 @@ channel reduction (max or mean) gives the FLAIR map, then median-filtered and Ye
 The method is **semi-supervised**: its segmentation threshold is tuned on a *labelled* validation set, and it relies
 on choosing the modality a priori. :func:`best_dice_threshold` picks the threshold of best Dice on validation maps
 and labels; :func:`tune_threshold` scores labelled studies and calls it (``run tune_threshold``, see
-``configs/baselines/flair.yaml``).
+``configs/flair.yaml``).
 """
 
 from __future__ import annotations
