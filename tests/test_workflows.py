@@ -13,8 +13,19 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+import yaml
 from faults import PHASES
-from runner import REPO, TINY_ARGS, TINY_NET, bundle_cmd, run_bundle, tiny_dataset, tiny_weights, weights_settings
+from runner import (
+    REPO,
+    TINY_ARGS,
+    TINY_NET,
+    bundle_cmd,
+    config_files,
+    run_bundle,
+    tiny_dataset,
+    tiny_weights,
+    weights_settings,
+)
 
 from scripts.checkpoints import save_state_dict, save_weights
 from scripts.networks import make_network
@@ -208,3 +219,30 @@ def test_inference_refuses_bad_input_naming_the_file(problem, trained, tiny_data
         assert fragment in text, f"{fragment!r} not in the error output:\n{text[-2000:]}"
     assert all(p.read_bytes() == b for p, b in before.items()), "an input file was modified"
     assert not list((tmp_path / "out").rglob("*.nii.gz"))
+
+
+SHORTCUTS = {
+    "inference": ["inference.yaml"],
+    "training": ["train.yaml"],
+    "evaluate": ["inference.yaml", "evaluate.yaml"],
+    "preprocess": ["preprocess.yaml"],
+    "paper_training": ["train.yaml", "paper.yaml"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(SHORTCUTS))
+def test_each_one_file_shortcut_names_common_yaml_first_and_its_workflow(name):
+    args = yaml.safe_load((REPO / "shortcuts" / f"{name}.yaml").read_text())
+    assert args["config_file"] == config_files(SHORTCUTS[name]) and args["bundle_root"] == "bundle"
+    assert args["run_id"] == name.removeprefix("paper_")
+
+
+def test_the_inference_shortcut_scores_as_the_two_config_files_do(trained, tiny_data, tmp_path):
+    args = ["--dataset_dir", str(tiny_data), "--checkpoint", str(trained / "model.pt"), "--t_stride", "60", *TINY]
+    run_bundle("inference", "inference.yaml", *args, "--output_dir", str(tmp_path / "two"))
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--args_file", "shortcuts/inference.yaml", *args]
+    proc = subprocess.run([*cmd, "--output_dir", str(tmp_path / "one")], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    study = json.loads(tiny_data.read_text())["testing"][0]["name"]
+    one, two = (nib.load(tmp_path / d / study / "anomaly.nii.gz").get_fdata() for d in ("one", "two"))
+    np.testing.assert_array_equal(one, two)
