@@ -27,7 +27,9 @@ def test_median_filter_removes_a_lone_voxel_and_keeps_a_block():
     assert torch.all(out[0, 6:9, 6:9, 6:9] == 1)
     assert MedianFilter(0)(a) is a
     with pytest.raises(ValueError):
-        MedianFilter(4)
+        MedianFilter(-1)
+    even = MedianFilter(4)(a)  # the authors' later size: scipy's even window
+    assert np.array_equal(even[0].numpy(), ndimage.median_filter(a[0].numpy(), size=4, mode="reflect"))
 
 
 def test_median_filter_is_scipys_with_the_authors_border_rule():

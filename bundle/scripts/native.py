@@ -126,8 +126,9 @@ class ToNatived(MapTransform):
         interpolators: str | list[str] = "linear",
         transform_key: str = "atlas_transform",
         reference_key: str = "native_reference",
+        allow_missing_keys: bool = False,
     ) -> None:
-        super().__init__(keys)
+        super().__init__(keys, allow_missing_keys)
         self.interpolators = [interpolators] * len(self.keys) if isinstance(interpolators, str) else interpolators
         self.transform_key, self.reference_key = transform_key, reference_key
 
@@ -136,6 +137,8 @@ class ToNatived(MapTransform):
         if d.get(self.transform_key) is None:
             return d
         for key, interpolator in zip(self.keys, self.interpolators, strict=True):
+            if key not in d and self.allow_missing_keys:
+                continue
             native = to_native(d[key], d[self.transform_key], d[self.reference_key], interpolator)
             d[key] = to_metatensor(native, d[self.reference_key])
         return d

@@ -1,6 +1,7 @@
 """Writing a study's results: ``anomaly.nii.gz`` (float32 map), ``segmentation.nii.gz`` (uint8), ``segmentation.json``
-(how it was thresholded: rule, threshold, voxel set, share of the brain, whether the guard rejected it) and
-``overview.png``, optionally ``preprocessed.nii.gz`` and ``transform.tfm``.
+(how it was thresholded: rule, threshold, voxel set, share of the brain, whether the guard rejected it; the study's
+scores) and ``overview.png``; ``zmap.nii.gz`` when a calibration gives a normative model; optionally
+``preprocessed.nii.gz`` and ``transform.tfm``.
 
 Files go to ``<output_dir>/<study name>/``, each written atomically; the segmentation is written last, so a study
 whose segmentation exists is complete (see :func:`scripts.studies.select_studies`).
@@ -27,6 +28,7 @@ from scripts.studies import study_name
 logger = logging.getLogger(__name__)
 
 ANOMALY_FILE = "anomaly.nii.gz"
+ZMAP_FILE = "zmap.nii.gz"
 SEGMENTATION_FILE = "segmentation.nii.gz"
 SEGMENTATION_INFO_FILE = "segmentation.json"
 OVERVIEW_FILE = "overview.png"
@@ -34,6 +36,7 @@ PREPROCESSED_FILE = "preprocessed.nii.gz"
 TRANSFORM_FILE = "transform.tfm"
 STUDY_FILES: tuple[str, ...] = (
     ANOMALY_FILE,
+    ZMAP_FILE,
     SEGMENTATION_FILE,
     SEGMENTATION_INFO_FILE,
     OVERVIEW_FILE,
@@ -125,7 +128,8 @@ def overview_png(
 
 
 class SaveOverviewd(MapTransform):
-    """Write ``overview.png`` from the FLAIR channel of ``image_key``, the map and the segmentation (scoring grid)."""
+    """Write ``overview.png`` from the FLAIR channel of ``image_key``, the map and the segmentation (scoring grid);
+    a z-map row when ``data[zmap_key]`` exists."""
 
     def __init__(
         self,
@@ -135,10 +139,12 @@ class SaveOverviewd(MapTransform):
         seg_key: str = "seg",
         flair_channel: int = 3,
         enabled: bool | str = True,
+        zmap_key: str = "zmap",
     ) -> None:
         super().__init__(keys)
         self.output_dir = Path(output_dir)
         self.image_key, self.seg_key, self.flair_channel = image_key, seg_key, flair_channel
+        self.zmap_key = zmap_key
         self.enabled = as_bool(enabled)
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
@@ -149,21 +155,25 @@ class SaveOverviewd(MapTransform):
             flair = d[self.image_key][self.flair_channel].detach().cpu().numpy()
             a = d[key][0].detach().cpu().numpy()
             seg = d[self.seg_key][0].detach().cpu().numpy()
-            png = overview_png(flair, a, seg, title=study_name(d))
+            zmap = d.get(self.zmap_key)
+            extra = None if zmap is None else {"z-map": zmap[0].detach().cpu().numpy()}
+            png = overview_png(flair, a, seg, extra_rows=extra, title=study_name(d))
             atomic_write_bytes(png, self.output_dir / study_name(d) / OVERVIEW_FILE)
         return d
 
 
 class SaveStudyOutputsd(MapTransform):
-    """Write the map (``keys``) and the segmentation (``seg_key``) of a study as NIfTI on their MetaTensor's grid.
+    """Write the map (``keys``), the z-map (``zmap_key``, when present) and the segmentation (``seg_key``) of a study as
+    NIfTI on their MetaTensor's grid; the segmentation last.
 
     Use after ``Invertd``: the tensors are then on the study's input grid and carry its affine.
     """
 
-    def __init__(self, keys: KeysCollection, output_dir: str, seg_key: str = "seg") -> None:
+    def __init__(self, keys: KeysCollection, output_dir: str, seg_key: str = "seg", zmap_key: str = "zmap") -> None:
         super().__init__(keys)
         self.output_dir = Path(output_dir)
         self.seg_key = seg_key
+        self.zmap_key = zmap_key
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)
@@ -172,6 +182,8 @@ class SaveStudyOutputsd(MapTransform):
             a, seg = d[key], d[self.seg_key]
             affine = np.asarray(a.affine.cpu().numpy() if hasattr(a, "affine") else np.eye(4), dtype=np.float64)
             write_nifti(a[0].detach().cpu().numpy(), affine, folder / ANOMALY_FILE, np.float32)
+            if d.get(self.zmap_key) is not None:
+                write_nifti(d[self.zmap_key][0].detach().cpu().numpy(), affine, folder / ZMAP_FILE, np.float32)
             info = d.get(f"{self.seg_key}_info")
             if info is not None:
                 text = json.dumps({"study": study_name(d), **info}, indent=2) + "\n"

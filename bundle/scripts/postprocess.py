@@ -1,7 +1,7 @@
 """From per-channel maps to an anomaly map and a segmentation (paper Sec. 4.5, Algorithm 1 lines 13-14).
 
-    a = max_m a_m                      (mean as an option)
-    a = median3d(a, size)              (size 3 or 5, or off)
+    a = max_m a_m                      (mean, or a weighted fusion, as options)
+    a = median3d(a, size)              (size 3 or 5, or off; scipy takes even sizes too)
     s = dilate(a > yen(a[V]))          (per-subject Yen threshold on the voxel set V, then one 3D dilation)
 
 Array transforms take channel-first volumes (C, H, W, D); the dictionary versions follow MONAI's pattern.
@@ -19,7 +19,7 @@ tail of anomalous ones (small or no lesions). Such a segmentation is written emp
 from __future__ import annotations
 
 import logging
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -38,25 +38,66 @@ from scripts.studies import study_name
 
 logger = logging.getLogger(__name__)
 
-CHANNEL_REDUCTIONS = ("max", "mean")
+CHANNEL_REDUCTIONS = ("max", "mean", "weighted", "epdiff")
+EPDIFF_WEIGHTS: dict[str, float] = {"max": 0.2, "mean": 0.5, "flair": 0.3}
+"""EPDiff's fusion of the per-modality maps: 0.2 max + 0.5 mean + 0.3 FLAIR channel (``channel_reduction: epdiff``)."""
 VOXEL_SETS = ("volume", "brain")
 
 
 class ReduceChannels(Transform):
-    """Reduce a per-channel map (C, H, W, D) to one channel (1, H, W, D) by ``"max"`` (paper) or ``"mean"``."""
+    """Reduce a per-channel map (C, H, W, D) to one channel (1, H, W, D).
 
-    def __init__(self, mode: str = "max") -> None:
+    ``"max"`` (paper), ``"mean"``, or ``"weighted"``: ``sum_k w_k term_k`` over the terms named in ``weights``,
+    each ``"max"``, ``"mean"`` or a channel's name from ``channels`` (e.g. ``{"max": 0.5, "flair": 0.5}``);
+    ``"epdiff"`` is ``"weighted"`` with :data:`EPDIFF_WEIGHTS`.
+
+    Args:
+        mode: one of :data:`CHANNEL_REDUCTIONS`.
+        weights: the terms and their weights of ``"weighted"`` (ignored by the other modes).
+        channels: the channels' names in order (the configs' ``modalities``), for terms naming a channel.
+    """
+
+    def __init__(
+        self,
+        mode: str = "max",
+        weights: Mapping[str, float] | None = None,
+        channels: Sequence[str] = ("t1", "t1c", "t2", "flair"),
+    ) -> None:
         if mode not in CHANNEL_REDUCTIONS:
             raise ValueError(f"channel reduction must be one of {CHANNEL_REDUCTIONS}, got {mode!r}")
         self.mode = mode
+        self.channels = [str(c) for c in channels]
+        self.weights = dict(EPDIFF_WEIGHTS if mode == "epdiff" else (weights or {}))
+        if mode in ("weighted", "epdiff"):
+            if not self.weights:
+                raise ValueError("channel_reduction weighted needs channel_weights, e.g. {max: 0.5, flair: 0.5}")
+            unknown = [k for k in self.weights if k not in ("max", "mean", *self.channels)]
+            if unknown:
+                raise ValueError(f"channel_weights: {unknown} name no term; use max, mean or one of {self.channels}")
 
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
         img = convert_to_tensor(img, track_meta=get_track_meta())  # a MetaTensor, so that Invertd can invert it
-        return img.amax(dim=0, keepdim=True) if self.mode == "max" else img.mean(dim=0, keepdim=True)
+        if self.mode == "max":
+            return img.amax(dim=0, keepdim=True)
+        if self.mode == "mean":
+            return img.mean(dim=0, keepdim=True)
+        if img.shape[0] != len(self.channels):
+            raise ValueError(f"a weighted fusion of {self.channels} got a map of {img.shape[0]} channels")
+        out = 0
+        for term, w in self.weights.items():
+            if term == "max":
+                out = out + float(w) * img.amax(dim=0, keepdim=True)
+            elif term == "mean":
+                out = out + float(w) * img.mean(dim=0, keepdim=True)
+            else:
+                k = self.channels.index(term)
+                out = out + float(w) * img[k : k + 1]
+        return out
 
 
 class MedianFilter(Transform):
-    """3D median filter of cubic ``size`` (3 or 5) on a (C, H, W, D) map; ``size`` 0, 1 or None leaves it as is.
+    """3D median filter of cubic ``size`` (3 or 5; an even size such as the authors' later 4 is scipy's: its window
+    is offset by half a voxel) on a (C, H, W, D) map; ``size`` 0, 1 or None leaves it as is.
 
     ``scipy.ndimage.median_filter`` per channel, with the authors' border rule (``mode="reflect"``, scipy's default,
     which their ``median_filter_3D`` uses). It holds one output volume, where MONAI's ``MedianSmooth`` unfolds
@@ -65,8 +106,8 @@ class MedianFilter(Transform):
     """
 
     def __init__(self, size: int | None = 5, mode: str = "reflect") -> None:
-        if size not in (None, 0, 1) and (int(size) < 1 or int(size) % 2 == 0):
-            raise ValueError(f"median filter size must be odd (3, 5, ...) or 0/None for off, got {size}")
+        if size not in (None, 0, 1) and int(size) < 2:
+            raise ValueError(f"median filter size must be 2 or more (3, 5, ...), or 0/None for off, got {size}")
         self.size = int(size or 0)
         self.mode = mode
 
@@ -142,9 +183,16 @@ def guard_segmentation(
 class ReduceChannelsd(MapTransform):
     """Dictionary version of :class:`ReduceChannels`."""
 
-    def __init__(self, keys: KeysCollection, mode: str = "max", allow_missing_keys: bool = False) -> None:
+    def __init__(
+        self,
+        keys: KeysCollection,
+        mode: str = "max",
+        weights: Mapping[str, float] | None = None,
+        channels: Sequence[str] = ("t1", "t1c", "t2", "flair"),
+        allow_missing_keys: bool = False,
+    ) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.op = ReduceChannels(mode)
+        self.op = ReduceChannels(mode, weights, channels)
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)
@@ -213,6 +261,8 @@ class YenSegmentd(MapTransform):
         voxel_set: ``"volume"`` or ``"brain"`` (see the module docstring).
         max_segmented_fraction: the guard's limit on the share of the brain marked (None: no guard).
         name_key: the study's name, for the log.
+        rule: how the threshold was chosen, for the record (default: "yen", or "fixed" with ``threshold``; e.g.
+            "calibrated at FPR 0.001").
     """
 
     def __init__(
@@ -225,6 +275,7 @@ class YenSegmentd(MapTransform):
         voxel_set: str = "brain",
         max_segmented_fraction: float | None = None,
         name_key: str = "name",
+        rule: str | None = None,
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
@@ -237,6 +288,7 @@ class YenSegmentd(MapTransform):
         self.voxel_set = voxel_set
         self.max_segmented_fraction = as_optional_float(max_segmented_fraction)
         self.name_key = name_key
+        self.rule = rule or ("fixed" if threshold is not None else "yen")
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)
@@ -258,7 +310,8 @@ class YenSegmentd(MapTransform):
                 )
             d[self.seg_key] = _like(a, seg[None])
             d[f"{self.seg_key}_info"] = {
-                "rule": "fixed" if self.threshold is not None else "yen",
+                "rule": self.rule,
+                "map": "z-map" if key == "zmap" else "anomaly map",
                 "threshold": thr,
                 "voxel_set": self.voxel_set,
                 "brain_fraction": fraction,
