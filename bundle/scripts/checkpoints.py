@@ -43,6 +43,13 @@ def latest_checkpoint(ckpt_dir: str | os.PathLike) -> str | None:
 
 WEIGHTS_KEY = "model"
 SETTINGS_KEY = "settings"
+# Settings recorded only since the v2 profile (the schedule and what the network predicts): weights saved before
+# (the shipped demo weights among them) were all trained under these values, so a record without the key reads so.
+LEGACY_DEFAULTS: dict[str, object] = {
+    "schedule": "linear_beta",
+    "schedule_base_size": 64,
+    "prediction_type": "epsilon",
+}
 
 
 def _plain(value: object) -> object:
@@ -72,7 +79,7 @@ def save_state_dict(
 
 def check_settings(path: str | os.PathLike, recorded: Mapping | None, expected: Mapping[str, object]) -> None:
     """Raise StudyError, naming the file and each difference, unless ``recorded`` agrees with ``expected`` on every
-    key of ``expected``."""
+    key of ``expected``. A key of :data:`LEGACY_DEFAULTS` that ``recorded`` lacks reads as its legacy value."""
     if not expected:
         return
     if recorded is None:
@@ -81,6 +88,7 @@ def check_settings(path: str | os.PathLike, recorded: Mapping | None, expected: 
             f"bundle's training), so the scoring settings {sorted(expected)} cannot be checked against them; retrain, "
             "or record what they were trained with: python -m scripts.cli record-weights WEIGHTS OUT --settings '{...}'"
         )
+    recorded = {**LEGACY_DEFAULTS, **recorded}
     differ = [
         f"{key}: trained with {_plain(recorded.get(key))!r}, configured {_plain(value)!r}"
         for key, value in expected.items()

@@ -3,16 +3,32 @@
 Timesteps follow MONAI's ``DDPMScheduler`` indexing: ``t`` in ``0 .. T-1`` reads ``alphas_cumprod[t]`` and
 ``alpha_bar_{t-1}`` is ``alphas_cumprod[t-1]`` (1 for ``t == 0``). All coefficient tensors are returned shaped
 (N, 1, 1, 1) so that they broadcast over a batch of images (N, C, H, W).
+
+Two schedules and two parametrisations of the network's output are available (``make_scheduler``):
+
+* ``linear_beta`` (the paper: betas 1e-4 .. 0.02) or ``shifted_cosine`` (registered here with MONAI's
+  ``NoiseSchedules``: the cosine schedule written in log-SNR and shifted for the image size, Hoogeboom et al. 2023,
+  "simple diffusion"; see :func:`shifted_cosine_logsnr`);
+* ``epsilon`` (the network predicts the noise, the paper) or ``v_prediction`` (it predicts
+  v = sqrt(alpha_bar_t) eps - sqrt(1 - alpha_bar_t) x_0, Salimans and Ho 2022). Training and scoring both turn the
+  output into a noise estimate eps_hat with :func:`eps_from_prediction`, so the loss stays the epsilon MSE and d_t
+  keeps its form.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from monai.networks.schedulers import DDPMScheduler
+from monai.networks.schedulers.scheduler import NoiseSchedules
+
+PREDICTION_TYPES = ("epsilon", "v_prediction")
+LOGSNR_RANGE = (-15.0, 15.0)  # the clip of the shifted cosine's log-SNR (the end points of "simple diffusion")
 
 
 @dataclass
@@ -69,15 +85,86 @@ class DiffusionRange:
         return (y - self.low) / (self.high - self.low)
 
 
-def make_scheduler(num_train_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> DDPMScheduler:
-    """The paper's schedule: T = 1000, linear betas from 1e-4 to 0.02, epsilon prediction, no clipping."""
+def shifted_cosine_logsnr(
+    t: torch.Tensor, image_size: int = 64, base_size: int = 64, logsnr_range: Sequence[float] = LOGSNR_RANGE
+) -> torch.Tensor:
+    """log-SNR of the shifted cosine schedule at continuous times ``t`` in (0, 1], any shape, float64.
+
+    logsnr(t) = -2 log tan(pi t / 2) + 2 log(base_size / image_size), clipped to ``logsnr_range``
+    ([-15, 15] by default; tan(pi / 2) is infinite, so t = 1 always sits at the lower end). At ``image_size ==
+    base_size`` this is the cosine schedule (alpha_bar = cos^2(pi t / 2)); a larger image is shifted to lower
+    log-SNR, i.e. noised more at the same t, since neighbouring pixels of a finer image average the noise away.
+    """
+    t = torch.as_tensor(t, dtype=torch.float64)
+    logsnr = -2.0 * torch.log(torch.tan(math.pi * t / 2.0)) + 2.0 * math.log(base_size / image_size)
+    low, high = (float(v) for v in logsnr_range)
+    return logsnr.clamp(low, high)
+
+
+@NoiseSchedules.add_def(
+    "shifted_cosine", "Cosine schedule in log-SNR shifted by 2 log(base_size / image_size) (Hoogeboom et al. 2023)"
+)
+def _shifted_cosine(
+    num_train_timesteps: int,
+    image_size: int = 64,
+    base_size: int = 64,
+    logsnr_min: float = LOGSNR_RANGE[0],
+    logsnr_max: float = LOGSNR_RANGE[1],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(betas, alphas, alphas_cumprod), each (T,) float32, for MONAI's ``Scheduler``.
+
+    Step ``i`` in ``0 .. T-1`` is the continuous time t = (i + 1) / T; alpha_bar(t) = sigmoid(logsnr(t))
+    (:func:`shifted_cosine_logsnr`), beta_i = 1 - alpha_bar_i / alpha_bar_{i-1} (alpha_bar_{-1} = 1) clipped to
+    [0, 0.999], and alphas_cumprod is the product of 1 - beta again (equal to alpha_bar wherever the clip is not
+    reached, i.e. all but the last steps). Computed in float64.
+    """
+    t = torch.arange(1, num_train_timesteps + 1, dtype=torch.float64) / num_train_timesteps
+    alpha_bar = torch.sigmoid(shifted_cosine_logsnr(t, image_size, base_size, (logsnr_min, logsnr_max)))
+    alpha_bar_prev = torch.cat([torch.ones(1, dtype=torch.float64), alpha_bar[:-1]])
+    betas = (1.0 - alpha_bar / alpha_bar_prev).clamp(0.0, 0.999)
+    alphas = 1.0 - betas
+    return betas.float(), alphas.float(), torch.cumprod(alphas, dim=0).float()
+
+
+def make_scheduler(
+    num_train_timesteps: int = 1000,
+    beta_start: float = 1e-4,
+    beta_end: float = 0.02,
+    schedule: str = "linear_beta",
+    prediction_type: str = "epsilon",
+    image_size: int = 64,
+    schedule_base_size: int = 64,
+) -> DDPMScheduler:
+    """MONAI's ``DDPMScheduler`` with no clipping; by default the paper's: T = 1000, linear betas from 1e-4 to 0.02,
+    epsilon prediction.
+
+    Args:
+        num_train_timesteps: T.
+        beta_start, beta_end: the betas of ``linear_beta`` (and of MONAI's other beta schedules).
+        schedule: a name in MONAI's ``NoiseSchedules``: ``linear_beta`` (the paper) or ``shifted_cosine``.
+        prediction_type: what the network predicts, ``epsilon`` or ``v_prediction`` (:func:`eps_from_prediction`).
+        image_size, schedule_base_size: the shift of ``shifted_cosine``, 2 log(schedule_base_size / image_size).
+
+    Each schedule gets those of ``beta_start``, ``beta_end``, ``image_size`` and ``base_size`` that its function
+    takes, so one configuration serves every schedule.
+    """
+    if schedule not in NoiseSchedules:
+        raise ValueError(f"schedule must be one of {list(NoiseSchedules.names)}, got {schedule!r}")
+    if prediction_type not in PREDICTION_TYPES:
+        raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
+    offered = {
+        "beta_start": float(beta_start),
+        "beta_end": float(beta_end),
+        "image_size": int(image_size),
+        "base_size": int(schedule_base_size),
+    }
+    takes = inspect.signature(NoiseSchedules[schedule]).parameters
     return DDPMScheduler(
-        num_train_timesteps=num_train_timesteps,
-        schedule="linear_beta",
-        beta_start=beta_start,
-        beta_end=beta_end,
-        prediction_type="epsilon",
+        num_train_timesteps=int(num_train_timesteps),
+        schedule=schedule,
+        prediction_type=prediction_type,
         clip_sample=False,
+        **{k: v for k, v in offered.items() if k in takes},
     )
 
 
@@ -102,6 +189,29 @@ def schedule_terms(scheduler: DDPMScheduler, t: torch.Tensor, device=None) -> Sc
 def q_sample(x_0: torch.Tensor, eps: torch.Tensor, terms: ScheduleTerms) -> torch.Tensor:
     """Forward process, Eq. 1: x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps. Shapes (N, C, H, W)."""
     return terms.alpha_bar.sqrt() * x_0 + (1.0 - terms.alpha_bar).sqrt() * eps
+
+
+def eps_from_prediction(
+    prediction: torch.Tensor, x_t: torch.Tensor, terms: ScheduleTerms, prediction_type: str = "epsilon"
+) -> torch.Tensor:
+    """The noise estimate eps_hat (N, C, H, W) from the network's output ``prediction`` (N, C, H, W) at ``x_t``.
+
+    ``epsilon``: the output is eps_hat itself (returned as it is). ``v_prediction``: the output is
+    v_hat, an estimate of v = sqrt(alpha_bar_t) eps - sqrt(1 - alpha_bar_t) x_0, and since
+    x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps,
+
+        eps_hat = sqrt(alpha_bar_t) v_hat + sqrt(1 - alpha_bar_t) x_t.
+
+    ``terms`` are those of the timesteps of ``x_t`` ((N, 1, 1, 1) or (1, 1, 1, 1)).
+
+    Raises:
+        ValueError: another prediction type (MONAI's ``sample``, x_0 prediction, is not supported by the bundle).
+    """
+    if prediction_type == "epsilon":
+        return prediction
+    if prediction_type == "v_prediction":
+        return terms.alpha_bar.sqrt() * prediction + (1.0 - terms.alpha_bar).sqrt() * x_t
+    raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
 
 
 def mu_q(x_t: torch.Tensor, x_0: torch.Tensor, terms: ScheduleTerms) -> torch.Tensor:

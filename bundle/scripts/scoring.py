@@ -7,6 +7,9 @@ For every brain slice x_0 (mapped to the diffusion's range, ``scripts.diffusion.
     x_t   = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps
     d_t   = (mu_q(x_t, x_0) - mu_theta(x_t, t))^2
           = beta_t^2 / (alpha_t (1 - alpha_bar_t)) * (eps - eps_theta(x_t, t))^2
+
+where eps_theta is the network's output, or its noise estimate under v-prediction
+(``scripts.diffusion.eps_from_prediction``, by the scheduler's ``prediction_type``).
     a_m   = exp(mean_t log max(d_t, log_floor))      (geometric mean, Eq. 8; arithmetic mean as an option)
 
 Slice-timestep pairs are batched together in chunks of ``batch_size`` pairs; the aggregation is a running sum
@@ -29,7 +32,7 @@ from monai.inferers import Inferer
 from monai.networks.schedulers import DDPMScheduler
 
 from scripts import as_bool, as_flag_or_auto
-from scripts.diffusion import DiffusionRange, deviation_from_noise, q_sample, schedule_terms
+from scripts.diffusion import DiffusionRange, deviation_from_noise, eps_from_prediction, q_sample, schedule_terms
 from scripts.noise import get_noise_fn
 from scripts.progress import progress
 from scripts.slices import brain_slices
@@ -168,7 +171,8 @@ class ANDiInferer(BrainSliceInferer):
     """Score a multi-modal volume with a trained noise-prediction network; returns per-channel maps a_m.
 
     Args:
-        scheduler: the DDPM schedule the network was trained with.
+        scheduler: the DDPM schedule the network was trained with; its ``prediction_type`` (``epsilon`` or
+            ``v_prediction``) says what the network's output is.
         t_lower, t_upper, t_stride: the timesteps scored, ``range(t_lower, t_upper, t_stride)`` (paper: 75, 200, 1).
         batch_size: slice-timestep pairs per network call; the memory knob.
         aggregation: ``"geometric"`` (Eq. 8) or ``"arithmetic"`` (Eq. 7).
@@ -253,7 +257,8 @@ class ANDiInferer(BrainSliceInferer):
             x0_chunk = x_0[s_idx]
             terms = schedule_terms(self.scheduler, t_values, device=x_0.device)
             x_t = q_sample(x0_chunk, eps, terms)
-            eps_hat = self.network_call(network, x_t, timesteps=t_values)
+            prediction = self.network_call(network, x_t, timesteps=t_values)
+            eps_hat = eps_from_prediction(prediction, x_t, terms, self.scheduler.prediction_type)
             d_t = deviation_from_noise(eps, eps_hat, terms)
             if self.aggregation == "geometric":
                 d_t = d_t.clamp_min(self.log_floor).log()

@@ -13,7 +13,7 @@ import torch
 from monai.engines.utils import DiffusionPrepareBatch
 from monai.inferers import DiffusionInferer
 
-from scripts.diffusion import DiffusionRange
+from scripts.diffusion import DiffusionRange, eps_from_prediction, schedule_terms
 from scripts.noise import get_noise_fn
 
 
@@ -87,10 +87,14 @@ def warmup_cosine_schedule(
 
 
 class AutocastDiffusionInferer(DiffusionInferer):
-    """MONAI's ``DiffusionInferer`` with the network run under bfloat16 autocast when ``autocast`` is on.
+    """MONAI's ``DiffusionInferer`` with the network run under bfloat16 autocast when ``autocast`` is on, returning
+    the noise estimate eps_hat whatever the network predicts.
 
     bf16 needs no gradient scaling, and unlike the engines' ``amp`` flag this works on CPU too. The prediction is
-    returned in float32 so that the loss is computed in full precision.
+    returned in float32 so that the loss is computed in full precision. Under ``scheduler.prediction_type ==
+    "v_prediction"`` the network's v_hat is turned into eps_hat at x_t = ``scheduler.add_noise(inputs, noise, t)``
+    (``scripts.diffusion.eps_from_prediction``), so the target stays the noise of ``NoisePrepareBatch`` and the loss
+    the epsilon MSE of Eq. 5 for either parametrisation. Shapes: inputs, noise and the output (N, C, H, W).
     """
 
     def __init__(self, scheduler, autocast: bool = False) -> None:
@@ -100,4 +104,9 @@ class AutocastDiffusionInferer(DiffusionInferer):
     def __call__(self, inputs: torch.Tensor, diffusion_model, noise, timesteps, *args, **kwargs) -> torch.Tensor:
         with torch.autocast(device_type=inputs.device.type, dtype=torch.bfloat16, enabled=self.autocast):
             prediction = super().__call__(inputs, diffusion_model, noise, timesteps, *args, **kwargs)
-        return prediction.float()
+        prediction_type = self.scheduler.prediction_type
+        if prediction_type == "epsilon":
+            return prediction.float()
+        x_t = self.scheduler.add_noise(original_samples=inputs.float(), noise=noise.float(), timesteps=timesteps)
+        terms = schedule_terms(self.scheduler, timesteps, device=inputs.device)
+        return eps_from_prediction(prediction.float(), x_t, terms, prediction_type)

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 import torch
 from monai.networks.schedulers import DDPMScheduler
 
-from scripts.diffusion import DiffusionRange, ScheduleTerms, mu_theta, q_sample, schedule_terms
+from scripts.diffusion import DiffusionRange, ScheduleTerms, eps_from_prediction, mu_theta, q_sample, schedule_terms
 from scripts.noise import get_noise_fn
 from scripts.progress import progress
 from scripts.scoring import BrainSliceInferer
@@ -43,7 +43,8 @@ class ReverseChainInferer(BrainSliceInferer):
     """Base of the DDPM reconstruction baselines: noise brain slices to ``t_upper`` and denoise them back to t = 0.
 
     Args:
-        scheduler: the DDPM schedule the network was trained with.
+        scheduler: the DDPM schedule the network was trained with; under ``v_prediction`` the network's output is
+            turned into its noise estimate (``scripts.diffusion.eps_from_prediction``) at every step.
         t_upper: the noise level the reconstruction starts from.
         noise_type: noise of the forward noising and of every reverse step (``scripts.noise.NOISE_TYPES``).
         levels, discount: pyramid levels / simplex octaves, and their discount / persistence.
@@ -93,7 +94,8 @@ class ReverseChainInferer(BrainSliceInferer):
     ) -> torch.Tensor:
         """One reverse step x_t -> x_{t-1} for all slices (K, C, H, W)."""
         timesteps = torch.full((x_t.shape[0],), int(t), device=x_t.device, dtype=torch.long)
-        eps_hat = self.run_network(network, x_t, timesteps=timesteps)
+        prediction = self.run_network(network, x_t, timesteps=timesteps)
+        eps_hat = eps_from_prediction(prediction, x_t, terms, self.scheduler.prediction_type)
         return reverse_step(x_t, eps_hat, terms, self.noise(x_t, generator) if t > 0 else torch.zeros_like(x_t))
 
     def reconstruct(self, x_0: torch.Tensor, network: Callable, generator: torch.Generator) -> torch.Tensor:
