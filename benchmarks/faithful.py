@@ -108,7 +108,10 @@ def before_weights(work: Path, rev: str) -> Path:
     return out
 
 
-def train(work: Path, name: str, datalist: Path, noise: str, s: Settings) -> tuple[Path, float]:
+def train(
+    work: Path, name: str, datalist: Path, noise: str, s: Settings, profiles: tuple[str, ...] = ()
+) -> tuple[Path, float]:
+    """Train model ``name`` at the demo budget; ``profiles``: config files merged after train.yaml (e.g. v2.yaml)."""
     out = work / "train" / name
     weights = out / "model.pt"
     overrides = {
@@ -119,12 +122,15 @@ def train(work: Path, name: str, datalist: Path, noise: str, s: Settings) -> tup
         "diffusion_range": "[-1, 1]",
         **DEMO_BUDGET,
     }
-    cmd = bundle_command("training", ["train.yaml"], overrides)
+    cmd = bundle_command("training", ["train.yaml", *profiles], overrides)
     step = cached_step(f"train_{name}", cmd, out / "table_command.json", weights.is_file, s, work, log=log)
     return weights, step.seconds
 
 
-def evaluate(work: Path, name: str, family: str, datalist: Path, overrides: dict, s: Settings) -> tuple[Path, float]:
+def evaluate(
+    work: Path, name: str, family: str, datalist: Path, overrides: dict, s: Settings, profiles: tuple[str, ...] = ()
+) -> tuple[Path, float]:
+    """Evaluate model ``name`` on one family; ``profiles``: config files merged after evaluate.yaml (e.g. v2.yaml)."""
     out = work / "eval" / f"{name}_{family}"
     full = {
         "dataset_dir": datalist,
@@ -136,7 +142,7 @@ def evaluate(work: Path, name: str, family: str, datalist: Path, overrides: dict
         "report_note": f"{DATA_NOTE}: {FAMILY_NAMES[family]} test set of benchmarks/faithful.py ({name})",
         **overrides,
     }
-    cmd = bundle_command("evaluate", ["inference.yaml", "evaluate.yaml"], full)
+    cmd = bundle_command("evaluate", ["inference.yaml", "evaluate.yaml", *profiles], full)
     step = cached_step(
         f"eval_{name}_{family}", cmd, out / "table_command.json", (out / "metrics.json").is_file, s, work, log=log
     )
