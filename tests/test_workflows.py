@@ -225,6 +225,7 @@ SHORTCUTS = {
     "inference": ["inference.yaml"],
     "training": ["train.yaml"],
     "evaluate": ["inference.yaml", "evaluate.yaml"],
+    "calibrate": ["inference.yaml", "calibrate.yaml"],
     "preprocess": ["preprocess.yaml"],
     "paper_training": ["train.yaml", "paper.yaml"],
 }

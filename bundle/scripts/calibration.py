@@ -219,6 +219,7 @@ def calibrate(
     sigma_voxels: float = 2.0,
     min_scale: float = 0.25,
     record: Mapping[str, object] | None = None,
+    made_by: str = "ANDi run calibrate",
 ) -> dict:
     """Fit the model and the thresholds on the collected healthy studies; write ``normative.npz`` (beside ``path``)
     and then the calibration file ``path``. Returns the calibration's value (what ``calibration.json`` holds)."""
@@ -259,7 +260,7 @@ def calibrate(
         "healthy_voxels": int(sum(np.count_nonzero(s.healthy) for s in studies)),
         "healthy_study_scores": {s.name: sc for s, sc in zip(studies, healthy_scores, strict=True)},
     }
-    write_value_file(path, value, dict(settings, **(record or {})), weights, made_by="ANDi run calibrate")
+    write_value_file(path, value, dict(settings, **(record or {})), weights, made_by=made_by)
     return value
 
 
