@@ -127,7 +127,9 @@ def yen_threshold(a: np.ndarray, mask: np.ndarray | None = None) -> float:
     values = np.asarray(a)[mask] if mask is not None else np.asarray(a).ravel()
     if values.size == 0 or np.ptp(values) == 0:
         return float(values.max()) if values.size else 0.0
-    return float(threshold_yen(values))
+    # empty histogram bins at the ends give log(0) in skimage's criterion; its arg-max is unaffected
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return float(threshold_yen(values))
 
 
 def yen_segmentation(
