@@ -127,7 +127,7 @@ def yen_threshold(a: np.ndarray, mask: np.ndarray | None = None) -> float:
     values = np.asarray(a)[mask] if mask is not None else np.asarray(a).ravel()
     if values.size == 0 or np.ptp(values) == 0:
         return float(values.max()) if values.size else 0.0
-    # empty histogram bins at the ends give log(0) in skimage's criterion; its arg-max is unaffected
+    # skimage's criterion meets log(0) at empty end bins and warns; silencing that leaves its threshold as it is
     with np.errstate(divide="ignore", invalid="ignore"):
         return float(threshold_yen(values))
 
