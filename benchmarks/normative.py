@@ -287,8 +287,9 @@ def report(results: dict[str, dict], example: Path, args: argparse.Namespace, mi
         v = r["value"]
         for i, fpr in enumerate(v["target_fprs"]):
             held = r["fpr"][(name, fpr)]
-            rows.append([name, f"{fpr:g}", f"{v['thresholds'][name][i]:.4g}",
-                         f"{v['realised_fpr_calibration_studies'][name][i]:.2e}", f"{held:.2e}", fmt(held / fpr, 2)])  # fmt: skip
+            made = v["realised_fpr_calibration_studies"][name][i]
+            rows.append([name, f"{fpr:g}", f"{v['thresholds'][name][i]:.4g}", f"{made:.2e}", f"{held:.2e}",
+                         fmt(held / fpr, 2)])  # fmt: skip
     lines += [markdown_table(header, rows), ""]
     for fusion in FUSIONS:
         r = results[fusion]

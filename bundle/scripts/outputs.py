@@ -112,8 +112,12 @@ def overview_png(
             elif name == "segmentation":
                 ax.imshow(f, cmap="gray")
                 ax.imshow(np.ma.masked_equal(np.rot90(seg[..., k]), 0), cmap="autumn", alpha=0.6)
-            else:
+            elif name == "anomaly map":
                 image = ax.imshow(np.rot90(values[..., k]), cmap="inferno", vmin=lo, vmax=max(hi, lo + 1e-12))
+            else:  # a signed map such as the z-map: the background (no value) in black, not at the scale's middle
+                shown = np.ma.masked_where(np.rot90(~brain[..., k]), np.rot90(values[..., k]))
+                ax.set_facecolor("black")
+                image = ax.imshow(shown, cmap="inferno", vmin=lo, vmax=max(hi, lo + 1e-12))
             ax.set_xticks([])
             ax.set_yticks([])
         axes[r, 0].set_ylabel(name)
