@@ -207,8 +207,9 @@ def means_form_error(args: argparse.Namespace, study: Path, n_slices: int = 16) 
         image = torch.from_numpy(z["image"]).float()
     keep = brain_slices(image)
     mid = keep[max(0, len(keep) // 2 - n_slices // 2) :][:n_slices]
-    x_0 = image[..., mid].permute(3, 0, 1, 2).contiguous()
-    net = bench_network(args, fused_attention=False)
+    device = torch.device(args.device)
+    x_0 = image[..., mid].permute(3, 0, 1, 2).contiguous().to(device)
+    net = bench_network(args, fused_attention=False).to(device)
     inferer = ANDiInferer(make_scheduler(), args.t_lower, args.t_upper, args.t_stride, amp=False)
     n, logs = len(mid), []
     with torch.inference_mode():
@@ -216,8 +217,9 @@ def means_form_error(args: argparse.Namespace, study: Path, n_slices: int = 16) 
         noise = reference_slices(inferer, x_0, net, form="noise").amax(1)
         for t in inferer.timesteps:  # float64 d_t from the float32 network outputs: no rounding in the formula
             eps = inferer.noise_for(t, x_0.shape, x_0.device)
-            terms = schedule_terms(inferer.scheduler, torch.full((n,), t))
-            eps_hat = net(q_sample(x_0, eps, terms), timesteps=torch.full((n,), t)).double()
+            t_n = torch.full((n,), t, device=device)
+            terms = schedule_terms(inferer.scheduler, t_n)
+            eps_hat = net(q_sample(x_0, eps, terms), timesteps=t_n).double()
             terms64 = type(terms)(**{k: v.double() for k, v in vars(terms).items()})
             logs.append(deviation_from_noise(eps.double(), eps_hat, terms64).clamp_min(inferer.log_floor).log())
     exact = torch.stack(logs).mean(0).exp().amax(1)
@@ -258,9 +260,9 @@ def main() -> None:
         study = make_study(tmp, args.seed)
         with np.load(study) as z:
             shape, n_brain = z["image"].shape, int((np.abs(z["image"]) > 0).any(axis=(0, 1, 2)).sum())
-        n_t = len(range(args.t_lower, args.t_upper + 1, args.t_stride))
+        n_t = len(range(args.t_lower, args.t_upper, args.t_stride))  # as ANDiInferer: t_upper excluded
         print(
-            f"# study {shape} (C, H, W, D), {n_brain} brain slices; t in [{args.t_lower}, {args.t_upper}] "
+            f"# study {shape} (C, H, W, D), {n_brain} brain slices; t in range({args.t_lower}, {args.t_upper}) "
             f"stride {args.t_stride}: {n_t} timesteps"
         )
         results, maps = {}, {}
@@ -284,11 +286,16 @@ def main() -> None:
         flops = flops_per_pair(args, tuple(shape[:3]))
         study_tflop = flops * n_brain * n_t / 1e12
         achieved = study_tflop / results["fast"]["seconds"]
+        print(
+            f"fast path: {results['fast']['seconds']:.2f} s per study, "
+            f"{n_brain * n_t / results['fast']['seconds']:.0f} slice-timestep pairs per second, "
+            f"peak memory {results['fast']['peak_mb']:.0f} MB"
+        )
         peak = peak_tflops(args)
         print(
             f"network FLOPs (torch.utils.flop_counter): {flops / 1e9:.2f} GFLOP per slice-timestep pair; "
             f"{study_tflop:.1f} TFLOP per study here ({n_brain} brain slices x {n_t} timesteps), "
-            f"{flops * n_brain * 126 / 1e12:.1f} TFLOP at the paper's 126; fast path {achieved:.2f} TFLOP/s"
+            f"{flops * n_brain * 125 / 1e12:.1f} TFLOP at the paper's 125; fast path {achieved:.2f} TFLOP/s"
             + (f" = {100 * achieved / peak:.1f}% of the device's bf16 peak {peak:.0f} TFLOP/s" if peak else "")
         )
         means_err, noise_err = means_form_error(args, study)
@@ -314,7 +321,7 @@ def main() -> None:
                 if stride != args.t_stride:
                     r = run_worker("fast", study, tmp / f"stride{stride}.pt", args, stride)
                     a = torch.load(tmp / f"stride{stride}.pt", weights_only=True)
-                n = len(range(args.t_lower, args.t_upper + 1, stride))
+                n = len(range(args.t_lower, args.t_upper, stride))
                 print(f"| {stride} | {n} | {r['seconds']:.2f} | {auprc(a, study):.4f} |")
         print(
             f"\nspeedup={speedup:.2f} peak_mem_ratio={mem_ratio:.4f} max_abs_diff_fp32={diff / span:.2e} "
