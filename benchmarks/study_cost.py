@@ -78,8 +78,8 @@ def stages(study: dict[str, str], out_dir: Path, t_stride: int) -> list[list[str
     """Each named step's seconds and the process's peak resident memory while it ran (MB)."""
     p = parser({"output_dir": str(out_dir), "t_stride": t_stride})
     pre, post = p.get_parsed_content("pre"), p.get_parsed_content("post")
-    order_pre = [str(r).split("#")[-1] for r in p["preprocessing"]["transforms"]]
-    order_post = [str(r).split("#")[-1] for r in p["postprocessing"]["transforms"]]
+    order_pre = [re.split("#|::", str(r))[-1] for r in p["preprocessing"]["transforms"]]
+    order_post = [re.split("#|::", str(r))[-1] for r in p["postprocessing"]["transforms"]]
     network = p.get_parsed_content("network")
     inferer = p.get_parsed_content("inferer")
     rows: list[list[str]] = []

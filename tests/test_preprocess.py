@@ -158,3 +158,17 @@ def test_label_slices_are_absent_without_label(tmp_path):
     data = preprocessing(image_size=32, register=False)(dict(study))
     assert "label_slices" not in data
     assert healthy_slice_indices(torch.as_tensor(data["image"])).tolist() == list(range(SHAPE[2]))
+
+
+def test_antialias_in_pieces_equals_resizes_own():
+    from monai.transforms import Resize
+
+    from scripts.antialias import AntiAlias
+
+    torch.manual_seed(0)
+    x = torch.rand(4, 60, 50, 20)
+    for size in ((32, 32, -1), (32, 32, 10)):  # the depth kept (slabs) or shrunk (whole channels)
+        ref = Resize(size, mode="bilinear", anti_aliasing=True)(x)
+        pieces = Resize(size, mode="bilinear", anti_aliasing=False)(AntiAlias(size, slab=3)(x))
+        torch.testing.assert_close(torch.as_tensor(pieces), torch.as_tensor(ref), rtol=0, atol=1e-6)
+    assert AntiAlias((60, 50, -1))(x) is x  # nothing shrinks: nothing to smooth
