@@ -45,6 +45,12 @@ def recorded_seconds(out: Path) -> float:
     return float(json.loads(record.read_text()).get("seconds", float("nan"))) if record.is_file() else float("nan")
 
 
+def was_resumed(out: Path) -> bool:
+    """Whether the step recorded in ``out/table_command.json`` finished on a second attempt (its time is the last's)."""
+    record = out / "table_command.json"
+    return record.is_file() and bool(json.loads(record.read_text()).get("resumed"))
+
+
 def cached_default(work: Path, family: str) -> Path:
     """Where benchmarks/faithful.py evaluated the default model ('range') on ``family``."""
     return work / "eval" / f"range_{family}"
@@ -82,8 +88,10 @@ def report_text(
     seconds: dict[str, float],
     total: float,
     default_source: str,
+    timing_note: str,
 ) -> list[str]:
     """The Markdown report: both models side by side for each family, then the wall times."""
+    v2_total = sum(v for k, v in seconds.items() if k.startswith(("train v2", "eval v2")))
     today = datetime.datetime.now(datetime.timezone.utc).date().isoformat()
     text = [
         "# The v2 profile beside the default, on made (synthetic) data",
@@ -111,8 +119,11 @@ def report_text(
         "",
         "## Wall times (2 CPU cores, shared: other jobs ran beside some steps, so these are upper bounds)",
         "",
+        timing_note,
+        "",
         *[f"- {k}: {minutes(v)}" for k, v in seconds.items()],
-        f"- whole run: {minutes(total)} (steps found done are counted at their first run's time)",
+        f"- v2 in all (training and its four evaluations): {minutes(v2_total)}",
+        f"- this run of the script: {minutes(total)} (steps found done are reused, not rerun)",
     ]
     return text
 
@@ -154,6 +165,17 @@ def main() -> None:
     command = f"python benchmarks/v2.py --work_dir {work}"
     if args.default_eval != "cached":
         command += f" --default_eval {args.default_eval}"
+    if args.threads != parser.get_default("threads"):
+        command += f" --threads {args.threads}"
+    timing_note = (
+        f"This script's steps ran with OMP_NUM_THREADS={args.threads}, benchmarks/faithful.py's with its own "
+        "setting (2 by default), so the two models' minutes are not a like-for-like speed comparison."
+    )
+    if was_resumed(work / "train" / "v2"):
+        timing_note += (
+            " The v2 training finished on a second attempt (an earlier one was stopped before its first "
+            "checkpoint, so it started over, reusing the slice cache); its time is that attempt's."
+        )
     cached = [f for f in FAMILIES if outs["default"][f] == cached_default(work, f)]
     default_source = (
         f"Its figures for {', '.join(FAMILY_NAMES[f] for f in cached)} are benchmarks/faithful.py's evaluations "
@@ -161,7 +183,7 @@ def main() -> None:
         if cached
         else "Evaluated by this script."
     )
-    text = report_text(command, args.n_test, outs, seconds, time.perf_counter() - start, default_source)
+    text = report_text(command, args.n_test, outs, seconds, time.perf_counter() - start, default_source, timing_note)
     report = Path(args.report)
     atomic_write_bytes(("\n".join(text) + "\n").encode(), report)
     log("\n".join(text))
