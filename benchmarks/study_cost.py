@@ -1,6 +1,6 @@
 """Whole-study cost: seconds and peak memory of each stage, and of the whole process, for one BraTS-sized study.
 
-    python benchmarks/study_cost.py [--work_dir /tmp/andi_study_cost] [--t_stride 10]
+    python benchmarks/study_cost.py [--work_dir /tmp/andi_study_cost] [--t_stride 25]
 
 The study is MADE (synthetic) data: one tumour-like study of 240 x 240 x 155 voxels at 1 mm (``scripts.synthetic``),
 on the atlas lattice. Two measurements, with the shipped demo weights and the inference config's defaults:
@@ -9,8 +9,11 @@ on the atlas lattice. Two measurements, with the shipped demo weights and the in
    named steps, run one after another on the study as ``run inference`` runs them, each timed, with the peak
    resident memory of the process while it ran (Linux ``VmHWM``, reset before each step through ``clear_refs``);
 2. **whole process**: ``run inference`` on the study under ``/usr/bin/time -v`` (wall seconds, maximum resident set
-   size), twice: "before", with MONAI's ``MedianSmoothd`` (radius 2, i.e. size 5) as the median filter, which the
-   bundle used before version 0.2.1, and "after", with the bundle's ``scipy.ndimage.median_filter``.
+   size).
+
+Both "before" (the bundle's earlier pipeline: Resized's own whole-volume anti-aliasing and MONAI's
+``MedianSmoothd``, radius 2, as the median filter of size 5; :data:`BEFORE`) and "after" (``pre#antialias`` in pieces
+and ``scipy.ndimage.median_filter``).
 
 The last line reads ``peak_before_mb=<a> peak_after_mb=<b> seconds_before=<c> seconds_after=<d>``.
 """
@@ -40,7 +43,13 @@ from benchmarks.bench.settings import DATA_NOTE  # noqa: E402
 from scripts.configs import BUNDLE  # noqa: E402
 from scripts.synthetic import make_dataset  # noqa: E402
 
-MONAI_MEDIAN = "post#median_filter: {_target_: MedianSmoothd, keys: pred, radius: 2}\n"
+BEFORE: dict[str, object] = {
+    "post#median_filter": {"_target_": "MedianSmoothd", "keys": "pred", "radius": 2},
+    "pre#antialias": {"_target_": "Identityd", "keys": "image"},
+    "pre#resize#anti_aliasing": [True, False],
+}
+"""The bundle's earlier pipeline: MONAI's MedianSmoothd (radius 2: size 5) and Resized's own
+whole-volume anti-aliasing."""
 
 
 def rss_mb(field: str) -> float:
@@ -74,9 +83,9 @@ def timed(rows: list[list[str]], stage: str, fn):
     return out
 
 
-def stages(study: dict[str, str], out_dir: Path, t_stride: int) -> list[list[str]]:
-    """Each named step's seconds and the process's peak resident memory while it ran (MB)."""
-    p = parser({"output_dir": str(out_dir), "t_stride": t_stride})
+def stages(study: dict[str, str], out_dir: Path, t_stride: int, overrides: dict[str, object]) -> list[list[str]]:
+    """[step, seconds, the process's peak resident memory while it ran (MB)] of each named step, in order."""
+    p = parser({"output_dir": str(out_dir), "t_stride": t_stride, **overrides})
     pre, post = p.get_parsed_content("pre"), p.get_parsed_content("post")
     order_pre = [re.split("#|::", str(r))[-1] for r in p["preprocessing"]["transforms"]]
     order_post = [re.split("#|::", str(r))[-1] for r in p["postprocessing"]["transforms"]]
@@ -113,23 +122,27 @@ def whole_process(datalist: Path, out_dir: Path, t_stride: int, extra: Path | No
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--work_dir", default="/tmp/andi_study_cost")
-    ap.add_argument("--t_stride", type=int, default=10, help="the README demo's stride")
+    ap.add_argument("--t_stride", type=int, default=25, help="5 timesteps: the other stages do not depend on it")
     args = ap.parse_args()
     work = Path(args.work_dir)
     datalist = make_dataset(work / "data", n_healthy=0, n_anomalous=1, lesion="tumour", seed=13)
     item = json.loads(datalist.read_text())["testing"][0]
     study = {k: (v if k == "name" else str(datalist.parent / v)) for k, v in item.items()}
-    rows = stages(study, work / "stages", args.t_stride)
-    print(f"## One study's stages ({DATA_NOTE}: 240 x 240 x 155, --t_stride {args.t_stride})\n")
-    print(markdown_table(["step", "seconds", "process peak while it ran (MB)"], rows))
-    before_file = work / "monai_median.yaml"
-    before_file.write_text(MONAI_MEDIAN)
+    before_rows = stages(study, work / "stages_before", args.t_stride, BEFORE)
+    after_rows = stages(study, work / "stages_after", args.t_stride, {})
+    print(f"## One study's stages ({DATA_NOTE}: 240 x 240 x 155, --t_stride {args.t_stride}), in one process\n")
+    header = ["step", "seconds before", "peak MB before", "seconds after", "peak MB after"]
+    by_step = {r[0]: r[1:] for r in before_rows}
+    rows = [[r[0], *by_step.get(r[0], ["-", "-"]), *r[1:]] for r in after_rows]
+    print(markdown_table(header, rows))
+    before_file = work / "before.yaml"
+    before_file.write_text(json.dumps(BEFORE))  # JSON is YAML: merged last by the runner
     before = whole_process(datalist, work / "before", args.t_stride, before_file)
     after = whole_process(datalist, work / "after", args.t_stride, None)
     print(f"\n## The whole `run inference` process ({DATA_NOTE}, one study, /usr/bin/time -v)\n")
-    print(markdown_table(["median filter", "wall seconds", "peak resident (MB)"], [
-        ["before: MONAI MedianSmoothd (size 5)", f"{before[0]:.1f}", f"{before[1]:.0f}"],
-        ["after: scipy median_filter (size 5)", f"{after[0]:.1f}", f"{after[1]:.0f}"],
+    print(markdown_table(["pipeline", "wall seconds", "peak resident (MB)"], [
+        ["before: whole-volume anti-aliasing, MONAI MedianSmoothd", f"{before[0]:.1f}", f"{before[1]:.0f}"],
+        ["after: pre#antialias in pieces, scipy median_filter", f"{after[0]:.1f}", f"{after[1]:.0f}"],
     ]))  # fmt: skip
     print(
         f"peak_before_mb={before[1]:.0f} peak_after_mb={after[1]:.0f} "
