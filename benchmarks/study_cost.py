@@ -6,8 +6,9 @@ The study is MADE (synthetic) data: one tumour-like study of 240 x 240 x 155 vox
 on the atlas lattice. Two measurements, with the shipped demo weights and the inference config's defaults:
 
 1. **stages**, in this process: the configured preprocessing's named steps, the inferer, and the post-processing's
-   named steps, run one after another on the study as ``run inference`` runs them, each timed, with the peak
-   resident memory of the process while it ran (Linux ``VmHWM``, reset before each step through ``clear_refs``);
+   named steps, run one after another on the study as ``run inference`` runs them, each timed, with the memory it
+   needed: the process's peak resident size while it ran (Linux ``VmHWM``, reset before each step through
+   ``clear_refs``) less its resident size before it;
 2. **whole process**: ``run inference`` on the study under ``/usr/bin/time -v`` (wall seconds, maximum resident set
    size).
 
@@ -77,14 +78,15 @@ def parser(overrides: dict[str, object]) -> ConfigParser:
 
 def timed(rows: list[list[str]], stage: str, fn):
     reset_peak()
+    before = rss_mb("VmRSS")
     start = time.perf_counter()
     out = fn()
-    rows.append([stage, f"{time.perf_counter() - start:.2f}", f"{rss_mb('VmHWM'):.0f}"])
+    rows.append([stage, f"{time.perf_counter() - start:.2f}", f"{rss_mb('VmHWM') - before:.0f}"])
     return out
 
 
 def stages(study: dict[str, str], out_dir: Path, t_stride: int, overrides: dict[str, object]) -> list[list[str]]:
-    """[step, seconds, the process's peak resident memory while it ran (MB)] of each named step, in order."""
+    """[step, seconds, the memory it needed (MB: the process's peak while it ran less its size before)], in order."""
     p = parser({"output_dir": str(out_dir), "t_stride": t_stride, **overrides})
     pre, post = p.get_parsed_content("pre"), p.get_parsed_content("post")
     order_pre = [re.split("#|::", str(r))[-1] for r in p["preprocessing"]["transforms"]]
@@ -131,7 +133,7 @@ def main() -> None:
     before_rows = stages(study, work / "stages_before", args.t_stride, BEFORE)
     after_rows = stages(study, work / "stages_after", args.t_stride, {})
     print(f"## One study's stages ({DATA_NOTE}: 240 x 240 x 155, --t_stride {args.t_stride}), in one process\n")
-    header = ["step", "seconds before", "peak MB before", "seconds after", "peak MB after"]
+    header = ["step", "seconds before", "MB it needed before", "seconds after", "MB it needed after"]
     by_step = {r[0]: r[1:] for r in before_rows}
     rows = [[r[0], *by_step.get(r[0], ["-", "-"]), *r[1:]] for r in after_rows]
     print(markdown_table(header, rows))
