@@ -16,7 +16,8 @@ Both "before" (the bundle's earlier pipeline: Resized's own whole-volume anti-al
 ``MedianSmoothd``, radius 2, as the median filter of size 5; :data:`BEFORE`) and "after" (``pre#antialias`` in pieces
 and ``scipy.ndimage.median_filter``).
 
-Memory is in MB of 2^20 bytes (MiB). The last line reads ``peak_before_mb=<a> peak_after_mb=<b> seconds_before=<c> seconds_after=<d>``.
+Memory is in MB of 2^20 bytes (MiB). The last line reads
+``peak_before_mb=<a> peak_after_mb=<b> seconds_before=<c> seconds_after=<d>``.
 """
 
 from __future__ import annotations
