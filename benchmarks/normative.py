@@ -53,10 +53,10 @@ from scripts.calibration import (  # noqa: E402
     calibrate,
     load_calibration,
     segmentation_fpr,
-    voxel_ml,
 )
 from scripts.configs import parsed  # noqa: E402
 from scripts.files import atomic_write_bytes  # noqa: E402
+from scripts.grid import voxel_ml  # noqa: E402
 from scripts.intensity import brain_mask  # noqa: E402
 from scripts.metrics import average_precision, binary_curve, dice, roc_auc  # noqa: E402
 from scripts.postprocess import MedianFilter, ReduceChannels, guard_segmentation, yen_segmentation  # noqa: E402

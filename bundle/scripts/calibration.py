@@ -34,6 +34,7 @@ from scipy import ndimage
 from scripts import as_bool
 from scripts.errors import StudyError
 from scripts.files import atomic_write_bytes
+from scripts.grid import voxel_ml
 from scripts.intensity import brain_mask
 from scripts.metrics import binarize_label
 from scripts.normative import NormativeModel, NormativeSums, fit_normative
@@ -72,14 +73,6 @@ class HealthyMapCollector:
         if any(s.name == study.name for s in self.studies):
             raise StudyError(f"study {study.name} was scored twice; study names must be unique")
         self.studies.append(study)
-
-
-def voxel_ml(img: torch.Tensor) -> float:
-    """The volume of one voxel of a MetaTensor's grid in ml (1 mm^3 without an affine)."""
-    affine = getattr(img, "affine", None)
-    if affine is None:
-        return 1e-3
-    return float(abs(np.linalg.det(np.asarray(affine, dtype=np.float64)[:3, :3]))) / 1000.0
 
 
 class CollectHealthyd(MapTransform):

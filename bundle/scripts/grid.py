@@ -5,6 +5,7 @@
   (:func:`read_grid`) or a shape with a RAS affine (:meth:`Grid.from_affine`).
 * :func:`same_grid` (identical grids) and :func:`same_lattice` (the same physical points, maybe in another voxel
   order: a BraTS file and the SRI24 atlas).
+* :func:`voxel_ml`: the volume of one voxel of an affine's grid.
 * :func:`read_image` (a file as a 3D float32 SimpleITK image, read once with nibabel so that NaN survive to be
   refused), :func:`image_from_array`, :func:`to_sitk` and :func:`to_metatensor`.
 """
@@ -26,6 +27,15 @@ PathLike = str | os.PathLike
 
 # LPS (ITK) <-> RAS (MONAI / nibabel) world coordinates differ by a flip of x and y.
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def voxel_ml(img: object) -> float:
+    """The volume in ml of one voxel of the grid of ``img`` (anything with an ``affine``, e.g. a MetaTensor);
+    1 mm^3 without one."""
+    affine = getattr(img, "affine", None)
+    if affine is None:
+        return 1e-3
+    return float(abs(np.linalg.det(np.asarray(affine, dtype=np.float64)[:3, :3]))) / 1000.0
 
 
 @dataclass(frozen=True)

@@ -14,13 +14,13 @@ from __future__ import annotations
 import os
 from collections.abc import Hashable, Mapping, Sequence
 
-import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.transforms import LoadImage, MapTransform
 
 from scripts import MODALITIES
 from scripts.errors import StudyError
+from scripts.grid import voxel_ml
 from scripts.studies import source_name
 
 PathLike = str | os.PathLike
@@ -121,8 +121,7 @@ class CheckStudyd(MapTransform):
             brain = inside if brain is None or brain.shape != inside.shape else brain | inside
         if brain is not None:
             reference = d[next(k for k in self.modalities if k in d)]
-            affine = np.asarray(getattr(reference, "affine", np.eye(4)), dtype=np.float64)
-            ml = float(brain.sum()) * abs(float(np.linalg.det(affine[:3, :3]))) / 1000.0
+            ml = float(brain.sum()) * voxel_ml(reference)
             if ml < self.min_brain_ml:
                 raise StudyError(
                     f"{source_name(reference)}: the brain (voxels above zero) is {ml:.1f} ml, far too small for a "

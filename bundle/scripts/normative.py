@@ -63,8 +63,8 @@ class NormativeSums:
     def of(cls, a: np.ndarray, healthy: np.ndarray) -> NormativeSums:
         """The sums of one study: its map ``a`` and its healthy brain voxels ``healthy`` (bool), both (H, W, D)."""
         m = np.asarray(healthy, dtype=np.float64)
-        ell = log_map(a).astype(np.float64) * m
-        return cls(m, ell, ell * log_map(a), 1)
+        ell = log_map(a).astype(np.float64)
+        return cls(m, m * ell, m * ell * ell, 1)
 
     def __add__(self, other: NormativeSums) -> NormativeSums:
         self._same_grid(other)

@@ -29,6 +29,7 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
 from scripts.files import atomic_write_bytes
+from scripts.grid import voxel_ml
 from scripts.intensity import brain_mask
 
 logger = logging.getLogger(__name__)
@@ -72,8 +73,6 @@ class StudyScored(MapTransform):
         self.rule, self.seg_key, self.zmap_key, self.image_key = rule, seg_key, zmap_key, image_key
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
-        from scripts.calibration import voxel_ml
-
         d = dict(data)
         for key in self.key_iterator(d):
             a = d[key]
