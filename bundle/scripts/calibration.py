@@ -41,7 +41,7 @@ from scripts.normative import NormativeModel, NormativeSums, fit_normative
 from scripts.postprocess import yen_segmentation
 from scripts.studies import study_name
 from scripts.triage import study_scores
-from scripts.values import file_sha256, read_value_file, write_value_file
+from scripts.values import file_sha256, is_unset, read_value_file, write_value_file
 
 logger = logging.getLogger(__name__)
 
@@ -270,7 +270,7 @@ def load_calibration(
     the log says why.
     """
     required = as_bool(required)
-    if path is None or str(path).strip().lower() in ("", "null", "none") or not Path(path).is_file():
+    if is_unset(path) or not Path(path).is_file():
         if required:
             raise StudyError(
                 f"{path}: no calibration file; make one with `run calibrate` (configs/calibrate.yaml) on healthy "

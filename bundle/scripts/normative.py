@@ -28,12 +28,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from monai.config import KeysCollection
-from monai.data import MetaTensor
 from monai.transforms import MapTransform
 from scipy import ndimage
 
 from scripts.errors import StudyError
 from scripts.intensity import brain_mask
+from scripts.postprocess import like_map
 from scripts.studies import study_name
 
 LOG_FLOOR = 1e-12
@@ -184,10 +184,5 @@ class NormativeZMapd(MapTransform):
                 z = self.model.zmap(a[0].detach().cpu().numpy(), brain)
             except StudyError as err:
                 raise StudyError(f"study {study_name(d, self.name_key)}: {err}") from err
-            values = torch.as_tensor(z[None], device=a.device)
-            d[self.zmap_key] = (
-                MetaTensor(values, meta=dict(a.meta), applied_operations=list(a.applied_operations))
-                if isinstance(a, MetaTensor)
-                else values
-            )
+            d[self.zmap_key] = like_map(a, z[None])
         return d

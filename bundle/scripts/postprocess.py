@@ -310,7 +310,7 @@ class YenSegmentd(MapTransform):
                     100 * fraction,
                     100 * self.max_segmented_fraction,
                 )
-            d[self.seg_key] = _like(a, seg[None])
+            d[self.seg_key] = like_map(a, seg[None])
             d[f"{self.seg_key}_info"] = {
                 "rule": self.rule,
                 "map": "z-map" if key == "zmap" else "anomaly map",
@@ -323,7 +323,7 @@ class YenSegmentd(MapTransform):
         return d
 
 
-def _like(ref: torch.Tensor, array: np.ndarray) -> torch.Tensor:
+def like_map(ref: torch.Tensor, array: np.ndarray) -> torch.Tensor:
     """``array`` as a float tensor on ``ref``'s device, carrying ``ref``'s metadata when it is a MetaTensor."""
     values = torch.as_tensor(array, dtype=torch.float32, device=ref.device)
     if isinstance(ref, MetaTensor):
