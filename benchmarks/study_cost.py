@@ -36,13 +36,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from monai.bundle import ConfigParser  # noqa: E402
 
 from benchmarks.bench import REPO  # noqa: E402
 from benchmarks.bench.jobs import config_files  # noqa: E402
 from benchmarks.bench.report import markdown_table  # noqa: E402
 from benchmarks.bench.settings import DATA_NOTE  # noqa: E402
-from scripts.configs import BUNDLE  # noqa: E402
+from scripts.configs import config_parser  # noqa: E402
 from scripts.synthetic import make_dataset  # noqa: E402
 
 BEFORE: dict[str, object] = {
@@ -68,15 +67,6 @@ def reset_peak() -> None:
         pass
 
 
-def parser(overrides: dict[str, object]) -> ConfigParser:
-    p = ConfigParser()
-    p.read_config(
-        ConfigParser.load_config_files([str(BUNDLE / "configs" / c) for c in ("common.yaml", "inference.yaml")])
-    )
-    p.update({"bundle_root": str(BUNDLE), **overrides})
-    return p
-
-
 def timed(rows: list[list[str]], stage: str, fn):
     reset_peak()
     before = rss_mb("VmRSS")
@@ -88,7 +78,7 @@ def timed(rows: list[list[str]], stage: str, fn):
 
 def stages(study: dict[str, str], out_dir: Path, t_stride: int, overrides: dict[str, object]) -> list[list[str]]:
     """[step, seconds, the memory it needed (MB: the process's peak while it ran less its size before)], in order."""
-    p = parser({"output_dir": str(out_dir), "t_stride": t_stride, **overrides})
+    p = config_parser(["inference.yaml"], output_dir=str(out_dir), t_stride=t_stride, **overrides)
     pre, post = p.get_parsed_content("pre"), p.get_parsed_content("post")
     order_pre = [re.split("#|::", str(r))[-1] for r in p["preprocessing"]["transforms"]]
     order_post = [re.split("#|::", str(r))[-1] for r in p["postprocessing"]["transforms"]]

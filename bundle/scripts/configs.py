@@ -12,12 +12,18 @@ from monai.bundle import ConfigParser
 BUNDLE = Path(__file__).resolve().parents[1]
 
 
-def parsed(key: str, configs: Sequence[str] = (), **overrides: object) -> object:
-    """Component ``key`` of ``common.yaml`` merged with ``configs`` (names under ``configs/``) and ``overrides``.
+def config_parser(configs: Sequence[str] = (), **overrides: object) -> ConfigParser:
+    """The parser of ``common.yaml`` merged with ``configs`` (names under ``configs/``) and ``overrides``, for several
+    components that share their references (e.g. ``pre`` and ``preprocessing``).
 
     ``bundle_root`` is this bundle; ``output_dir`` defaults to ``"outputs"`` (the preprocessing names it).
     """
     parser = ConfigParser()
     parser.read_config(ConfigParser.load_config_files([str(BUNDLE / "configs" / c) for c in ("common.yaml", *configs)]))
     parser.update({"bundle_root": str(BUNDLE), "output_dir": "outputs", **overrides})
-    return parser.get_parsed_content(key)
+    return parser
+
+
+def parsed(key: str, configs: Sequence[str] = (), **overrides: object) -> object:
+    """Component ``key`` of the merged configs (:func:`config_parser`)."""
+    return config_parser(configs, **overrides).get_parsed_content(key)
