@@ -136,8 +136,10 @@ class StudyBatch:
         self.rank, self.world_size = int(rank), int(world_size)
         self.method = method
         self.report = BatchReport(skipped=list(selection.skipped), failures=list(selection.failures))
-        # one engine run per study: its start and end lines would only repeat the progress bar
-        engine.logger.setLevel(logging.WARNING)
+        # one engine run per study: its start and end lines would only repeat the progress bar, and its "Engine run is
+        # terminating due to exception" line the failure that run_studies records and reports (with the traceback
+        # in the log when it is a bug)
+        engine.logger.setLevel(logging.CRITICAL)
 
     def score(self, study: dict) -> None:
         remove_partials(self.output_dir / str(study.get("name", "")))  # what a killed run was writing
