@@ -80,6 +80,20 @@ def test_chunked_equals_per_t_loop(aggregation, batch_size):
     torch.testing.assert_close(got, means, rtol=0.1, atol=1e-3 * float(got.max()))
 
 
+def test_a_subset_is_the_mean_of_its_timesteps_logs():
+    # benchmarks/frontier.py scores each timestep once and aggregates subsets from the logs: exact only if the noise
+    # of t and the map of a subset do not depend on the other timesteps scored
+    x0 = torch.rand((3, 4, 16, 16), generator=torch.Generator().manual_seed(3))
+    inferer = ANDiInferer(make_scheduler(), 75, 200, 1, batch_size=5, channels_last=False)
+    subset = [75, 76, 90, 133, 199]
+    whole = inferer.at_timesteps(subset)
+    assert whole.timesteps == subset and inferer.timesteps == list(range(75, 200))  # a copy; the original kept
+    logs = [inferer.at_timesteps([t]).score_slices(x0, toy_network).log() for t in subset]
+    torch.testing.assert_close(whole.score_slices(x0, toy_network), torch.stack(logs).mean(0).exp(), rtol=1e-5, atol=0)
+    with pytest.raises(ValueError, match="at least one"):
+        inferer.at_timesteps([])
+
+
 def test_geometric_mean_against_direct_numbers():
     # with a network that predicts zero noise, d_t = coef_t * eps^2 exactly; check exp(mean log) by hand
     x0 = torch.rand((2, 4, 8, 8), generator=torch.Generator().manual_seed(1))

@@ -44,6 +44,13 @@ NETWORK_PRESETS: dict[str, dict[str, Any]] = {
         "num_head_channels": 32,
         "norm_num_groups": 32,
     },
+    "cpu_lean": {
+        "channels": (16, 32, 64, 64),
+        "attention_levels": (False, False, False, True),
+        "num_res_blocks": 1,
+        "num_head_channels": 32,
+        "norm_num_groups": 16,
+    },
     "tiny": TINY_NETWORK,
 }
 

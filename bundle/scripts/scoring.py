@@ -25,6 +25,7 @@ The mean divides by the number of timesteps used, ``T_u - T_l`` at stride 1 as i
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 
 import torch
@@ -218,6 +219,15 @@ class ANDiInferer(BrainSliceInferer):
         self.log_floor = float(log_floor)
         self.seed = int(seed)
         self.memory_budget_mb = None if memory_budget_mb in (None, "", "none", "None") else float(memory_budget_mb)
+
+    def at_timesteps(self, timesteps: Sequence[int]) -> ANDiInferer:
+        """A copy of this inferer that scores ``timesteps`` (any subset of 0..T-1) instead; every other setting, the
+        noise of each timestep included, is kept, so that maps of subsets can be compared pair by pair."""
+        other = copy.copy(self)
+        other.timesteps = [int(t) for t in timesteps]
+        if not other.timesteps:
+            raise ValueError("at_timesteps needs at least one timestep")
+        return other
 
     def noise_for(self, t: int, shape: Sequence[int], device: torch.device) -> torch.Tensor:
         """The scoring noise of timestep ``t`` for every slice, shape (K, C, H, W); reproducible per (seed, t)."""
