@@ -93,15 +93,15 @@ class Study:
         return self.image[..., self.keep].permute(3, 0, 1, 2).contiguous().float()
 
 
-def prepare(work: Path, n_test: int, datalist: Path | None = None) -> list[Study]:
-    """The made test set (the first ``n_test`` studies per family of ``datalist``, made when not given), preprocessed
-    once by inference's configured preprocessing."""
+def prepare(work: Path, datalist: Path | None, start: int, count: int, n_made: int) -> list[Study]:
+    """Studies ``start .. start + count - 1`` of each family of the made test set ``datalist`` (made with ``n_made``
+    per family when not given), preprocessed once by inference's configured preprocessing."""
     if datalist is None:
         datalist = work / "data" / "test" / "datalist.json"
         if not datalist.is_file():
-            make_dataset(datalist.parent, n_healthy=0, n_anomalous=n_test, lesion=list(FAMILIES), seed=7)
+            make_dataset(datalist.parent, n_healthy=0, n_anomalous=n_made, lesion=list(FAMILIES), seed=7)
     items = json.loads(datalist.read_text())["testing"]
-    items = [i for f in FAMILIES for i in [j for j in items if j["name"].startswith(f + "_")][:n_test]]
+    items = [i for f in FAMILIES for i in [j for j in items if j["name"].startswith(f + "_")][start : start + count]]
     preprocessing = None
     studies = []
     for item in items:
@@ -196,12 +196,16 @@ class LogCache:
             if self.done % 25 == 0 or self.done == n:
                 log(f"  {network.name} {study.name}: {self.done}/{n} timesteps ({time.perf_counter() - start:.0f} s)")
 
-    def geometric_mean(self, indices: list[int]) -> np.ndarray:
-        """exp(mean of log d_t over ``indices``): the per-channel maps (K, C, H, W) float32 of that subset."""
-        acc = np.zeros(self.shape[1:], np.float32)
-        for i in indices:
-            acc += self.array[i]
-        return np.exp(acc / len(indices))
+    def geometric_means(self, subsets: dict[str, list[int]]) -> dict[str, np.ndarray]:
+        """exp(mean of log d_t over each subset's indices): per-channel maps (K, C, H, W) float32 per subset, in one
+        pass over the cache (each timestep is read once)."""
+        acc = {name: np.zeros(self.shape[1:], np.float32) for name in subsets}
+        for i in sorted({i for idx in subsets.values() for i in idx}):
+            log_d = self.array[i].astype(np.float32)
+            for name, idx in subsets.items():
+                if i in idx:
+                    acc[name] += log_d
+        return {name: np.exp(acc[name] / len(idx)) for name, idx in subsets.items()}
 
 
 def volume_map(per_channel: np.ndarray, study: Study) -> np.ndarray:
@@ -315,11 +319,22 @@ class Row:
         return float(np.mean([v[median_filter] for v in self.auprc.values()]))
 
 
-def subset_auprc(cache: dict[str, LogCache], studies: list[Study], indices: list[int]) -> dict[str, dict[int, float]]:
-    out = {}
+def subset_auprc(
+    cache: dict[str, LogCache], studies: list[Study], subsets: dict[str, list[int]], store: Path | None = None
+) -> dict[str, dict[str, dict[int, float]]]:
+    """AUPRC (subset -> study -> median filter -> AUPRC) of each subset of cache indices; kept in ``store`` (a JSON
+    file, keyed by study and subset), so that a report is remade without reading the cache again."""
+    kept = json.loads(store.read_text()) if store and store.is_file() else {}
+    out: dict[str, dict[str, dict[int, float]]] = {name: {} for name in subsets}
     for study in studies:
-        a = volume_map(cache[study.name].geometric_mean(indices), study)
-        out[study.name] = {mf: auprc(a, study, mf) for mf in (0, MEDIAN_FILTER)}
+        todo = {n: idx for n, idx in subsets.items() if f"{study.name}|{n}|{idx}" not in kept}
+        for name, maps in (cache[study.name].geometric_means(todo) if todo else {}).items():
+            a = volume_map(maps, study)
+            kept[f"{study.name}|{name}|{todo[name]}"] = {str(mf): auprc(a, study, mf) for mf in (0, MEDIAN_FILTER)}
+        if store and todo:
+            atomic_write_bytes(json.dumps(kept).encode(), store)
+        for name, idx in subsets.items():
+            out[name][study.name] = {int(mf): v for mf, v in kept[f"{study.name}|{name}|{idx}"].items()}
     return out
 
 
@@ -350,10 +365,29 @@ def _npy(a: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def held_out_check(
+    args: argparse.Namespace, work: Path, network: Network, base: ANDiInferer, sets: dict[str, list[int]]
+) -> tuple[list[Study], list[tuple[str, dict[str, dict[int, float]]]]]:
+    """The old and new defaults (and ``--check_subsets``) on ``--check_n`` further studies per family, which played
+    no part in choosing the new default: AUPRC per subset, from a cache of only the timesteps those subsets use."""
+    studies = prepare(work, args.test_datalist, args.n_test, args.check_n, args.n_test + args.check_n)
+    names = [d.split(":", 1)[1] for d in (args.old_default, args.new_default) if d.split(":")[0] == network.name]
+    names = list(dict.fromkeys([*names, *(n for n in args.check_subsets.split(",") if n)]))
+    timesteps = sorted({t for n in names for t in sets[n]})
+    caches = {}
+    for study in studies:
+        path = work / "cache" / f"{network.name}_held_out" / f"{study.name}.npy"
+        caches[study.name] = LogCache(path, timesteps, tuple(study.slices().shape))
+        caches[study.name].fill(base, study, network)
+    indices = {n: [timesteps.index(t) for t in sets[n]] for n in names}
+    scores = subset_auprc(caches, studies, indices, work / f"auprc_{network.name}_held_out.json")
+    return studies, list(scores.items())
+
+
 # -------------------------------------------------------------------------------------------------------- report
 
 
-def plot(rows: list[Row], marks: dict[str, str], path: Path, threads: int) -> None:
+def plot(rows: list[Row], marks: dict[str, str], path: Path, threads: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -395,6 +429,11 @@ def plot(rows: list[Row], marks: dict[str, str], path: Path, threads: int) -> No
     plt.close(fig)
 
 
+def _threads(timing: dict) -> str:
+    """The torch threads the timings ran with (one number, or each one if they differ)."""
+    return "/".join(str(n) for n in sorted({t["threads"] for t in timing.values()}))
+
+
 def _family(subset: str) -> str:
     if subset.startswith("late"):
         return "late"
@@ -423,7 +462,7 @@ def goal_lines(rows: list[Row], old: str, new: str, reference: str) -> list[str]
     ]
 
 
-def report(rows: list[Row], studies: list[Study], networks: list[Network], timing: dict, args, goals) -> str:
+def report(rows: list[Row], studies: list[Study], networks: list[Network], timing: dict, args, goals, check) -> str:
     names = [s.name for s in studies]
     header = ["row", "network", "timesteps", "n_t", "call", "s / study", f"AUPRC MF{MEDIAN_FILTER}", "AUPRC off"]
     header += [f"{n} MF{MEDIAN_FILTER}" for n in names]
@@ -446,7 +485,7 @@ def report(rows: list[Row], studies: list[Study], networks: list[Network], timin
         "then the mean. Networks: "
         + "; ".join(f"{n.name} = preset `{n.preset}` ({n.parameters:,} parameters, `{n.weights}`)" for n in networks)
         + f". Seconds: scoring only, {studies[0].image.shape[-1]} slices per study (inference's default voxel set "
-        f"scores every slice), from the timings below (median of {args.repeats}, {torch.get_num_threads()} threads).",
+        f"scores every slice), from the timings below (median of {args.repeats}, {_threads(timing)} threads).",
         "",
         "## Where the defaults stand",
         "",
@@ -465,6 +504,25 @@ def report(rows: list[Row], studies: list[Study], networks: list[Network], timin
         "",
         markdown_table(speed[0], speed[1:]),
     ]
+    if check:
+        held, results = check
+        header = ["subset (first network)", "timesteps", "n_t", f"AUPRC MF{MEDIAN_FILTER}", "AUPRC off"]
+        header += [f"{s.name} MF{MEDIAN_FILTER}" for s in held]
+        table = []
+        for name, scores in results:
+            ts = subsets(args.t_lower, args.t_upper)[name]
+            means = [float(np.mean([v[mf] for v in scores.values()])) for mf in (MEDIAN_FILTER, 0)]
+            table.append([name, describe(name, ts), len(ts), *map(fmt, means)])
+            table[-1] += [fmt(scores[s.name][MEDIAN_FILTER]) for s in held]
+        text += [
+            "",
+            "## Held-out check",
+            "",
+            f"The same rows on {len(held)} further made studies, which played no part in choosing the new default "
+            f"({DATA_NOTE}):",
+            "",
+            markdown_table(header, table),
+        ]
     return "\n".join(text)
 
 
@@ -476,6 +534,13 @@ def main() -> None:
     p.add_argument("--work_dir", type=Path, required=True)
     p.add_argument("--networks", default=f"demo={REPO / 'bundle' / 'models' / 'model.pt'}:cpu")
     p.add_argument("--n_test", type=int, default=1, help="made test studies per lesion family")
+    p.add_argument(
+        "--check_n",
+        type=int,
+        default=1,
+        help="held-out studies per family (the next ones of the test set) on which the chosen rows are checked",
+    )
+    p.add_argument("--check_subsets", default="window_5,window_25", help="checked beside the old and new defaults")
     p.add_argument("--test_datalist", type=Path, help="a made test set already at hand (benchmarks/faithful.py's)")
     p.add_argument("--cache_only", action="store_true", help="fill the cache of log d_t and stop (no timing)")
     p.add_argument("--only", help="with --cache_only: the studies to fill (comma-separated), e.g. one per process")
@@ -493,7 +558,7 @@ def main() -> None:
     os.environ["ANDI_PROGRESS"] = "0"  # the inferer's bar per timestep would bury the log
     work = args.work_dir
     torch.manual_seed(0)
-    studies = prepare(work, args.n_test, args.test_datalist)
+    studies = prepare(work, args.test_datalist, 0, args.n_test, args.n_test + args.check_n)
     networks = [Network.parse(s).load() for s in args.networks.split(",")]
     base = base_inferer()
     timesteps = list(range(args.t_lower, args.t_upper))
@@ -535,10 +600,10 @@ def main() -> None:
     sets = subsets(args.t_lower, args.t_upper)
     for network in networks:
         per_pair = timing[f"{network.name}|{default.key}"]["per_pair_s"]
+        indices = {name: [timesteps.index(t) for t in ts] for name, ts in sets.items()}
+        scores = subset_auprc(caches[network.name], studies, indices, work / f"auprc_{network.name}.json")
         for name, ts in sets.items():
-            indices = [timesteps.index(t) for t in ts]
-            scores = subset_auprc(caches[network.name], studies, indices)
-            rows.append(Row(network.name, name, ts, default, per_pair * len(ts) * n_slices, scores))
+            rows.append(Row(network.name, name, ts, default, per_pair * len(ts) * n_slices, scores[name]))
     by = {r.name: r for r in rows}
     for option in options[first.name]:
         if option.key == default.key:
@@ -558,12 +623,17 @@ def main() -> None:
             rows.append(Row(first.name, subset, ts, option, per_pair * len(ts) * n_slices, scores))
 
     goals = goal_lines(rows, args.old_default, args.new_default, f"{first.name}:stride_1")
+    check = held_out_check(args, work, first, base, sets) if args.check_n else None
+    if check:
+        for name, scores in check[1]:
+            mean = float(np.mean([v[MEDIAN_FILTER] for v in scores.values()]))
+            goals.append(f"- held out ({len(check[0])} further studies): {name} AUPRC {mean:.3f} (MF {MEDIAN_FILTER})")
     for line in goals:
         log(line)
-    text = report(rows, studies, networks, timing, args, goals)
+    text = report(rows, studies, networks, timing, args, goals, check)
     atomic_write_bytes(text.encode(), work / "frontier.md")
     marks = {args.old_default: "old CPU default", args.new_default: "new CPU default"}
-    plot(rows, marks, work / "frontier.png", torch.get_num_threads())
+    plot(rows, marks, work / "frontier.png", _threads(timing))
     log(f"wrote {work / 'frontier.md'} and {work / 'frontier.png'}")
     if args.doc:
         shutil.copyfile(work / "frontier.md", REPO / "bundle" / "docs" / "frontier_made_data.md")

@@ -90,8 +90,9 @@ def test_a_subset_is_the_mean_of_its_timesteps_logs():
     assert whole.timesteps == subset and inferer.timesteps == list(range(75, 200))  # a copy; the original kept
     logs = [inferer.at_timesteps([t]).score_slices(x0, toy_network).log() for t in subset]
     torch.testing.assert_close(whole.score_slices(x0, toy_network), torch.stack(logs).mean(0).exp(), rtol=1e-5, atol=0)
-    with pytest.raises(ValueError, match="at least one"):
-        inferer.at_timesteps([])
+    for bad in ([], [75, 1000], [-1]):
+        with pytest.raises(ValueError, match="one or more timesteps in 0..999"):
+            inferer.at_timesteps(bad)
 
 
 def test_geometric_mean_against_direct_numbers():

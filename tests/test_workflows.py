@@ -223,6 +223,7 @@ def test_inference_refuses_bad_input_naming_the_file(problem, trained, tiny_data
 
 SHORTCUTS = {
     "inference": ["inference.yaml"],
+    "inference_cpu": ["inference.yaml", "cpu.yaml"],
     "training": ["train.yaml"],
     "evaluate": ["inference.yaml", "evaluate.yaml"],
     "calibrate": ["inference.yaml", "calibrate.yaml"],
@@ -235,7 +236,7 @@ SHORTCUTS = {
 def test_each_one_file_shortcut_names_common_yaml_first_and_its_workflow(name):
     args = yaml.safe_load((REPO / "shortcuts" / f"{name}.yaml").read_text())
     assert args["config_file"] == config_files(SHORTCUTS[name]) and args["bundle_root"] == "bundle"
-    assert args["run_id"] == name.removeprefix("paper_")
+    assert args["run_id"] == name.removeprefix("paper_").removesuffix("_cpu")
 
 
 def test_the_inference_shortcut_scores_as_the_two_config_files_do(trained, tiny_data, tmp_path):

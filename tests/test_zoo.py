@@ -273,3 +273,27 @@ def test_the_shipped_weights_load_under_the_inference_configs() -> None:
     state = torch.load(WEIGHTS, map_location="cpu", weights_only=True)
     assert state["settings"]["diffusion_range"] == [-1, 1] and state["settings"]["noise_type"] == "pyramid"
     assert sum(p.numel() for p in net.parameters()) == 1_114_532
+
+
+def test_the_demo_command_scores_with_the_cpu_profile_and_the_shipped_calibration_fits_it() -> None:
+    """README command 1 merges cpu.yaml last (13 timesteps, t = 75..87), and models/calibration.json was made under
+    exactly its settings and the shipped weights, so the demo writes a z-map (the calibration is not ignored)."""
+    import ast
+    import re
+
+    from test_readme import readme_commands
+
+    demo = readme_commands()[0].split("monai.bundle run inference", 1)[1]
+    files = ast.literal_eval(re.search(r'--config_file "(\[.+?\])"', demo).group(1))
+    assert Path(files[-1]).name == "cpu.yaml"
+    parser = ConfigParser()
+    parser.read_config([str(REPO / f) for f in files])
+    parser["bundle_root"] = str(BUNDLE)
+    for key, value in re.findall(r"--(\w+) (\S+)", demo):
+        if key not in ("config_file", "bundle_root"):
+            parser[key] = value
+    assert parser.get_parsed_content("inferer").timesteps == list(range(75, 88))
+    if not (BUNDLE / "models" / "calibration.json").is_file():
+        pytest.skip("models/calibration.json is absent")
+    calibration = parser.get_parsed_content("calibration")
+    assert calibration is not None, "the shipped calibration does not fit the demo command's settings"

@@ -225,8 +225,9 @@ class ANDiInferer(BrainSliceInferer):
         noise of each timestep included, is kept, so that maps of subsets can be compared pair by pair."""
         other = copy.copy(self)
         other.timesteps = [int(t) for t in timesteps]
-        if not other.timesteps:
-            raise ValueError("at_timesteps needs at least one timestep")
+        n = int(self.scheduler.num_train_timesteps)
+        if not other.timesteps or not all(0 <= t < n for t in other.timesteps):
+            raise ValueError(f"at_timesteps needs one or more timesteps in 0..{n - 1}, got {list(timesteps)}")
         return other
 
     def noise_for(self, t: int, shape: Sequence[int], device: torch.device) -> torch.Tensor:
