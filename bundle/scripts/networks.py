@@ -8,8 +8,9 @@ where the authors' (modified) double convolution holds one, and MONAI's way up r
 level. ``cpu`` (1.11M parameters) is small enough to train on a laptop CPU in minutes; the shipped demo weights use
 it. ``cpu_lean`` (1.09M parameters: 16 channels at full resolution, a fourth level, attention only at 16 x 16 pixels)
 runs a scoring pass in half the time of ``cpu`` on a CPU, but trained at the demo budget it scored far lower AUPRC
-(``benchmarks/frontier.py``, made data), so the demo keeps ``cpu``; it stays for that comparison. ``tiny`` (:data:`TINY_NETWORK`, about 45k parameters) is for checking the workflows, in the tests and the smoke
-runs of the benchmarks (``--network_preset tiny``): it learns nothing useful.
+(``benchmarks/frontier.py``, made data), so the demo keeps ``cpu``; it stays for that comparison. ``tiny``
+(:data:`TINY_NETWORK`, about 45k parameters) is for checking the workflows, in the tests and the smoke runs of the
+benchmarks (``--network_preset tiny``): it learns nothing useful.
 """
 
 from __future__ import annotations
