@@ -102,7 +102,7 @@ def report_text(
         "",
         f"Printed by `{command}` on {today} (UTC); this file is written by the script.",
         "",
-        "- **default**: `common.yaml` as it ships (linear betas 1e-4 .. 0.02, epsilon prediction, pyramid discount "
+        "- **default**: `inference.yaml` as it ships (linear betas 1e-4 .. 0.02, epsilon prediction, pyramid discount "
         "0.8), the shipped demo weights (`train/range_pyramid` of benchmarks/faithful.py); scored at range(75, 200), "
         f"stride 25 (t = 75, 100, ..., 175). {default_source}",
         "- **v2**: `v2.yaml` merged last for training and scoring (v-prediction, the cosine schedule in log-SNR "

@@ -61,20 +61,21 @@ def tiny_dataset(
 
 
 def config_files(configs: str | Sequence[str]) -> list[str]:
-    """``common.yaml`` and then ``configs`` (names under bundle/configs), as every workflow merges them."""
-    names = [configs] if isinstance(configs, str) else list(configs)
-    return [f"bundle/configs/{c}" for c in ("common.yaml", *names)]
+    """``inference.yaml`` and then ``configs`` (names under bundle/configs), as every workflow merges them (naming
+    ``inference.yaml`` among ``configs`` is allowed: it is not repeated)."""
+    names = [c for c in ([configs] if isinstance(configs, str) else configs) if c != "inference.yaml"]
+    return [f"bundle/configs/{c}" for c in ("inference.yaml", *names)]
 
 
 def preprocessing(**overrides: object):
-    """The preprocessing of ``configs/common.yaml`` (a ``Compose``), with config ``overrides`` (e.g. ``image_size``)."""
+    """The preprocessing of ``configs/inference.yaml`` (a ``Compose``), with ``overrides`` (e.g. ``image_size``)."""
     from scripts.configs import parsed
 
     return parsed("preprocessing", **overrides)
 
 
 def bundle_cmd(workflow: str, configs: str | Sequence[str], *args: str, launcher: Sequence[str] = ()) -> list[str]:
-    """The command line of ``python -m monai.bundle run WORKFLOW`` with ``common.yaml`` and ``configs`` (names under
+    """The command line of ``python -m monai.bundle run WORKFLOW`` with ``inference.yaml`` and ``configs`` (names under
     bundle/configs, merged in order) and ``args``; ``launcher`` (e.g. torchrun's) goes before ``-m monai.bundle``."""
     config_arg = str(config_files(configs))
     return [sys.executable, *(launcher or []), "-m", "monai.bundle", "run", workflow, "--config_file", config_arg,

@@ -21,7 +21,7 @@ from scripts.report import CollectMapsd, MapCollector, load_maps
 from scripts.studies import select_studies
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = ["bundle/configs/common.yaml", "bundle/configs/inference.yaml", "bundle/configs/evaluate.yaml"]
+CONFIGS = ["bundle/configs/inference.yaml", "bundle/configs/evaluate.yaml"]
 
 
 @pytest.fixture(scope="module")

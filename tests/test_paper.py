@@ -14,7 +14,7 @@ CONFIGS = REPO / "bundle" / "configs"
 
 def parsed(*names: str) -> ConfigParser:
     parser = ConfigParser()
-    parser.read_config(ConfigParser.load_config_files([str(CONFIGS / n) for n in ("common.yaml", *names)]))
+    parser.read_config(ConfigParser.load_config_files([str(CONFIGS / n) for n in ("inference.yaml", *names)]))
     parser.update({"bundle_root": str(REPO / "bundle")})
     return parser
 

@@ -233,7 +233,7 @@ SHORTCUTS = {
 
 
 @pytest.mark.parametrize("name", sorted(SHORTCUTS))
-def test_each_one_file_shortcut_names_common_yaml_first_and_its_workflow(name):
+def test_each_one_file_shortcut_names_inference_yaml_first_and_its_workflow(name):
     args = yaml.safe_load((REPO / "shortcuts" / f"{name}.yaml").read_text())
     assert args["config_file"] == config_files(SHORTCUTS[name]) and args["bundle_root"] == "bundle"
     assert args["run_id"] == name.removeprefix("paper_").removesuffix("_cpu")

@@ -31,9 +31,8 @@ REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundle"
 CONFIGS = BUNDLE / "configs"
 META = CONFIGS / "metadata.json"
-COMMON = CONFIGS / "common.yaml"
-INFERENCE = [str(COMMON), str(CONFIGS / "inference.yaml")]
-TRAIN = [str(COMMON), str(CONFIGS / "train.yaml")]
+INFERENCE = [str(CONFIGS / "inference.yaml")]
+TRAIN = [str(CONFIGS / "inference.yaml"), str(CONFIGS / "train.yaml")]
 WEIGHTS = BUNDLE / "models" / "model.pt"
 SCHEMA_COPY = Path(__file__).resolve().parent / "data" / "meta_schema_20240725.json"
 SCHEMA_SHARED = REPO.parent / "shared" / "reference" / "meta_schema_20240725.json"
@@ -124,7 +123,7 @@ def test_verify_net_in_out_through_the_command_line(preset: str) -> None:
     timestep, because the zoo's check feeds one input (and its CLI cannot pass a timestep tensor)."""
     proc = zoo_command(
         *["verify_net_in_out", "network_io", "--meta_file", "configs/metadata.json"],
-        *["--config_file", "['configs/common.yaml']", "--device", "cpu", "--network_preset", preset],
+        *["--config_file", "configs/inference.yaml", "--device", "cpu", "--network_preset", preset],
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "data shape of network is verified with no error" in proc.stdout + proc.stderr
@@ -153,7 +152,7 @@ def test_export_workflow_gives_the_eager_network(tmp_path: Path) -> None:
     out = tmp_path / "model.ts"
     proc = zoo_command(
         *["run", "export", "--meta_file", "configs/metadata.json", "--config_file"],
-        "['configs/common.yaml','configs/inference.yaml','configs/export.yaml']",
+        "['configs/inference.yaml','configs/export.yaml']",
         *["--export_path", str(out), "--checkpoint", str(weights), "--network_preset", "tiny", "--image_size", "32"],
         *["--device", "cpu"],
     )

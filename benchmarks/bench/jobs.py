@@ -32,9 +32,9 @@ STOP = threading.Event()  # set on Ctrl-C (run_tasks): no further bundle command
 
 
 def config_files(configs: Sequence[str]) -> str:
-    """The ``--config_file`` argument of a bundle command: ``common.yaml`` then ``configs`` (names under
+    """The ``--config_file`` argument of a bundle command: ``inference.yaml`` then ``configs`` (names under
     ``bundle/configs``, merged in order) as the list literal MONAI's runner reads. The one place that list is made."""
-    return str([f"bundle/configs/{c}" for c in ("common.yaml", *configs)])
+    return str([f"bundle/configs/{c}" for c in ("inference.yaml", *(c for c in configs if c != "inference.yaml"))])
 
 
 def bundle_command(workflow: str, configs: Sequence[str], overrides: Mapping[str, object]) -> list[str]:

@@ -1,4 +1,4 @@
-"""The atlas a study is registered to and scored on: a choice (``atlas`` in ``configs/common.yaml``).
+"""The atlas a study is registered to and scored on: a choice (``atlas`` in ``configs/inference.yaml``).
 
 * ``sri24`` (the default): the SRI24 T1 brain, "BraTS space" (240 x 240 x 155 at 1 mm), as BraTS 2021 studies come;
   shipped in ``bundle/atlas`` with its notice (``docs/data_license.txt``).

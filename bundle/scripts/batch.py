@@ -8,7 +8,10 @@ recorded, its partial outputs are removed, and the run goes on. At the end :clas
 failed, ends the program with exit status 1 (:class:`~scripts.errors.StudiesFailed`). ``on_error: stop`` stops at
 the first failure instead.
 
-:class:`StudyBatch` runs a MONAI engine (the evaluator of ``run inference`` and ``run evaluate``) study by study.
+:class:`StudyBatch` runs a MONAI engine (the evaluator of ``run inference`` and ``run evaluate``) study by study,
+through public interfaces only: the evaluator's ``data_loader`` is set to one study's loader (a view of the
+configured loader's dataset), and an ignite ``EXCEPTION_RAISED`` handler ends that study's run cleanly, so that the
+engine starts the next study afresh; the study's error is then raised to :func:`run_studies`, which records it.
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from monai.data import DataLoader, Dataset
+from ignite.engine import Events
+from monai.data import DataLoader
+from torch.utils.data import Subset
 
 from scripts.errors import Failure, StudiesFailed, bundle_error
 from scripts.files import atomic_write_bytes, remove_partials
@@ -103,10 +108,11 @@ class StudyBatch:
     """Run ``engine`` (a MONAI evaluator) on the studies of ``selection`` one by one (see the module docstring).
 
     Args:
-        engine: the evaluator; its data loader is replaced by one of a single study before each run.
+        engine: the evaluator; its ``data_loader`` is set to one of a single study before each run.
         selection: from ``scripts.studies.select_studies``: the studies to do, the skipped ones and the failures
             found in the headers.
-        transform: the preprocessing, applied by the loader.
+        loader: the configured loader of all studies (``dataloader``: its dataset holds ``selection.studies`` in
+            order, with the preprocessing); each study's loader takes that study's item of its dataset.
         output_dir: where the outputs and the failures file go.
         on_error: ``"continue"`` (the default) or ``"stop"``.
         output_files: the names of a study's output files, removed from ``<output_dir>/<study>`` when it fails
@@ -119,7 +125,7 @@ class StudyBatch:
         self,
         engine,
         selection: StudySelection,
-        transform: Callable[[dict], dict],
+        loader: DataLoader,
         output_dir: str | os.PathLike,
         on_error: str = "continue",
         output_files: Sequence[str] = STUDY_FILES,
@@ -129,7 +135,11 @@ class StudyBatch:
     ) -> None:
         self.engine = engine
         self.selection = selection
-        self.transform = transform
+        self.loader = loader
+        if len(loader.dataset) != len(selection.studies):
+            raise ValueError(f"the loader holds {len(loader.dataset)} studies, the selection {len(selection.studies)}")
+        self._index = {id(study): i for i, study in enumerate(selection.studies)}
+        self._error: BaseException | None = None
         self.output_dir = Path(output_dir)
         self.on_error = str(on_error)
         self.output_files = list(output_files)
@@ -140,16 +150,28 @@ class StudyBatch:
         # terminating due to exception" line the failure that run_studies records and reports (with the traceback
         # in the log when it is a bug)
         engine.logger.setLevel(logging.CRITICAL)
+        # ignite re-raises an exception only when no handler takes it; this one keeps it, the run ends cleanly and the
+        # next run starts afresh
+        engine.add_event_handler(Events.EXCEPTION_RAISED, self._keep_error)
+
+    def _keep_error(self, engine, error: BaseException) -> None:
+        self._error = error
 
     def score(self, study: dict) -> None:
         remove_partials(self.output_dir / str(study.get("name", "")))  # what a killed run was writing
-        loader = DataLoader(Dataset([study], self.transform), batch_size=1, shuffle=False, num_workers=0)
-        self.engine.data_loader = loader
-        self.engine.state.epoch_length = len(loader)
-        # after a study that raised, ignite keeps its finished run generator and would return at once from the next
-        # run (scoring nothing): start each study's run afresh
-        self.engine._internal_run_generator = None
+        index = self._index[id(study)]
+        self.engine.data_loader = DataLoader(
+            Subset(self.loader.dataset, [index]),
+            batch_size=1,
+            shuffle=False,
+            num_workers=self.loader.num_workers,
+            collate_fn=self.loader.collate_fn,
+        )
+        self.engine.state.epoch_length = 1  # the configured loader's length is the number of studies
+        self._error = None
         self.engine.run()
+        if self._error is not None:
+            raise self._error
 
     def clean_up(self, study: dict) -> None:
         """Remove what a failed study wrote (outputs are atomic, but a study writes several)."""

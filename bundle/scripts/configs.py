@@ -13,13 +13,15 @@ BUNDLE = Path(__file__).resolve().parents[1]
 
 
 def config_parser(configs: Sequence[str] = (), **overrides: object) -> ConfigParser:
-    """The parser of ``common.yaml`` merged with ``configs`` (names under ``configs/``) and ``overrides``, for several
-    components that share their references (e.g. ``pre`` and ``preprocessing``).
+    """The parser of ``inference.yaml`` merged with ``configs`` (names under ``configs/``; ``inference.yaml`` among
+    them is not repeated) and ``overrides``, for several components that share their references (e.g. ``pre`` and
+    ``preprocessing``).
 
     ``bundle_root`` is this bundle; ``output_dir`` defaults to ``"outputs"`` (the preprocessing names it).
     """
     parser = ConfigParser()
-    parser.read_config(ConfigParser.load_config_files([str(BUNDLE / "configs" / c) for c in ("common.yaml", *configs)]))
+    names = ("inference.yaml", *(c for c in configs if c != "inference.yaml"))
+    parser.read_config(ConfigParser.load_config_files([str(BUNDLE / "configs" / c) for c in names]))
     parser.update({"bundle_root": str(BUNDLE), "output_dir": "outputs", **overrides})
     return parser
 

@@ -1,6 +1,6 @@
 """Healthy training slices: every study preprocessed once, its healthy brain slices cached as a memory-mapped array.
 
-A study goes through the bundle's volume preprocessing (``configs/common.yaml``: load, check, RAS, 99th-percentile
+A study goes through the bundle's volume preprocessing (``configs/inference.yaml``: load, check, RAS, 99th-percentile
 scaling, axial slices resized to 128x128). Its axial slices are kept when the brain is not empty (at least
 ``min_brain_fraction`` of the slice, and at least one voxel) and no voxel carries a label. The kept slices,
 (K, C, 128, 128) float32, are saved once per study as ``.npy`` in ``cache_dir`` and read memory-mapped, so an epoch

@@ -6,7 +6,7 @@ also takes the timesteps. So this traces ``network(x_t, t)`` with MONAI's own he
 metadata and configs (``save_net_with_metadata``), as ``ckpt_export`` would:
 
     python -m monai.bundle run export --meta_file configs/metadata.json \\
-        --config_file "['configs/common.yaml','configs/inference.yaml','configs/export.yaml']"
+        --config_file "['configs/inference.yaml','configs/export.yaml']"
 
 A trace records the device it ran on (the timestep embedding is built there): export on the device you will run on.
 """

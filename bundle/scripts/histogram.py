@@ -4,7 +4,7 @@ landmarks) onto a standard scale.
 
 * :func:`standard_landmarks`: the standard scale of a set of volumes; :func:`match_histogram`: one volume onto it;
 * :func:`save_landmarks` / :func:`load_landmarks`: the JSON file the bundle ships (``models/histogram_landmarks.json``);
-* :class:`HistogramMatchd`: the preprocessing step (``pre#match`` in ``configs/common.yaml``);
+* :class:`HistogramMatchd`: the preprocessing step (``pre#match`` in ``configs/inference.yaml``);
 * :func:`build_histogram_landmarks`: the landmarks file from a dataset (``python -m scripts.cli
   build-histogram-landmarks``).
 

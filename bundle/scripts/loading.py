@@ -1,5 +1,5 @@
 """Reading a study once and checking it once: the first two steps of the preprocessing (``pre#load`` and
-``pre#check`` in ``configs/common.yaml``).
+``pre#check`` in ``configs/inference.yaml``).
 
 * :class:`LoadStudyd`: every file of a study (the modalities, and a brain ``mask`` and ``label`` when given) read
   once with MONAI's ``LoadImage`` into a channel-first MetaTensor (1, x, y, z) float32 with its RAS affine; a 4D

@@ -3,7 +3,7 @@ needed) and optionally histogram-matched by the first steps of the bundle's prep
 manifest, so that training on BraTS, Shifts or a hospital's own scans is a config change.
 
     python -m monai.bundle run preprocess --bundle_root bundle \
-        --config_file "['bundle/configs/common.yaml','bundle/configs/preprocess.yaml']" \
+        --config_file "['bundle/configs/inference.yaml','bundle/configs/preprocess.yaml']" \
         --dataset_dir RAW_STUDIES_OR_DATALIST --output_dir PREPARED
 
 writes ``PREPARED/<name>/<name>_{t1,t1c,t2,flair}.nii.gz`` (atlas grid, float32), ``<name>_seg.nii.gz`` when the

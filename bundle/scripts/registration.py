@@ -1,5 +1,5 @@
 """Registration to the atlas (``scripts.atlas``: SRI24 "BraTS space" by default) with SimpleITK, and the
-preprocessing step that does it (``pre#register`` in ``configs/common.yaml``).
+preprocessing step that does it (``pre#register`` in ``configs/inference.yaml``).
 
 Pipeline (:func:`register_study`), on images already read (``scripts.loading``):
 
