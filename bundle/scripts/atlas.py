@@ -17,7 +17,6 @@ from functools import lru_cache
 from pathlib import Path
 
 import SimpleITK as sitk
-
 from scripts.grid import Grid, read_grid, read_image
 
 SRI24_FILE = "sri24_t1_brain.nii.gz"

@@ -26,13 +26,12 @@ from pathlib import Path
 
 from ignite.engine import Events
 from monai.data import DataLoader
-from torch.utils.data import Subset
-
 from scripts.errors import Failure, StudiesFailed, bundle_error
 from scripts.files import atomic_write_bytes, remove_partials
 from scripts.outputs import STUDY_FILES
 from scripts.progress import progress
 from scripts.studies import StudySelection
+from torch.utils.data import Subset
 
 logger = logging.getLogger(__name__)
 

@@ -30,7 +30,6 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 from scipy import ndimage
-
 from scripts import as_bool
 from scripts.errors import StudyError
 from scripts.files import atomic_write_bytes

@@ -24,7 +24,6 @@ import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import DiskSaver
 from monai.handlers import CheckpointSaver
-
 from scripts.errors import StudyError
 from scripts.files import atomic_path, remove_partials
 
@@ -45,11 +44,7 @@ WEIGHTS_KEY = "model"
 SETTINGS_KEY = "settings"
 # Settings recorded only since the v2 profile (the schedule and what the network predicts): weights saved before
 # (the shipped demo weights among them) were all trained under these values, so a record without the key reads so.
-LEGACY_DEFAULTS: dict[str, object] = {
-    "schedule": "linear_beta",
-    "schedule_base_size": 64,
-    "prediction_type": "epsilon",
-}
+LEGACY_DEFAULTS: dict[str, object] = {"schedule": "linear_beta", "schedule_base_size": 64, "prediction_type": "epsilon"}
 
 
 def _plain(value: object) -> object:
@@ -144,9 +139,11 @@ def load_network(
             for part in (
                 f"missing {missing[:3]}" if missing else "",
                 f"unexpected {unexpected[:3]}" if unexpected else "",
-                f"shape mismatch {[(k, tuple(state[k].shape), tuple(own[k].shape)) for k in wrong[:3]]}"
-                if wrong
-                else "",
+                (
+                    f"shape mismatch {[(k, tuple(state[k].shape), tuple(own[k].shape)) for k in wrong[:3]]}"
+                    if wrong
+                    else ""
+                ),
             )
             if part
         )

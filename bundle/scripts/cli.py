@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 import fire
-
 from scripts import histogram
 from scripts.datalists import SPLITS_DIR, DatalistError, make_brats21_datalist
 from scripts.errors import StudyError
@@ -146,7 +145,6 @@ def record_weights(weights: str, out: str, settings: str | dict = "{}") -> str:
     import json
 
     import torch
-
     from scripts.checkpoints import SETTINGS_KEY, WEIGHTS_KEY, save_weights
 
     given = json.loads(settings) if isinstance(settings, str) else dict(settings)

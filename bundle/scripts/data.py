@@ -21,14 +21,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.utils.data import Dataset
-
 from scripts.errors import StudyError
 from scripts.files import atomic_path, remove_partials
 from scripts.fingerprint import fingerprint
 from scripts.progress import progress
 from scripts.slices import healthy_slice_indices
 from scripts.studies import check_study, list_studies
+from torch.utils.data import Dataset
 
 logger = logging.getLogger(__name__)
 

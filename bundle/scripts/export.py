@@ -24,7 +24,6 @@ import torch
 from monai.bundle import ConfigParser
 from monai.data import save_net_with_metadata
 from monai.networks.utils import convert_to_torchscript
-
 from scripts.files import atomic_write_bytes
 
 

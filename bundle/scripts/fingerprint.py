@@ -30,11 +30,7 @@ _RUNTIME = frozenset({"filenames"})  # state a transform keeps from its last cal
 
 def _array_digest(array: np.ndarray) -> dict[str, object]:
     array = np.ascontiguousarray(array)
-    return {
-        "shape": list(array.shape),
-        "dtype": str(array.dtype),
-        "sha1": hashlib.sha1(array.tobytes()).hexdigest(),
-    }
+    return {"shape": list(array.shape), "dtype": str(array.dtype), "sha1": hashlib.sha1(array.tobytes()).hexdigest()}
 
 
 def describe(obj: object, _depth: int = 0, _seen: frozenset[int] = frozenset()) -> object:

@@ -20,7 +20,6 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 from monai.data import MetaTensor
-
 from scripts.errors import StudyError
 
 PathLike = str | os.PathLike

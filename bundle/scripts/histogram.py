@@ -22,7 +22,6 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
-
 from scripts import MODALITIES, as_bool
 from scripts.errors import StudyError
 from scripts.files import atomic_write_bytes

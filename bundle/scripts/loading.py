@@ -17,7 +17,6 @@ from collections.abc import Hashable, Mapping, Sequence
 import torch
 from monai.config import KeysCollection
 from monai.transforms import LoadImage, MapTransform
-
 from scripts import MODALITIES
 from scripts.errors import StudyError
 from scripts.grid import voxel_ml

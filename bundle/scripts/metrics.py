@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-
 from scripts.postprocess import VOXEL_SETS, MedianFilter, guard_segmentation, yen_segmentation
 
 MEDIAN_FILTER_SIZES: tuple[int, ...] = (0, 3, 5)

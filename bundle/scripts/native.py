@@ -20,7 +20,6 @@ import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform
-
 from scripts.atlas import atlas_grid
 from scripts.errors import StudyError
 from scripts.files import atomic_write_bytes

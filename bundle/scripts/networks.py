@@ -20,7 +20,6 @@ from typing import Any
 
 import torch
 from monai.networks.nets import DiffusionModelUNet
-
 from scripts import as_bool
 
 TINY_NETWORK: dict[str, Any] = {
@@ -59,10 +58,7 @@ NETWORK_PRESETS: dict[str, dict[str, Any]] = {
 
 
 def make_network(
-    preset: str | Mapping[str, Any] = "cpu",
-    in_channels: int = 4,
-    fused_attention: bool | str = True,
-    **overrides: Any,
+    preset: str | Mapping[str, Any] = "cpu", in_channels: int = 4, fused_attention: bool | str = True, **overrides: Any
 ) -> DiffusionModelUNet:
     """A 2D ``DiffusionModelUNet`` mapping (N, C, H, W) noisy slices and (N,) timesteps to predicted noise (N, C, H, W).
 

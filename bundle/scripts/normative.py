@@ -30,7 +30,6 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 from scipy import ndimage
-
 from scripts.errors import StudyError
 from scripts.intensity import brain_mask
 from scripts.postprocess import like_map

@@ -19,7 +19,6 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
-
 from scripts import as_bool
 from scripts.files import atomic_write_bytes, write_nifti
 from scripts.native import matrix_transform, write_transform

@@ -29,12 +29,11 @@ from monai.data.meta_obj import get_track_meta
 from monai.transforms import MapTransform, Transform
 from monai.utils import convert_to_tensor
 from scipy import ndimage
-from skimage.filters import threshold_yen
-from skimage.morphology import ball
-
 from scripts import as_bool, as_optional_float
 from scripts.intensity import brain_mask
 from scripts.studies import study_name
+from skimage.filters import threshold_yen
+from skimage.morphology import ball
 
 logger = logging.getLogger(__name__)
 

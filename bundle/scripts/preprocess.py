@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
 from scripts import MODALITIES, as_bool, as_flag_or_auto
 from scripts.batch import BatchReport, failures_file, run_studies
 from scripts.errors import Failure, StudyError

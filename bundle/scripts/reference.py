@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-
 from scripts.diffusion import deviation, deviation_from_noise, mu_q, mu_theta, q_sample, schedule_terms
 from scripts.scoring import ANDiInferer
 

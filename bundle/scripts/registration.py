@@ -33,7 +33,6 @@ import numpy as np
 import SimpleITK as sitk
 from monai.data import MetaTensor
 from monai.transforms import MapTransform
-
 from scripts import MODALITIES, as_flag_or_auto
 from scripts.atlas import atlas_grid, load_atlas
 from scripts.errors import StudyError

@@ -21,7 +21,6 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
-
 from scripts import as_optional_float
 from scripts.errors import StudyError
 from scripts.files import atomic_write_bytes

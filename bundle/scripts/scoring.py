@@ -31,7 +31,6 @@ from collections.abc import Callable, Sequence
 import torch
 from monai.inferers import Inferer
 from monai.networks.schedulers import DDPMScheduler
-
 from scripts import as_bool, as_flag_or_auto
 from scripts.diffusion import DiffusionRange, deviation_from_noise, eps_from_prediction, q_sample, schedule_terms
 from scripts.noise import get_noise_fn

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import nibabel as nib
-
 from scripts import MODALITIES, as_bool, as_flag_or_auto
 from scripts.errors import Failure, StudyError
 

@@ -25,7 +25,6 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage as ndi
 from scipy.spatial.transform import Rotation
-
 from scripts import MODALITIES
 from scripts.atlas import nilearn_data_dir
 from scripts.files import atomic_write_bytes, write_nifti
@@ -355,10 +354,7 @@ def _add_scattered(
 
 
 def make_study(
-    seed: int,
-    lesion: str = "none",
-    shape: Sequence[int] = BRATS_SHAPE,
-    spacing: Sequence[float] = (1.0, 1.0, 1.0),
+    seed: int, lesion: str = "none", shape: Sequence[int] = BRATS_SHAPE, spacing: Sequence[float] = (1.0, 1.0, 1.0)
 ) -> SyntheticStudy:
     """Make one synthetic (made, not real) skull-stripped study of T1, T1Gd, T2 and FLAIR, shape (H, W, D).
 

@@ -12,7 +12,6 @@ from collections.abc import Sequence
 import torch
 from monai.engines.utils import DiffusionPrepareBatch
 from monai.inferers import DiffusionInferer
-
 from scripts.diffusion import DiffusionRange, eps_from_prediction, schedule_terms
 from scripts.noise import get_noise_fn
 

@@ -27,7 +27,6 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
-
 from scripts.files import atomic_write_bytes
 from scripts.grid import voxel_ml
 from scripts.intensity import brain_mask

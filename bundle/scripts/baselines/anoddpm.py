@@ -20,7 +20,6 @@ from collections.abc import Callable
 
 import torch
 from monai.networks.schedulers import DDPMScheduler
-
 from scripts.baselines.sampling import ReverseChainInferer
 
 

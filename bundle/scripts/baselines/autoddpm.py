@@ -34,7 +34,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from monai.networks.schedulers import DDPMScheduler
-
 from scripts.baselines.sampling import ReverseChainInferer, forward_step
 from scripts.diffusion import q_sample
 from scripts.intensity import brain_mask

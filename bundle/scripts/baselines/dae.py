@@ -29,7 +29,6 @@ import torch
 import torch.nn.functional as F
 from monai.engines.utils import PrepareBatch
 from monai.networks.nets import BasicUNet
-
 from scripts.intensity import brain_mask
 from scripts.noise import coarse_noise
 from scripts.scoring import BrainSliceInferer

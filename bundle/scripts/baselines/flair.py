@@ -18,7 +18,6 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
-
 from scripts.intensity import brain_mask
 from scripts.metrics import best_dice, binary_curve
 from scripts.scoring import BrainSliceInferer

@@ -17,7 +17,6 @@ from collections.abc import Callable, Sequence
 
 import torch
 from monai.networks.schedulers import DDPMScheduler
-
 from scripts.diffusion import DiffusionRange, ScheduleTerms, eps_from_prediction, mu_theta, q_sample, schedule_terms
 from scripts.noise import get_noise_fn
 from scripts.progress import progress
