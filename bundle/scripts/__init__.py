@@ -31,7 +31,7 @@ def as_flag_or_auto(value: object) -> bool | str:
     return as_bool(value)
 
 
-def as_optional_float(value: object) -> float | None:
+def as_optional_float(value: float | str | None) -> float | None:
     """A number or nothing from a config: ``null`` on a command line arrives as the string "null"."""
     if value is None or (isinstance(value, str) and value.strip().lower() in ("null", "none", "")):
         return None

@@ -16,7 +16,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-import SimpleITK as sitk
+import SimpleITK as sitk  # noqa: N813
 from scripts.grid import Grid, read_grid, read_image
 
 SRI24_FILE = "sri24_t1_brain.nii.gz"

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import nibabel as nib
 import numpy as np
-import SimpleITK as sitk
+import SimpleITK as sitk  # noqa: N813
 import torch
 from monai.data import MetaTensor
 from scripts.errors import StudyError

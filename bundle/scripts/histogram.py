@@ -126,7 +126,7 @@ def save_landmarks(
     for key, values in content["landmarks"].items():
         if len(values) != len(percentiles):
             raise ValueError(f"landmarks of '{key}' have {len(values)} values for {len(percentiles)} percentiles")
-    return atomic_write_bytes((json.dumps(content, indent=2) + "\n").encode(), path)
+    return atomic_write_bytes((json.dumps(content, indent=4) + "\n").encode(), path)
 
 
 def load_landmarks(path: PathLike, percentiles: Sequence[float] | None = DEFAULT_PERCENTILES) -> dict[str, np.ndarray]:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
+import SimpleITK as sitk  # noqa: N813
 from monai.data import MetaTensor
 from monai.transforms import MapTransform
 from scripts import MODALITIES, as_flag_or_auto

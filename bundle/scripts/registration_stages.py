@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import SimpleITK as sitk
+import SimpleITK as sitk  # noqa: N813
 
 
 @dataclass(frozen=True)

@@ -84,7 +84,7 @@ def write_value_file(
         "weights_sha256": sha,
         "made_by": made_by,
     }
-    return atomic_write_bytes((json.dumps(content, indent=2) + "\n").encode(), path)
+    return atomic_write_bytes((json.dumps(content, indent=4) + "\n").encode(), path)
 
 
 def read_value_file(
