@@ -5,6 +5,7 @@
     python -m scripts.cli make-datalist BRATS_DIR OUT_JSON [--splits_dir DIR] [--absolute]
     python -m scripts.cli build-histogram-landmarks DATASET_DIR OUT_JSON [--datalist_key training]
     python -m scripts.cli record-weights WEIGHTS OUT --settings '{"method": "ANDi", "diffusion_range": [0, 1], ...}'
+    python -m scripts.cli zoo-submission OUT --url_base URL [--name andi_brain_mri_anomaly_detection]
 
 Every image the make-demo commands make is synthetic (made from the MNI152 templates that ship with nilearn).
 ``make-datalist`` turns an unpacked BraTS 2021 download into a datalist JSON for the paper's splits.
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import fire
 from scripts import histogram
+from scripts import zoo_submission as zoo
 from scripts.datalists import SPLITS_DIR, DatalistError, make_brats21_datalist
 from scripts.errors import StudyError
 from scripts.synthetic import make_dataset, make_study, write_study
@@ -161,6 +163,18 @@ def record_weights(weights: str, out: str, settings: str | dict = "{}") -> str:
     return str(path)
 
 
+def zoo_submission(out_dir: str, url_base: str, name: str = zoo.NAME) -> str:
+    """Write the folder a MONAI model-zoo pull request adds (``OUT/models/<name>``: the bundle without its large
+    files, ``large_files.yml`` with ``URL/<path>`` for each) and ``OUT/bundle_custom_data.md`` (the zoo CI entries
+    to add). See docs/zoo_submission.md."""
+    try:
+        target = zoo.write_submission(out_dir, url_base, name=name)
+    except zoo.SubmissionError as err:
+        raise fire.core.FireError(str(err)) from err
+    print(f"zoo submission written: {target} (and {Path(out_dir) / 'bundle_custom_data.md'})")
+    return str(target)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: ``python -m scripts.cli COMMAND ...``."""
     commands = {
@@ -169,6 +183,7 @@ def main(argv: list[str] | None = None) -> None:
         "make-datalist": make_datalist,
         "build-histogram-landmarks": build_histogram_landmarks,
         "record-weights": record_weights,
+        "zoo-submission": zoo_submission,
     }
     fire.Fire(commands, command=argv if argv is not None else sys.argv[1:], name="python -m scripts.cli")
 
