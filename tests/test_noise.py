@@ -55,3 +55,20 @@ def test_seeded_generator_reproducible_and_variants_differ():
 def test_unknown_noise_type():
     with pytest.raises(ValueError, match="unknown noise type"):
         get_noise_fn("simplex_typo")
+
+
+@pytest.mark.parametrize("fn", [pyramid_noise, pyramid_noise_authors])
+def test_low_frequency_share_rises_with_the_discount_and_with_the_levels(fn):
+    """Planted bugs: "forgets the discount" (level i weighted 0.8**i whatever the discount) and "ignores the levels"
+    (always 10): the low-frequency share must rise with each."""
+
+    def low(**kwargs: float) -> float:
+        noise = fn((16, 2, 64, 64), generator=torch.Generator().manual_seed(4), **kwargs)
+        return radial_energy_fraction(noise)
+
+    by_discount = [low(levels=6, discount=c) for c in (0.3, 0.6, 0.9)]
+    assert by_discount[0] < by_discount[1] < by_discount[2], by_discount
+    assert by_discount[2] > 1.5 * by_discount[0]
+    by_levels = [low(levels=n, discount=0.8) for n in (1, 3, 6)]
+    assert by_levels[0] < by_levels[1] < by_levels[2], by_levels
+    assert by_levels[2] > 1.5 * by_levels[0]

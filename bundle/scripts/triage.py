@@ -30,6 +30,7 @@ from monai.transforms import MapTransform
 from scripts.files import atomic_write_bytes
 from scripts.grid import voxel_ml
 from scripts.intensity import brain_mask
+from scripts.ranks import meet
 
 logger = logging.getLogger(__name__)
 
@@ -96,10 +97,14 @@ class StudyScored(MapTransform):
 class ScoresTable:
     """``scores.csv`` of an output folder: one row per study with a ``segmentation.json`` holding a study score,
     ranked by score (highest first): rank, study, score, score rule, lesion volume (ml), segmentation rule,
-    rejected. Studies of earlier runs into the same folder are included, so a resumed run ranks them all."""
+    rejected. Studies of earlier runs into the same folder are included, so a resumed run ranks them all.
 
-    def __init__(self, output_dir: str | os.PathLike) -> None:
+    Under torchrun (``world_size`` > 1) every process calls :meth:`write`; they meet first
+    (:func:`scripts.ranks.meet`) and only ``rank`` 0 writes, once every rank's studies are on disk."""
+
+    def __init__(self, output_dir: str | os.PathLike, rank: int | str = 0, world_size: int | str = 1) -> None:
         self.output_dir = Path(output_dir)
+        self.rank, self.world_size = int(rank), int(world_size)
 
     def rows(self) -> list[dict[str, object]]:
         rows = []
@@ -124,7 +129,11 @@ class ScoresTable:
         return [{"rank": i + 1, **r} for i, r in enumerate(rows)]
 
     def write(self) -> Path | None:
-        """Write ``scores.csv`` atomically (nothing when no study has a score); returns its path or None."""
+        """Write ``scores.csv`` atomically (nothing when no study has a score), on rank 0 after every rank has met;
+        returns its path, or None (no score, or a rank other than 0)."""
+        meet(self.world_size)
+        if self.rank != 0:
+            return None
         rows = self.rows()
         if not rows:
             return None
