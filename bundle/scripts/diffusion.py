@@ -214,6 +214,19 @@ def eps_from_prediction(
     raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
 
 
+def x0_from_prediction(
+    prediction: torch.Tensor, x_t: torch.Tensor, terms: ScheduleTerms, prediction_type: str = "epsilon"
+) -> torch.Tensor:
+    """The implied x_0 (N, C, H, W) of the network's output at ``x_t``: (x_t - sqrt(1 - alpha_bar_t) eps_hat) /
+    sqrt(alpha_bar_t) for ``epsilon``, sqrt(alpha_bar_t) x_t - sqrt(1 - alpha_bar_t) v_hat for ``v_prediction`` (as
+    UAD-IMAG's ``anomaly_detection.ANDi`` computes them)."""
+    if prediction_type == "epsilon":
+        return (x_t - (1.0 - terms.alpha_bar).sqrt() * prediction) / terms.alpha_bar.sqrt()
+    if prediction_type == "v_prediction":
+        return terms.alpha_bar.sqrt() * x_t - (1.0 - terms.alpha_bar).sqrt() * prediction
+    raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
+
+
 def mu_q(x_t: torch.Tensor, x_0: torch.Tensor, terms: ScheduleTerms) -> torch.Tensor:
     """Posterior mean of q(x_{t-1} | x_t, x_0), Eq. 2 (the expected transition). Shapes (N, C, H, W)."""
     one_minus_bar = 1.0 - terms.alpha_bar
@@ -239,3 +252,10 @@ def deviation(mu_q_t: torch.Tensor, mu_theta_t: torch.Tensor) -> torch.Tensor:
 def deviation_from_noise(eps: torch.Tensor, eps_hat: torch.Tensor, terms: ScheduleTerms) -> torch.Tensor:
     """The same d_t written with the noises: beta_t^2 / (alpha_t (1 - alpha_bar_t)) * (eps - eps_hat)^2."""
     return terms.beta.square() / (terms.alpha * (1.0 - terms.alpha_bar)) * (eps - eps_hat).square()
+
+
+def deviation_from_x0(x_0: torch.Tensor, x0_hat: torch.Tensor, terms: ScheduleTerms) -> torch.Tensor:
+    """The same d_t written with x_0 and the predicted x0_hat: mu_q and mu_theta share the x_t term, so
+    d_t = (sqrt(alpha_bar_{t-1}) beta_t / (1 - alpha_bar_t))^2 (x_0 - x0_hat)^2; with x0_hat clamped, UAD-IMAG's."""
+    coef_0 = terms.alpha_bar_prev.sqrt() * terms.beta / (1.0 - terms.alpha_bar)
+    return coef_0.square() * (x_0 - x0_hat).square()
