@@ -135,7 +135,7 @@ class SliceResize(Resize):
             or str(mode_) not in ("bilinear", "InterpolateMode.BILINEAR")
             or out_size is None
             or out_size[-1] != in_size[-1]
-            or not any(o < i for o, i in zip(out_size[:2], in_size[:2]))
+            or not any(o < i for o, i in zip(out_size[:2], in_size[:2], strict=True))
         ):
             return super().__call__(img, mode=mode, align_corners=align_corners, **kwargs)
         meta_info = TraceableTransform.track_transform_meta(
@@ -168,6 +168,7 @@ class SliceResized(Resized):
     def __init__(
         self, keys: KeysCollection, spatial_size: Sequence[int] | int, antialias: str = "torch", slab: int = 8, **kwargs
     ) -> None:
+        kwargs.setdefault("mode", "bilinear")  # MONAI's Resized defaults to "area"
         super().__init__(keys, spatial_size, anti_aliasing=False, **kwargs)
         torch_aa = check_antialias(antialias) == "torch"
         self.resizer = SliceResize(spatial_size, antialias=torch_aa, slab=slab, lazy=self.resizer.lazy)
