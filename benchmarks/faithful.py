@@ -17,6 +17,10 @@ The chain changes one thing at a time:
    voxel of the scoring grid);
 4. + the authors' pyramid construction (``noise_type pyramid_authors``): retrained.
 
+``--train_seeds K`` trains each retrained model K times (training seeds 0 .. K-1) and ``--seeds N`` scores every
+model with N noise seeds (0 .. N-1); the chain tables then give each figure as mean ± SD over the K x N runs (the
+'before' weights are not retrained: N runs). The per-subject guard table is that of seed 0 and training 0.
+
 Every evaluation runs without the bundle's guard against segmentations that swallow the brain, so Dice_Yen is Yen's
 own; the last table applies the guard (``max_segmented_fraction``) to the per-subject figures as inference does.
 Results go to ``<work_dir>/faithful.md``; steps already done are reused, so a stopped run resumes.
@@ -40,6 +44,7 @@ from benchmarks.bench import REPO  # noqa: E402
 from benchmarks.bench.jobs import bundle_command, cached_step  # noqa: E402
 from benchmarks.bench.report import fmt, markdown_table, minutes  # noqa: E402
 from benchmarks.bench.settings import DATA_NOTE, Settings  # noqa: E402
+from benchmarks.bench.spread import fmt_spread  # noqa: E402
 from scripts.files import atomic_write_bytes  # noqa: E402
 from scripts.synthetic import make_dataset  # noqa: E402
 
@@ -109,12 +114,14 @@ def before_weights(work: Path, rev: str) -> Path:
 
 
 def train(
-    work: Path, name: str, datalist: Path, noise: str, s: Settings, profiles: tuple[str, ...] = ()
+    work: Path, name: str, datalist: Path, noise: str, s: Settings, profiles: tuple[str, ...] = (), seed: int = 0
 ) -> tuple[Path, float]:
-    """Train model ``name`` at the demo budget; ``profiles``: config files merged after train.yaml (e.g. v2.yaml)."""
-    out = work / "train" / name
+    """Train model ``name`` at the demo budget with training ``seed`` (0 keeps the name); ``profiles``: config files
+    merged after train.yaml (e.g. v2.yaml)."""
+    out = work / "train" / (name if seed == 0 else f"{name}_seed{seed}")
     weights = out / "model.pt"
     overrides = {
+        "seed": seed,
         "dataset_dir": datalist,
         "output_dir": out,
         "final_weights": weights,
@@ -180,6 +187,8 @@ def main() -> None:
     parser.add_argument("--median_filter", type=int, default=5, help="median filter of the chain table (0, 3, 5)")
     parser.add_argument("--guard", type=float, default=0.5, help="max_segmented_fraction of the last table")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seeds", type=int, default=1, help="noise seeds of every evaluation (0 .. N-1)")
+    parser.add_argument("--train_seeds", type=int, default=1, help="trainings of each retrained model (seeds 0 .. K-1)")
     args = parser.parse_args()
     work = Path(args.work_dir)
     s = Settings(threads=args.threads)
@@ -187,21 +196,28 @@ def main() -> None:
     log(f"made data in {work / 'data'} ...")
     train_list, tests = make_data(work, args.n_test)
     before = before_weights(work, args.before_rev)
-    new_eq, t_eq = train(work, "range_pyramid", train_list, "pyramid", s)
-    new_authors, t_authors = train(work, "range_pyramid_authors", train_list, "pyramid_authors", s)
-    runs = {
-        "before": {"checkpoint": before, "diffusion_range": "[0, 1]", "label_interpolation": "nearest"},
-        "labels": {"checkpoint": before, "diffusion_range": "[0, 1]"},
-        "range": {"checkpoint": new_eq},
-        "authors_pyramid": {"checkpoint": new_authors},
+    seconds: dict[str, float] = {}
+    trained: dict[str, list[Path]] = {"range_pyramid": [], "range_pyramid_authors": []}
+    for k in range(args.train_seeds):
+        for model, noise in (("range_pyramid", "pyramid"), ("range_pyramid_authors", "pyramid_authors")):
+            weights, seconds[f"train {model} seed {k}"] = train(work, model, train_list, noise, s, seed=k)
+            trained[model].append(weights)
+    runs = {  # run -> overrides per training
+        "before": [{"checkpoint": before, "diffusion_range": "[0, 1]", "label_interpolation": "nearest"}],
+        "labels": [{"checkpoint": before, "diffusion_range": "[0, 1]"}],
+        "range": [{"checkpoint": w} for w in trained["range_pyramid"]],
+        "authors_pyramid": [{"checkpoint": w} for w in trained["range_pyramid_authors"]],
     }
-    outs: dict[tuple[str, str], Path] = {}
-    seconds = {"train range_pyramid": t_eq, "train range_pyramid_authors": t_authors}
-    for name, overrides in runs.items():
-        for family in FAMILIES:
-            outs[name, family], seconds[f"eval {name} {family}"] = evaluate(
-                work, name, family, tests[family], overrides, s
-            )
+    outs: dict[tuple[str, str], list[Path]] = {}  # (run, family) -> one output per training and noise seed
+    for name, per_training in runs.items():
+        for k, overrides in enumerate(per_training):
+            for n in range(args.seeds):
+                tag = name + ("" if k == 0 else f"_t{k}") + ("" if n == 0 else f"_s{n}")
+                for family in FAMILIES:
+                    out, seconds[f"eval {tag} {family}"] = evaluate(
+                        work, tag, family, tests[family], {**overrides, "seed": n}, s
+                    )
+                    outs.setdefault((name, family), []).append(out)
 
     chain = [
         ("0. before: weights on [0, 1], legacy nearest labels, brain voxels", "before", "brain"),
@@ -218,18 +234,20 @@ def main() -> None:
     for label, run, voxels in chain:
         cells = [label]
         for family in FAMILIES:
-            m = metrics(outs[run, family], voxels, mf)
+            ms = [metrics(o, voxels, mf) for o in outs[run, family]]
             cells += [
-                fmt(m["auprc"]),
-                fmt(m["ceil_dice"]),
-                fmt(m["dice_yen"]),
-                f"{100 * m['segmented_fraction_median']:.1f}%",
+                fmt_spread([m["auprc"] for m in ms]),
+                fmt_spread([m["ceil_dice"] for m in ms]),
+                fmt_spread([m["dice_yen"] for m in ms]),
+                fmt_spread([100 * m["segmented_fraction_median"] for m in ms], 1) + "%",
             ]
         rows.append(cells)
     text = [
         "# ANDi as published: before and after, on made (synthetic) data",
         "",
-        f"`python benchmarks/faithful.py --work_dir {work}`; every figure on **{DATA_NOTE}**.",
+        f"`python benchmarks/faithful.py --work_dir {work} --seeds {args.seeds} --train_seeds {args.train_seeds}`; "
+        f"every figure on **{DATA_NOTE}**, as mean ± SD over {args.train_seeds} training(s) x {args.seeds} noise "
+        "seed(s) where there is more than one run.",
         f"{args.n_test} test studies per family; median filter {mf}; t = 75, 100, ..., 175 (stride 25); raw Yen (no",
         "guard). 'marked' is the median share of the brain that the Yen segmentation marks; ⌈Dice⌉ is the paper's",
         "(mean of per-subject Dice at one threshold).",
@@ -246,8 +264,8 @@ def main() -> None:
             for size in (0, 3, 5):
                 cells = [run, voxels, str(size or "off")]
                 for family in FAMILIES:
-                    m = metrics(outs[run, family], voxels, size)
-                    cells += [fmt(m["auprc"]), fmt(m["ceil_dice"]), fmt(m["dice_yen"])]
+                    ms = [metrics(o, voxels, size) for o in outs[run, family]]
+                    cells += [fmt_spread([m[k] for m in ms]) for k in ("auprc", "ceil_dice", "dice_yen")]
                 rows2.append(cells)
     text += ["", "## Every setting of the two retrained models", "", markdown_table(header2, rows2)]
     # the guard, on what inference writes: per family, Dice_Yen and the share of the brain marked per study
@@ -265,7 +283,7 @@ def main() -> None:
         for voxels in ("volume", "brain"):
             for size in (3, 5):
                 for family in FAMILIES:
-                    per = subjects(outs[run, family], voxels, size)
+                    per = subjects(outs[run, family][0], voxels, size)
                     dice, marked = guarded(per, args.guard)
                     lesion = np.median([int(r["label_voxels"]) / int(r["brain_voxels"]) for r in per])
                     rows3.append(

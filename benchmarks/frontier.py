@@ -20,6 +20,12 @@ pair x timesteps x slices scored (all D slices of the scoring grid, as inference
 slice). ``torch.compile``'s compilation, paid once per process, is reported on its own. The rest of a study's
 work (load, preprocessing, post-processing, writing) is the same in every row: ``benchmarks/study_cost.py``.
 
+**Spread.** ``--seeds N`` scores with N noise seeds (0 .. N-1; each study its own noise, per (seed, study, t), as
+inference draws it) and reports the AUPRC of the ``--spread_subsets`` rows (by default the old and new CPU defaults,
+stride 5 and stride 1) as mean ± SD over the seeds, with the paired difference of the new default against the old;
+``--spread_only`` does only that (no timing), filling caches with just those rows' timesteps. The networks are given
+(``--networks``), so a spread over trainings is taken by listing several trainings of one preset there.
+
 The test studies are MADE (synthetic) data (``scripts.synthetic``: ``--n_test`` per lesion family, 240 x 240 x 155
 at 1 mm, seed 7 as ``benchmarks/faithful.py``), and so is every AUPRC here. Results go to ``<work_dir>/frontier.md``
 and ``frontier.png`` (``--doc``: into bundle/docs); the cache and the timings are kept, so a stopped run resumes.
@@ -47,6 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.bench import REPO  # noqa: E402
 from benchmarks.bench.report import fmt, markdown_table  # noqa: E402
 from benchmarks.bench.settings import DATA_NOTE  # noqa: E402
+from benchmarks.bench.spread import fmt_spread, mean_sd  # noqa: E402
 from benchmarks.faithful import FAMILIES  # noqa: E402  (its test set)
 from scripts.checkpoints import load_network  # noqa: E402
 from scripts.configs import parsed  # noqa: E402
@@ -152,9 +159,15 @@ class Network:
         return self
 
 
-def base_inferer() -> ANDiInferer:
-    """Inference's configured inferer (brain slices; bf16 ``amp: auto``, pairs per call of a CPU)."""
-    return parsed("inferer", ["inference.yaml"], voxel_set="brain")
+def base_inferer(seed: int = 0) -> ANDiInferer:
+    """Inference's configured inferer (brain slices; bf16 ``amp: auto``, pairs per call of a CPU) at noise ``seed``."""
+    return parsed("inferer", ["inference.yaml"], voxel_set="brain", seed=seed)
+
+
+def cache_path(work: Path, seed: int, network: str, study: str, timesteps: list[int], full: list[int]) -> Path:
+    """Where the log d_t of one seed, network and study are kept: the full range's cache, or one per other list."""
+    tag = "" if timesteps == full else f"_{len(timesteps)}t_{abs(hash(tuple(timesteps))) % 10**8:08d}"
+    return work / "cache" / f"seed{seed}" / network / f"{study}{tag}.npy"
 
 
 # --------------------------------------------------------------------------------------------------------- cache
@@ -178,10 +191,11 @@ class LogCache:
 
     def fill(self, inferer: ANDiInferer, study: Study, network: Network) -> None:
         x_0 = study.slices()
+        key = inferer.study_key(study.image) if inferer.study_noise else None  # inference's noise for this study
         start, n = time.perf_counter(), len(self.timesteps)
         for i in range(self.done, n):
             with torch.inference_mode():
-                d_t = inferer.at_timesteps([self.timesteps[i]]).score_slices(x_0, network.module)
+                d_t = inferer.at_timesteps([self.timesteps[i]]).score_slices(x_0, network.module, study=key)
             self.array[i] = d_t.clamp_min(inferer.log_floor).log().numpy().astype(np.float16)
             self.array.flush()
             self.done = i + 1
@@ -379,6 +393,79 @@ def held_out_check(
 # -------------------------------------------------------------------------------------------------------- report
 
 
+def spread(args, work: Path, studies: list[Study], networks: list[Network], caches: dict) -> str:
+    """AUPRC of the ``--spread_subsets`` rows over ``--seeds`` noise seeds: mean ± SD of the per-seed means over the
+    studies (median filter 5 and off), and the paired difference of the new default against the old. ``caches``:
+    seed 0's full caches when the main run made them (network -> study -> LogCache)."""
+    full = list(range(args.t_lower, args.t_upper))
+    sets = subsets(args.t_lower, args.t_upper)
+    names = [n for n in args.spread_subsets.split(",") if n]
+    wanted = sorted({t for n in names for t in sets[n]})
+    per_seed: dict[str, list[dict[int, float]]] = {}  # "network:subset" -> per seed: median filter -> mean AUPRC
+    for seed in range(args.seeds):
+        base = base_inferer(seed)
+        for network in networks:
+            own = caches.get(network.name, {}) if seed == 0 else {}
+            cache = {}
+            for study in studies:
+                if study.name in own:
+                    cache[study.name] = own[study.name]
+                    continue
+                path = cache_path(work, seed, network.name, study.name, wanted, full)
+                cache[study.name] = LogCache(path, wanted, tuple(study.slices().shape))
+                cache[study.name].fill(base, study, network)
+            indices = {n: [cache[studies[0].name].timesteps.index(t) for t in sets[n]] for n in names}
+            store = work / f"spread_auprc_{network.name}_seed{seed}.json"
+            scores = subset_auprc(cache, studies, indices, store)
+            for n in names:
+                means = {mf: float(np.mean([v[mf] for v in scores[n].values()])) for mf in (MEDIAN_FILTER, 0)}
+                per_seed.setdefault(f"{network.name}:{n}", []).append(means)
+            log(
+                f"seed {seed} {network.name}: "
+                + ", ".join(f"{n} {per_seed[f'{network.name}:{n}'][-1][MEDIAN_FILTER]:.3f}" for n in names)
+            )
+    rows = []
+    for key, runs in per_seed.items():
+        subset = key.split(":")[1]
+        rows.append(
+            [
+                key,
+                f"{describe(sets[subset])} ({len(sets[subset])})",
+                ", ".join(fmt(r[MEDIAN_FILTER]) for r in runs),
+                fmt_spread([r[MEDIAN_FILTER] for r in runs]),
+                fmt_spread([r[0] for r in runs]),
+            ]
+        )
+    text = [
+        f"## Spread over noise seeds ({DATA_NOTE})",
+        "",
+        f"{args.seeds} noise seeds (0 .. {args.seeds - 1}; each study its own noise per (seed, study, t), as inference "
+        f"draws it); per seed the mean AUPRC over the {len(studies)} made studies "
+        f"({', '.join(s.name for s in studies)}); "
+        "then mean ± SD (sample SD) over the seeds.",
+        "",
+        markdown_table(
+            ["row", "timesteps", f"AUPRC MF {MEDIAN_FILTER} per seed", f"AUPRC MF {MEDIAN_FILTER}", "AUPRC MF off"],
+            rows,
+        ),
+    ]
+    new, old = args.new_default, args.old_default
+    if new in per_seed and old in per_seed:
+        for mf in (MEDIAN_FILTER, 0):
+            diffs = [a[mf] - b[mf] for a, b in zip(per_seed[new], per_seed[old], strict=True)]
+            mean, sd = mean_sd(diffs)
+            noise = not np.isfinite(sd) or abs(mean) <= 2 * sd / np.sqrt(len(diffs))
+            text.append(
+                f"- {new} minus {old} (paired by seed), MF {mf or 'off'}: {fmt_spread(diffs)} over {len(diffs)} seeds: "
+                + (
+                    "within two standard errors of 0, not told apart from noise"
+                    if noise
+                    else "beyond two standard errors"
+                )
+            )
+    return "\n".join(text) + "\n"
+
+
 def plot(rows: list[Row], marks: dict[str, str], path: Path, threads: str) -> None:
     """Two panels, AUPRC with inference's median filter and without, against seconds per study (log scale)."""
     import matplotlib
@@ -542,6 +629,9 @@ def main() -> None:
     p.add_argument("--old_default", default="demo:stride_10", help="the row of the old README demo")
     p.add_argument("--new_default", default="demo:window_13", help="the row of configs/cpu.yaml")
     p.add_argument("--doc", action="store_true", help="copy the report and plot into bundle/docs")
+    p.add_argument("--seeds", type=int, default=1, help="noise seeds of the spread table (0 .. N-1)")
+    p.add_argument("--spread_subsets", default="window_13,stride_10,stride_5,stride_1", help="rows given with spread")
+    p.add_argument("--spread_only", action="store_true", help="only the spread table (spread.md), no timing")
     args = p.parse_args()
     os.environ["ANDI_PROGRESS"] = "0"  # the inferer's bar per timestep would bury the log
     work = args.work_dir
@@ -551,6 +641,11 @@ def main() -> None:
     base = base_inferer()
     timesteps = list(range(args.t_lower, args.t_upper))
     log(f"{len(studies)} made studies; {len(timesteps)} timesteps; networks {[n.name for n in networks]}")
+    if args.spread_only:
+        text = spread(args, work, studies, networks, {})
+        atomic_write_bytes(text.encode(), work / "spread.md")
+        log(text)
+        return
 
     caches: dict[str, dict[str, LogCache]] = {}
     for network in networks:
@@ -559,7 +654,7 @@ def main() -> None:
             if args.cache_only and args.only and study.name not in args.only.split(","):
                 continue
             shape = tuple(study.slices().shape)
-            cache = LogCache(work / "cache" / network.name / f"{study.name}.npy", timesteps, shape)
+            cache = LogCache(cache_path(work, 0, network.name, study.name, timesteps, timesteps), timesteps, shape)
             cache.fill(base, study, network)
             caches[network.name][study.name] = cache
     if args.cache_only:
@@ -619,6 +714,8 @@ def main() -> None:
     for line in goals:
         log(line)
     text = report(rows, studies, networks, timing, args, goals, check)
+    if args.seeds > 1:
+        text += "\n" + spread(args, work, studies, networks, caches)
     atomic_write_bytes(text.encode(), work / "frontier.md")
     marks = {args.old_default: "old CPU default", args.new_default: "new CPU default"}
     plot(rows, marks, work / "frontier.png", _threads(timing))

@@ -150,9 +150,12 @@ def test_real_unet_fast_path_matches_the_reference_and_bf16_stays_close():
     want = reference_slices(fp32, x0, net)
     got = fp32.score_slices(x0, net)  # chunked, channels-last: only float32 rounding differs
     assert float((got - want).abs().max()) <= 1e-4 * float(want.max() - want.min())
-    # d_t from the two means in float32 cancels digits, which costs the smallest d_t precision
+    # d_t from the two means in float32 cancels digits, which costs the smallest d_t precision; a d_t that cancels
+    # to exactly 0 (as the authors' own float32 maths gives some) pulls its pixel towards 0, since only exact zeros
+    # are floored (at the smallest normal float32), so a few pixels may be far off
     means = reference_slices(fp32, x0, net, form="means")
-    torch.testing.assert_close(got, means, rtol=5e-2, atol=2e-3 * float(want.max()))
+    close = (got - means).abs() <= 5e-2 * got.abs() + 2e-3 * float(want.max())
+    assert float(close.float().mean()) >= 0.99
     with pytest.raises(ValueError, match="form"):
         reference_slices(fp32, x0, net, form="eq6")
     bf16 = ANDiInferer(make_scheduler(), 75, 200, 25, batch_size=5, amp=True).score_slices(x0, net)

@@ -146,9 +146,9 @@ def test_v2_trains_scores_and_its_weights_are_refused_by_the_default(tmp_path: P
     out = tmp_path / "train"
     train = ["--dataset_dir", str(data), "--output_dir", str(out), "--final_weights", str(out / "model.pt")]
     train += ["--max_epochs", "1", "--epoch_iterations", "2", "--batch_size", "4", "--val_batches", "1", *TINY_ARGS]
-    run_bundle("training", ["train.yaml", "v2.yaml"], *train)
+    run_bundle("training", ["train.yaml", "v2.yaml"], *train, "--global_batch_size", "4")
     recorded = torch.load(out / "model.pt", weights_only=True)["settings"]
-    assert recorded["prediction_type"] == "v_prediction" and recorded["schedule"] == "shifted_cosine"
+    assert recorded["prediction_type"] == "v_prediction" and recorded["schedule"] == "truncated_cosine"
     score = ["--dataset_dir", str(data), "--checkpoint", str(out / "model.pt"), "--t_stride", "100", *TINY_ARGS]
     run_bundle("inference", ["inference.yaml", "v2.yaml"], *score, "--output_dir", str(tmp_path / "v2"))
     study = json.loads(data.read_text())["testing"][0]["name"]
@@ -158,7 +158,7 @@ def test_v2_trains_scores_and_its_weights_are_refused_by_the_default(tmp_path: P
     errors = [line for line in (refused.stdout + refused.stderr).splitlines() if line.startswith("error: ")]
     assert len(errors) == 1, refused.stderr[-2000:]
     assert "prediction_type: trained with 'v_prediction', configured 'epsilon'" in errors[0]
-    assert "schedule: trained with 'shifted_cosine', configured 'linear_beta'" in errors[0]
+    assert "schedule: trained with 'truncated_cosine', configured 'linear_beta'" in errors[0]
     assert "Traceback" not in refused.stderr
 
 

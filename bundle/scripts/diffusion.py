@@ -6,9 +6,10 @@ Timesteps follow MONAI's ``DDPMScheduler`` indexing: ``t`` in ``0 .. T-1`` reads
 
 Two schedules and two parametrisations of the network's output are available (``make_scheduler``):
 
-* ``linear_beta`` (the paper: betas 1e-4 .. 0.02) or ``shifted_cosine`` (registered here with MONAI's
+* ``linear_beta`` (the paper: betas 1e-4 .. 0.02), ``shifted_cosine`` (registered here with MONAI's
   ``NoiseSchedules``: the cosine schedule written in log-SNR and shifted for the image size, Hoogeboom et al. 2023,
-  "simple diffusion"; see :func:`shifted_cosine_logsnr`);
+  "simple diffusion", clipped after the shift; see :func:`shifted_cosine_logsnr`) or ``truncated_cosine`` (the same
+  truncated before the shift, as UAD-IMAG has it: :func:`truncated_cosine_logsnr`; ``v2.yaml``);
 * ``epsilon`` (the network predicts the noise, the paper) or ``v_prediction`` (it predicts
   v = sqrt(alpha_bar_t) eps - sqrt(1 - alpha_bar_t) x_0, Salimans and Ho 2022). Training and scoring both turn the
   output into a noise estimate eps_hat with :func:`eps_from_prediction`, so the loss stays the epsilon MSE and d_t
@@ -119,11 +120,50 @@ def _shifted_cosine(
     reached, i.e. all but the last steps). Computed in float64.
     """
     t = torch.arange(1, num_train_timesteps + 1, dtype=torch.float64) / num_train_timesteps
-    alpha_bar = torch.sigmoid(shifted_cosine_logsnr(t, image_size, base_size, (logsnr_min, logsnr_max)))
+    return _schedule_from_logsnr(shifted_cosine_logsnr(t, image_size, base_size, (logsnr_min, logsnr_max)))
+
+
+def truncated_cosine_logsnr(
+    t: torch.Tensor, image_size: int = 64, base_size: int = 64, logsnr_range: Sequence[float] = LOGSNR_RANGE
+) -> torch.Tensor:
+    """log-SNR of UAD-IMAG's shifted cosine schedule at continuous times ``t`` in [0, 1], any shape, float64.
+
+    The cosine is truncated first, then shifted (UAD-IMAG ``models/ANDi/diffusion.py``, ``cosine_schedule``): t is
+    mapped linearly onto the angles whose unshifted log-SNR lies in ``logsnr_range``,
+    a = t_min + t (t_max - t_min) with t_min = atan(exp(-logsnr_max / 2)), t_max = atan(exp(-logsnr_min / 2)),
+    logsnr(t) = -2 log tan(a) + 2 log(base_size / image_size); so every t has a finite log-SNR in
+    [logsnr_min, logsnr_max] + shift. (:func:`shifted_cosine_logsnr` clips after the shift instead.)
+    """
+    t = torch.as_tensor(t, dtype=torch.float64)
+    low, high = (float(v) for v in logsnr_range)
+    t_min, t_max = math.atan(math.exp(-0.5 * high)), math.atan(math.exp(-0.5 * low))
+    return -2.0 * torch.log(torch.tan(t_min + t * (t_max - t_min))) + 2.0 * math.log(base_size / image_size)
+
+
+def _schedule_from_logsnr(logsnr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(betas, alphas, alphas_cumprod) (T,) float32 of the log-SNR (T,) float64 at steps t = (i + 1) / T."""
+    alpha_bar = torch.sigmoid(logsnr)
     alpha_bar_prev = torch.cat([torch.ones(1, dtype=torch.float64), alpha_bar[:-1]])
     betas = (1.0 - alpha_bar / alpha_bar_prev).clamp(0.0, 0.999)
     alphas = 1.0 - betas
     return betas.float(), alphas.float(), torch.cumprod(alphas, dim=0).float()
+
+
+@NoiseSchedules.add_def(
+    "truncated_cosine", "Cosine schedule truncated to a log-SNR range, then shifted (UAD-IMAG's ANDi v2)"
+)
+def _truncated_cosine(
+    num_train_timesteps: int,
+    image_size: int = 64,
+    base_size: int = 64,
+    logsnr_min: float = LOGSNR_RANGE[0],
+    logsnr_max: float = LOGSNR_RANGE[1],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(betas, alphas, alphas_cumprod), each (T,) float32, for MONAI's ``Scheduler``: as :func:`_shifted_cosine`,
+    with :func:`truncated_cosine_logsnr`. Step ``i`` is t = (i + 1) / T, so UAD-IMAG's scoring times 0.026 ... 0.125
+    (its ``start=125, stop=25``) are steps 25 ... 124 and its s = t - 1/T is step i - 1."""
+    t = torch.arange(1, num_train_timesteps + 1, dtype=torch.float64) / num_train_timesteps
+    return _schedule_from_logsnr(truncated_cosine_logsnr(t, image_size, base_size, (logsnr_min, logsnr_max)))
 
 
 def make_scheduler(
@@ -214,6 +254,19 @@ def eps_from_prediction(
     raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
 
 
+def x0_from_prediction(
+    prediction: torch.Tensor, x_t: torch.Tensor, terms: ScheduleTerms, prediction_type: str = "epsilon"
+) -> torch.Tensor:
+    """The implied x_0 (N, C, H, W) of the network's output at ``x_t``: (x_t - sqrt(1 - alpha_bar_t) eps_hat) /
+    sqrt(alpha_bar_t) for ``epsilon``, sqrt(alpha_bar_t) x_t - sqrt(1 - alpha_bar_t) v_hat for ``v_prediction`` (as
+    UAD-IMAG's ``anomaly_detection.ANDi`` computes them)."""
+    if prediction_type == "epsilon":
+        return (x_t - (1.0 - terms.alpha_bar).sqrt() * prediction) / terms.alpha_bar.sqrt()
+    if prediction_type == "v_prediction":
+        return terms.alpha_bar.sqrt() * x_t - (1.0 - terms.alpha_bar).sqrt() * prediction
+    raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
+
+
 def mu_q(x_t: torch.Tensor, x_0: torch.Tensor, terms: ScheduleTerms) -> torch.Tensor:
     """Posterior mean of q(x_{t-1} | x_t, x_0), Eq. 2 (the expected transition). Shapes (N, C, H, W)."""
     one_minus_bar = 1.0 - terms.alpha_bar
@@ -239,3 +292,10 @@ def deviation(mu_q_t: torch.Tensor, mu_theta_t: torch.Tensor) -> torch.Tensor:
 def deviation_from_noise(eps: torch.Tensor, eps_hat: torch.Tensor, terms: ScheduleTerms) -> torch.Tensor:
     """The same d_t written with the noises: beta_t^2 / (alpha_t (1 - alpha_bar_t)) * (eps - eps_hat)^2."""
     return terms.beta.square() / (terms.alpha * (1.0 - terms.alpha_bar)) * (eps - eps_hat).square()
+
+
+def deviation_from_x0(x_0: torch.Tensor, x0_hat: torch.Tensor, terms: ScheduleTerms) -> torch.Tensor:
+    """The same d_t written with x_0 and the predicted x0_hat: mu_q and mu_theta share the x_t term, so
+    d_t = (sqrt(alpha_bar_{t-1}) beta_t / (1 - alpha_bar_t))^2 (x_0 - x0_hat)^2; with x0_hat clamped, UAD-IMAG's."""
+    coef_0 = terms.alpha_bar_prev.sqrt() * terms.beta / (1.0 - terms.alpha_bar)
+    return coef_0.square() * (x_0 - x0_hat).square()

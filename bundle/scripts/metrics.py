@@ -23,8 +23,10 @@ brain before the median filter, as the bundle's inference does):
 * **per-subject Dice** at the ceil threshold.
 
 Labels: a voxel is anomalous when its label is above 0.5, so any positive integer label (BraTS 1, 2, 4) counts and
-a soft label counts above 0.5. Labelled voxels outside the brain are not anomalous. Dice of a subject with no
-anomalous voxel is undefined (NaN) and left out of the means.
+a soft label counts above 0.5. Under ``"volume"`` the whole label counts, as in the authors' ``eval.py`` (a label
+voxel outside the brain mask is a target that the map must find); under ``"brain"`` labelled voxels outside the
+brain are not anomalous, since no voxel outside the brain is scored. Dice of a subject with no anomalous voxel is
+undefined (NaN) and left out of the means.
 """
 
 from __future__ import annotations
@@ -235,7 +237,12 @@ def best_dice(curve: Curve) -> tuple[float, float]:
 
 
 def dice_at_thresholds(scores: np.ndarray, targets: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-    """Dice of ``scores > t`` against ``targets`` (N,) for every t of ``thresholds`` (M,); (M,), NaN without target."""
+    """Dice of ``scores > t`` against ``targets`` (N,) for every t of ``thresholds`` (M,); (M,), NaN without target.
+
+    The thresholds are cast to the scores' float type first (float32 for the normalised maps): the authors compare
+    a float32 map with a Python float in torch, i.e. in float32, and a threshold such as 0.012 then rounds to the
+    nearest float32; compared in float64, voxels lying on it would flip.
+    """
     scores = np.asarray(scores).ravel()
     targets = np.asarray(targets, dtype=bool).ravel()
     n_target = int(targets.sum())
@@ -243,6 +250,8 @@ def dice_at_thresholds(scores: np.ndarray, targets: np.ndarray, thresholds: np.n
         return np.full(len(thresholds), np.nan)
     everything = np.sort(scores)
     lesion = np.sort(scores[targets])
+    if np.issubdtype(scores.dtype, np.floating):  # compared in the scores' precision, as the authors' torch does
+        thresholds = np.asarray(thresholds).astype(scores.dtype)
     predicted = everything.size - np.searchsorted(everything, thresholds, side="right")
     hits = lesion.size - np.searchsorted(lesion, thresholds, side="right")
     return 2.0 * hits / (predicted + n_target)
@@ -302,7 +311,9 @@ def evaluate_subjects(
     scores, targets, per_subject = [], [], []
     for s in subjects:
         mask = np.asarray(s.mask, dtype=bool)
-        target = binarize_label(s.label) & mask
+        target = binarize_label(s.label)
+        if voxel_set == "brain":
+            target = target & mask
         if s.a.shape != mask.shape or target.shape != mask.shape:
             raise ValueError(f"{s.name}: map {s.a.shape}, label {np.shape(s.label)}, mask {mask.shape} differ")
         a = s.a * mask if voxel_set == "brain" else s.a

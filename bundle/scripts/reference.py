@@ -7,9 +7,12 @@ kept (stacked) and the geometric mean is taken at the end. The noise of timestep
 ``ANDiInferer.noise_for`` draws it, so both give the same maps up to floating-point error.
 
 d_t is computed in the form ``form`` names: ``"noise"`` (the default, the form the bundle uses) or ``"means"``, the
-difference of the two means as Eq. 6 writes it and the authors' code computes it. The two are algebraically the same,
-but in float32 the difference of the means cancels digits that the log of the geometric mean then magnifies:
-``benchmarks/scoring.py`` prints how far the means form lands from the noise form.
+difference of the two means as Eq. 2 and Eq. 6 write them: mu_q(x_t, x_0) from x_t and x_0, mu_theta from x_t and
+the predicted noise. That is not the authors' computation either: their ``Diffusion.normative_diffusion`` takes both
+means from x_t and a noise with one formula (``ddpm_mu_t``), mu_q from the true noise and mu_theta from the
+predicted one, and subtracts them. All three are algebraically the same, but in float32 a difference of means
+cancels digits that the log of the geometric mean then magnifies: ``benchmarks/scoring.py`` prints how far the means
+form lands from the noise form, and ``../shared/tools/authors_equiv/compare.py`` bounds each against the authors'.
 """
 
 from __future__ import annotations

@@ -12,9 +12,17 @@ where eps_theta is the network's output, or its noise estimate under v-predictio
 (``scripts.diffusion.eps_from_prediction``, by the scheduler's ``prediction_type``).
     a_m   = exp(mean_t log max(d_t, log_floor))      (geometric mean, Eq. 8; arithmetic mean as an option)
 
+The authors' geometric mean has no floor: a d_t of exactly 0 makes the log -inf and the pixel's map 0. The floor
+here is the smallest normal float32 (``LOG_FLOOR``, 1.2e-38): no positive normal float32 lies below it, so it changes
+nothing but exact zeros (and subnormals), which it keeps finite (log 1.2e-38 = -87.3) for the normative model's
+log map. The maps then equal the authors' to float32 precision (``../shared/tools/authors_equiv/compare.py``). The
+bundle's earlier floor, 1e-12, moved real pixels (real d_t fall below it: 236 of 1,310,720 in the equivalence check).
+
 Slice-timestep pairs are batched together in chunks of ``batch_size`` pairs; the aggregation is a running sum
 (of logs), so memory does not grow with the number of timesteps. Noise for timestep t is drawn for all slices
-at once from a generator seeded with ``(seed, t)``, so the result does not depend on the chunking.
+at once from a generator seeded with ``(seed, t)``, or with ``(seed, study, t)`` under ``study_noise`` (the configs'
+default: every study its own noise, as the authors draw fresh noise per volume, and one study always the same map),
+so the result does not depend on the chunking.
 
 d_t is evaluated in the second, algebraically identical form (``scripts.diffusion.deviation_from_noise``; the tests
 check it against the first): subtracting the two means in float32 cancels digits, and the log then magnifies that
@@ -26,18 +34,29 @@ The mean divides by the number of timesteps used, ``T_u - T_l`` at stride 1 as i
 from __future__ import annotations
 
 import copy
+import hashlib
 from collections.abc import Callable, Sequence
 
 import torch
 from monai.inferers import Inferer
 from monai.networks.schedulers import DDPMScheduler
 from scripts import as_bool, as_flag_or_auto
-from scripts.diffusion import DiffusionRange, deviation_from_noise, eps_from_prediction, q_sample, schedule_terms
+from scripts.diffusion import (
+    DiffusionRange,
+    deviation_from_noise,
+    deviation_from_x0,
+    eps_from_prediction,
+    q_sample,
+    schedule_terms,
+    x0_from_prediction,
+)
 from scripts.noise import get_noise_fn
 from scripts.progress import progress
 from scripts.slices import brain_slices
 
 AGGREGATIONS = ("geometric", "arithmetic")
+LOG_FLOOR = float(torch.finfo(torch.float32).tiny)
+"""The floor of d_t before the log: the smallest normal float32, so that only exact zeros (and subnormals) reach it."""
 
 
 def timestep_range(t_lower: int = 75, t_upper: int = 200, t_stride: int = 1) -> list[int]:
@@ -145,13 +164,17 @@ class BrainSliceInferer(Inferer):
         """Per-channel maps (K, C, H, W) float32 of the brain slices ``x_0`` (K, C, H, W)."""
         raise NotImplementedError
 
+    def volume_options(self, volume: torch.Tensor) -> dict[str, object]:
+        """Keyword arguments of :meth:`score_slices` that depend on the whole volume (C, H, W, D); none here."""
+        return {}
+
     def score_volume(self, volume: torch.Tensor, network: Callable) -> torch.Tensor:
         """Per-channel map a_m for one volume (C, H, W, D); slices not scored get 0. Returns (C, H, W, D)."""
         keep = torch.arange(volume.shape[-1], device=volume.device) if self.all_slices else brain_slices(volume)
         if keep.numel() == 0:
             return torch.zeros(volume.shape, dtype=torch.float32, device=volume.device)
         slices = volume[..., keep].permute(3, 0, 1, 2).float()  # (K, C, H, W)
-        scores = self.score_slices(slices, network).float()
+        scores = self.score_slices(slices, network, **self.volume_options(volume)).float()
         del slices  # one volume-sized buffer fewer while the output is assembled
         out = torch.zeros(volume.shape, dtype=torch.float32, device=volume.device)
         out[..., keep] = scores.permute(1, 2, 3, 0)
@@ -177,7 +200,8 @@ class ANDiInferer(BrainSliceInferer):
         batch_size: slice-timestep pairs per network call; the memory knob.
         aggregation: ``"geometric"`` (Eq. 8) or ``"arithmetic"`` (Eq. 7).
         noise_type: noise used to noise the slices (paper: ``"gaussian"``; ``"pyramid"`` for the ablation).
-        log_floor: d_t is floored at this value before the log (only exact zeros reach it in practice).
+        log_floor: d_t is floored at this value before the log; by default :data:`LOG_FLOOR`, the smallest normal
+            float32, which only exact zeros reach (0: no floor, the authors' -inf and a map value of 0).
         seed: seed of the scoring noise.
         amp: autocast the network in bfloat16: True, False, or "auto" (on CUDA, and on CPUs with native bf16).
         channels_last: run the network in channels-last memory format.
@@ -187,6 +211,15 @@ class ANDiInferer(BrainSliceInferer):
         diffusion_range: ``[low, high]`` the network was trained on (``scripts.diffusion.DiffusionRange``; the
             authors: ``[-1, 1]``, i.e. 2x - 1); the slices are mapped to it before they are noised.
         all_slices: score empty slices too (see :class:`BrainSliceInferer`).
+        study_noise: draw each volume's noise per (seed, study, t), the study keyed by its values
+            (:meth:`study_key`): independent across studies, the same map twice for one study (the configs' default,
+            ``scoring_noise_per_study``). False: per (seed, t), every volume of one shape the same noise (what
+            ``score_slices`` draws without a key, and what the equivalence check injects into the authors' code).
+        clamp_x0: d_t from the predicted x_0 clamped to the diffusion range before the posterior mean (UAD-IMAG's
+            ``anomaly_detection.ANDi``; ``v2.yaml``): d_t = (sqrt(alpha_bar_{t-1}) beta_t / (1 - alpha_bar_t))^2
+            (x_0 - clamp(x0_hat))^2, which equals the noise form wherever the clamp does not act.
+        zero_background: the map is 0 wherever the input channel is at the range's low end, i.e. 0 in the
+            preprocessed image (UAD-IMAG's ``eval_ANDi``: ``aggregation[image == -1] = 0``; ``v2.yaml``).
     """
 
     def __init__(
@@ -198,7 +231,7 @@ class ANDiInferer(BrainSliceInferer):
         batch_size: int = 64,
         aggregation: str = "geometric",
         noise_type: str = "gaussian",
-        log_floor: float = 1e-12,
+        log_floor: float = LOG_FLOOR,
         seed: int = 0,
         amp: bool | str | None = "auto",
         channels_last: bool | str = True,
@@ -206,8 +239,14 @@ class ANDiInferer(BrainSliceInferer):
         memory_budget_mb: float | None = None,
         diffusion_range: DiffusionRange | Sequence[float] | str | None = (-1.0, 1.0),
         all_slices: bool | str = False,
+        study_noise: bool | str = False,
+        clamp_x0: bool | str = False,
+        zero_background: bool | str = False,
     ) -> None:
         super().__init__(batch_size, amp, channels_last, compile, all_slices)
+        self.study_noise = as_bool(study_noise)
+        self.clamp_x0 = as_bool(clamp_x0)
+        self.zero_background = as_bool(zero_background)
         self.diffusion_range = DiffusionRange.of(diffusion_range)
         if aggregation not in AGGREGATIONS:
             raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
@@ -229,10 +268,27 @@ class ANDiInferer(BrainSliceInferer):
             raise ValueError(f"at_timesteps needs one or more timesteps in 0..{n - 1}, got {list(timesteps)}")
         return other
 
-    def noise_for(self, t: int, shape: Sequence[int], device: torch.device) -> torch.Tensor:
-        """The scoring noise of timestep ``t`` for every slice, shape (K, C, H, W); reproducible per (seed, t)."""
-        generator = torch.Generator(device=device).manual_seed(self.seed * 1_000_003 + int(t))
+    def noise_for(self, t: int, shape: Sequence[int], device: torch.device, study: str | None = None) -> torch.Tensor:
+        """The scoring noise of timestep ``t`` for every slice, shape (K, C, H, W); reproducible per (seed, t), or
+        per (seed, study, t) when a ``study`` key is given (:meth:`study_key`)."""
+        if study is None:
+            seed = self.seed * 1_000_003 + int(t)
+        else:
+            digest = hashlib.sha256(f"{self.seed}:{study}:{int(t)}".encode()).digest()
+            seed = int.from_bytes(digest[:8], "little") & (2**63 - 1)
+        generator = torch.Generator(device=device).manual_seed(seed)
         return self.noise_fn(tuple(shape), generator=generator, device=device)
+
+    @staticmethod
+    def study_key(volume: torch.Tensor) -> str:
+        """A key of a volume (C, H, W, D) on the scoring grid: the sha256 of its float32 values and shape. The same
+        study preprocessed the same way gets the same key (and noise); any other volume another."""
+        values = volume.detach().float().contiguous().cpu().numpy()
+        return hashlib.sha256(repr(tuple(values.shape)).encode() + values.tobytes()).hexdigest()[:32]
+
+    def volume_options(self, volume: torch.Tensor) -> dict[str, object]:
+        """``study``: the volume's :meth:`study_key` when ``study_noise`` is on, else None ((seed, t) noise)."""
+        return {"study": self.study_key(volume) if self.study_noise else None}
 
     def pairs_per_call(self, network: Callable, x_0: torch.Tensor) -> int:
         """Slice-timestep pairs per network call: ``batch_size``, or what fits ``memory_budget_mb``."""
@@ -242,9 +298,10 @@ class ANDiInferer(BrainSliceInferer):
         per_pair = activation_bytes_per_pair(network, x_0.shape[1:], x_0.device, self.use_amp(x_0.device))
         return max(1, int(budget // per_pair))
 
-    def score_slices(self, x_0: torch.Tensor, network: Callable) -> torch.Tensor:
+    def score_slices(self, x_0: torch.Tensor, network: Callable, study: str | None = None) -> torch.Tensor:
         """Aggregated per-channel deviation maps for slices ``x_0`` (K, C, H, W) on the preprocessed image's scale;
-        returns (K, C, H, W) float32. The deviations are those of the diffusion's range."""
+        returns (K, C, H, W) float32. The deviations are those of the diffusion's range. ``study``: the key of the
+        noise (:meth:`noise_for`; None: per (seed, t))."""
         x_0 = self.diffusion_range.to_diffusion(x_0.float())
         k = x_0.shape[0]
         acc = torch.zeros_like(x_0)
@@ -261,19 +318,27 @@ class ANDiInferer(BrainSliceInferer):
             eps = torch.empty((idx.numel(), *x_0.shape[1:]), device=x_0.device)
             for ti in noise:
                 if noise[ti] is None:
-                    noise[ti] = self.noise_for(self.timesteps[ti], x_0.shape, x_0.device)
+                    noise[ti] = self.noise_for(self.timesteps[ti], x_0.shape, x_0.device, study)
                 sel = t_idx == ti
                 eps[sel] = noise[ti][s_idx[sel]]
             x0_chunk = x_0[s_idx]
             terms = schedule_terms(self.scheduler, t_values, device=x_0.device)
             x_t = q_sample(x0_chunk, eps, terms)
             prediction = self.network_call(network, x_t, timesteps=t_values)
-            eps_hat = eps_from_prediction(prediction, x_t, terms, self.scheduler.prediction_type)
-            d_t = deviation_from_noise(eps, eps_hat, terms)
+            if self.clamp_x0:
+                x0_hat = x0_from_prediction(prediction, x_t, terms, self.scheduler.prediction_type)
+                x0_hat = x0_hat.clamp(self.diffusion_range.low, self.diffusion_range.high)
+                d_t = deviation_from_x0(x0_chunk, x0_hat, terms)
+            else:
+                eps_hat = eps_from_prediction(prediction, x_t, terms, self.scheduler.prediction_type)
+                d_t = deviation_from_noise(eps, eps_hat, terms)
             if self.aggregation == "geometric":
                 d_t = d_t.clamp_min(self.log_floor).log()
             acc.index_add_(0, s_idx, d_t)
             bar.update(idx.numel())
         bar.close()
         acc /= len(self.timesteps)
-        return acc.exp_() if self.aggregation == "geometric" else acc
+        out = acc.exp_() if self.aggregation == "geometric" else acc
+        if self.zero_background:  # UAD-IMAG: 0 where the input is at its minimum (background)
+            out[x_0 == self.diffusion_range.low] = 0
+        return out

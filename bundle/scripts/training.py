@@ -1,15 +1,19 @@
-"""Training pieces that MONAI does not have ready: the noise-drawing prepare-batch and the paper's LR schedule.
+"""Training pieces that MONAI does not have ready: the noise-drawing prepare-batch, the paper's LR schedule, the
+EMA's warm start and the per-pass shuffled slice sampler.
 
 Everything else in training is MONAI/ignite as declared in ``configs/train.yaml``: ``SupervisedTrainer`` with
-``DiffusionInferer``, ``ignite.handlers.EMAHandler``, ``LrScheduleHandler``, ``CheckpointSaver``/``CheckpointLoader``.
+``DiffusionInferer``, ignite's ``EMAHandler`` (:class:`WarmStartEMAHandler`), ``LrScheduleHandler``,
+``CheckpointSaver``/``CheckpointLoader``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence, Sized
 
 import torch
+from ignite.engine import Engine, Events
+from ignite.handlers import EMAHandler
 from monai.engines.utils import DiffusionPrepareBatch
 from monai.inferers import DiffusionInferer
 from scripts.diffusion import DiffusionRange, eps_from_prediction, schedule_terms
@@ -109,3 +113,96 @@ class AutocastDiffusionInferer(DiffusionInferer):
         x_t = self.scheduler.add_noise(original_samples=inputs.float(), noise=noise.float(), timesteps=timesteps)
         terms = schedule_terms(self.scheduler, timesteps, device=inputs.device)
         return eps_from_prediction(prediction.float(), x_t, terms, prediction_type)
+
+
+EMA_WARMUPS = ("copy", "decay", "none")
+
+
+class WarmStartEMAHandler(EMAHandler):
+    """ignite's ``EMAHandler`` (ema = decay ema + (1 - decay) w after every iteration) with a warm start.
+
+    ``warmup``:
+
+    * ``"copy"`` (the authors' ANDi, ``modules.EMA.step_ema``): for the first ``warmup_steps`` iterations the EMA
+      copies the weights, then it averages;
+    * ``"decay"`` (UAD-IMAG ``utils/ema.py``): at the n-th update the decay is min(decay, (1 + n) / (10 + n));
+    * ``"none"``: ignite's own, averaging from the first iteration (the bundle's earlier rule).
+
+    The step is the trainer's iteration, so a resumed run continues the same rule. ``momentum`` is 1 - decay, as
+    for ``EMAHandler``.
+    """
+
+    def __init__(self, model: torch.nn.Module, momentum: float = 0.005, warmup: str = "copy", warmup_steps: int = 2000):
+        super().__init__(model, momentum=momentum)
+        if warmup not in EMA_WARMUPS:
+            raise ValueError(f"ema_warmup must be one of {EMA_WARMUPS}, got {warmup!r}")
+        self.warmup = warmup
+        self.warmup_steps = int(warmup_steps)
+
+    def momentum_at(self, iteration: int) -> float:
+        """The update momentum (1 - decay) of the update after iteration ``iteration`` (1, 2, ...)."""
+        if self.warmup == "copy" and iteration <= self.warmup_steps:
+            return 1.0
+        if self.warmup == "decay":
+            return 1.0 - min(1.0 - self.momentum, (1.0 + iteration) / (10.0 + iteration))
+        return self.momentum
+
+    def _update_ema_model(self, engine: Engine, name: str) -> None:
+        setattr(engine.state, name, self.momentum_at(engine.state.iteration))
+        super()._update_ema_model(engine, name)
+
+
+SLICE_SAMPLINGS = ("epochs", "replacement")
+
+
+class ShuffledPassSampler(torch.utils.data.Sampler):
+    """Indices of a dataset in passes: each pass a new permutation (every slice once, without replacement), the
+    passes one after another; ``__iter__`` gives the next ``num_samples`` of that stream (one bundle "epoch" of
+    ``batch_size x epoch_iterations`` slices), continuing where the last one stopped, as the authors' loader
+    (``DataLoader(shuffle=True)``) walks its epochs. Pass k's permutation is seeded by (seed, k) and
+    :meth:`set_epoch` (called by ignite) places the stream at ``epoch x num_samples``, so a resumed run continues the
+    same sequence.
+    """
+
+    def __init__(self, data_source: Sized, num_samples: int, seed: int = 0) -> None:
+        self.n = len(data_source)
+        if self.n == 0:
+            raise ValueError("no slice to sample")
+        self.num_samples = int(num_samples)
+        self.seed = int(seed)
+        self.position = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Place the stream at the start of (0-based) ``epoch``."""
+        self.position = int(epoch) * self.num_samples
+
+    def attach(self, trainer: Engine) -> None:
+        """Keep the stream at the trainer's epoch: at the start (a resumed trainer's epoch) and at every epoch."""
+        trainer.add_event_handler(Events.STARTED, lambda engine: self.set_epoch(engine.state.epoch))
+        trainer.add_event_handler(Events.EPOCH_STARTED, lambda engine: self.set_epoch(engine.state.epoch - 1))
+
+    def _permutation(self, k: int) -> torch.Tensor:
+        return torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + k))
+
+    def __iter__(self) -> Iterator[int]:
+        start, end = self.position, self.position + self.num_samples
+        self.position = end
+        k, perm = -1, None
+        for i in range(start, end):
+            if i // self.n != k:
+                k = i // self.n
+                perm = self._permutation(k)
+            yield int(perm[i % self.n])
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+def train_sampler(dataset: Sized, sampling: str, num_samples: int, seed: int = 0) -> torch.utils.data.Sampler:
+    """The training slices' sampler: ``"epochs"`` (:class:`ShuffledPassSampler`: shuffled passes without
+    replacement, the authors') or ``"replacement"`` (uniform with replacement, the bundle's earlier)."""
+    if sampling == "epochs":
+        return ShuffledPassSampler(dataset, num_samples, seed)
+    if sampling == "replacement":
+        return torch.utils.data.RandomSampler(dataset, replacement=True, num_samples=int(num_samples))
+    raise ValueError(f"slice_sampling must be one of {SLICE_SAMPLINGS}, got {sampling!r}")
