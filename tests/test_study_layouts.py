@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +21,6 @@ from scripts.outputs import SaveOverviewd
 from scripts.postprocess import ReduceChannels
 from scripts.slices import healthy_slice_indices
 from scripts.studies import file_study_id, list_studies, scan_studies, select_studies, study_output
-
-BUNDLE = Path(__file__).resolve().parents[1] / "bundle"
-
 
 def nifti(path: Path, seed: int = 0) -> Path:
     array = np.random.default_rng(seed).random((6, 6, 4)).astype(np.float32) + 0.5
@@ -181,16 +176,19 @@ def test_ixi_names_give_studies_and_a_datalist(tmp_path: Path) -> None:
     assert "missing modality pd" in failures[0].message
 
 
-def test_cohort_datalist_cli_says_what_is_wrong(tmp_path: Path) -> None:
+def test_cohort_datalist_command_says_what_is_wrong(tmp_path: Path, capsys) -> None:
+    """``python -m scripts.cli make-cohort-datalist`` (its entry point, in this process)."""
+    from scripts.cli import main
+
     folders = ixi_folders(tmp_path / "ixi")
-    cmd = [sys.executable, "-m", "scripts.cli", "make-cohort-datalist", str([str(f) for f in folders])]
-    done = subprocess.run([*cmd, str(tmp_path / "d.json")], cwd=BUNDLE, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert "training 1, validation 1" in done.stdout and "1 subject(s) left out" in done.stdout
-    bad = [*cmd[:4], str(tmp_path / "nowhere"), str(tmp_path / "e.json")]
-    failed = subprocess.run(bad, cwd=BUNDLE, capture_output=True, text=True, timeout=120)
-    assert failed.returncode != 0 and f"{tmp_path / 'nowhere'}: no such folder" in failed.stderr
-    assert "Traceback" not in failed.stderr
+    main(["make-cohort-datalist", str([str(f) for f in folders]), str(tmp_path / "d.json")])
+    out = capsys.readouterr().out
+    assert "training 1, validation 1" in out and "1 subject(s) left out" in out
+    with pytest.raises(SystemExit) as stopped:
+        main(["make-cohort-datalist", str(tmp_path / "nowhere"), str(tmp_path / "e.json")])
+    assert stopped.value.code != 0
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'nowhere'}: no such folder" in err and "Traceback" not in err
 
 
 def test_steps_that_need_a_modality_say_so_in_one_line() -> None:
