@@ -22,6 +22,7 @@ from scripts.postprocess import ReduceChannels
 from scripts.slices import healthy_slice_indices
 from scripts.studies import file_study_id, list_studies, scan_studies, select_studies, study_output
 
+
 def nifti(path: Path, seed: int = 0) -> Path:
     array = np.random.default_rng(seed).random((6, 6, 4)).astype(np.float32) + 0.5
     return write_nifti(array, np.eye(4), path, dtype=np.float32)
