@@ -221,3 +221,50 @@ def test_healthy_slices_by_a_named_modality() -> None:
     image[1, :, :, 1] = 1.0  # FLAIR only on slice 1
     assert healthy_slice_indices(image).tolist() == [0, 1, 2]
     assert healthy_slice_indices(image, channel=1).tolist() == [1]
+
+
+@pytest.mark.slow
+def test_ixi_recipe_on_made_ixi_shaped_data(tmp_path: Path) -> None:
+    """docs/ixi.md on made (synthetic) data shaped like IXI: T1 in IXI-T1/, T2 and PD (one dual-echo grid, not the
+    T1's) in IXI-T2/ and IXI-PD/, brain masks named after the T1; the cohort datalist, `run preprocess` (the studies
+    registered to the atlas), then `run training` on the prepared datalist with T1, T2 and PD (the slice cache)."""
+    from runner import TINY_NET, run_bundle
+
+    from scripts.cli import main
+    from scripts.synthetic import make_study
+
+    root = tmp_path / "ixi"
+    for i, subject in enumerate(["IXI002-Guys-0828", "IXI012-HH-1211"]):
+        study = make_study(100 + i, "none", (48, 48, 32), (5.0, 5.0, 5.0))
+        moved = study.affine.copy()
+        moved[:3, 3] += (6.0, -4.0, 5.0)  # T2 and PD share a grid that is not the T1's
+        for contrast, affine in (("T1", study.affine), ("T2", moved), ("PD", moved)):
+            image = np.rint(study.images[contrast.lower()]).astype(np.int16)
+            write_nifti(image, affine, root / f"IXI-{contrast}" / f"{subject}-{contrast}.nii.gz", dtype=np.int16)
+        write_nifti(study.mask.astype(np.uint8), study.affine, root / "masks" / f"{subject}-T1_mask.nii.gz", np.uint8)
+    datalist = tmp_path / "ixi.json"
+    folders = [root / "IXI-T1", root / "IXI-T2", root / "IXI-PD", root / "masks"]
+    main(["make-cohort-datalist", str([str(f) for f in folders]), str(datalist), "--validation_fraction", "0.5"])
+    assert json.loads(datalist.read_text())["training"][0]["mask"] == "ixi/masks/IXI002-Guys-0828-T1_mask.nii.gz"
+    sets = ["--modalities", "['t1','t2','pd']"]
+    prepared = tmp_path / "prepared"
+    run_bundle("preprocess", "preprocess.yaml", "--dataset_dir", str(datalist), "--output_dir", str(prepared), *sets)
+    manifest = json.loads((prepared / "datalist.json").read_text())
+    item = manifest["training"][0]
+    assert item["name"] == "IXI002-Guys-0828" and set(item) == {"name", "t1", "t2", "pd"}
+    assert nib_shape(prepared / item["pd"]) == (240, 240, 155)  # the SRI24 lattice
+    assert (prepared / "IXI002-Guys-0828" / "transform.tfm").is_file()
+    train = tmp_path / "train"
+    run_bundle(
+        "training", "train.yaml", "--dataset_dir", str(prepared / "datalist.json"), "--output_dir", str(train),
+        "--final_weights", str(train / "model.pt"), "--max_epochs", "1", "--epoch_iterations", "2",
+        "--checkpoint_interval", "2", "--batch_size", "4", "--val_batches", "1", "--network_preset", TINY_NET,
+        "--image_size", "32", *sets,
+    )  # fmt: skip
+    assert len(list((train / "cache").glob("*.npy"))) == 2 and (train / "model.pt").is_file()
+
+
+def nib_shape(path: Path) -> tuple[int, ...]:
+    import nibabel as nib
+
+    return tuple(nib.load(path).shape)
