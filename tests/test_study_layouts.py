@@ -41,6 +41,7 @@ def bids_dataset(tmp_path: Path) -> Path:
         "sub-01/ses-1/anat/sub-01_ses-1_T2w.nii.gz",
         "sub-01/ses-1/anat/sub-01_ses-1_FLAIR.nii.gz",
         "sub-01/ses-1/anat/sub-01_ses-1_PDw.nii.gz",
+        "sub-01/ses-1/anat/sub-01_ses-1_desc-brain_mask.nii.gz",
         "sub-01/ses-2/anat/sub-01_ses-2_T1w.nii.gz",
         "sub-01/ses-2/anat/sub-01_ses-2_T2w.nii.gz",
         "sub-02/anat/sub-02_T1w.nii.gz",
@@ -61,6 +62,7 @@ def test_bids_sessions_become_studies_and_ce_t1w_is_t1c(bids_dataset: Path) -> N
     assert Path(study["t1"]).name == "sub-01_ses-1_T1w.nii.gz"
     assert Path(study["t1c"]).name == "sub-01_ses-1_ce-gadolinium_T1w.nii.gz"
     assert Path(study["pd"]).name == "sub-01_ses-1_PDw.nii.gz"
+    assert Path(study["mask"]).name == "sub-01_ses-1_desc-brain_mask.nii.gz"
     assert study["bids_prefix"] == "sub-01/ses-1/anat/sub-01_ses-1"
     messages = {f.study: f.message for f in failures}
     assert sorted(messages) == ["sub-01_ses-2", "sub-02"]
@@ -74,7 +76,7 @@ def test_bids_sessions_become_studies_and_ce_t1w_is_t1c(bids_dataset: Path) -> N
 def test_bids_with_fewer_modalities_takes_the_session_without_flair(bids_dataset: Path) -> None:
     studies, failures = scan_studies(bids_dataset, modalities=["t1"])
     assert [s["name"] for s in studies] == ["sub-01_ses-1", "sub-01_ses-2", "sub-02"]
-    assert all(set(s) == {"name", "t1", "bids_prefix"} for s in studies)
+    assert [sorted(s) for s in studies] == [["bids_prefix", "mask", "name", "t1"], *[["bids_prefix", "name", "t1"]] * 2]
     assert not failures
 
 

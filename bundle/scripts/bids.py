@@ -4,7 +4,8 @@ A folder is read as a BIDS dataset when it holds ``dataset_description.json`` or
 images (``sub-<label>/[ses-<label>/]anat/*.nii[.gz]``) are found and their names parsed by ``ancpbids`` (a BIDS library
 with no dependency of its own; ``pybids`` would bring pandas, SQLAlchemy, formulaic and more for the same query). Every
 subject, or every session of a subject that has sessions, is one study named ``sub-<label>[_ses-<label>]``; the suffixes
-map to the bundle's modalities (:data:`SUFFIXES`: ``T1w``, with a ``ce-`` entity T1Gd, ``T2w``, ``FLAIR``, ``PDw``).
+map to the bundle's modalities (:data:`SUFFIXES`: ``T1w``, with a ``ce-`` entity T1Gd, ``T2w``, ``FLAIR``, ``PDw``);
+one ``*_mask.nii.gz`` in the ``anat`` folder (e.g. ``sub-01_desc-brain_mask.nii.gz``) is the study's brain mask.
 ``dataset_description.json`` is read when present (it must be valid JSON and not describe a derivatives dataset), and
 its ``Name`` is recorded as the derivatives' source.
 
@@ -109,11 +110,12 @@ def bids_studies(folder: str | os.PathLike, modalities: Sequence[str]) -> tuple[
     dataset = ancpbids.load_dataset(str(folder))
     found: dict[str, dict[str, list[str]]] = {}
     prefixes: dict[str, str] = {}
-    for artifact in dataset.query(scope="raw", suffix=list(SUFFIXES), return_type="object"):
+    for artifact in dataset.query(scope="raw", suffix=[*SUFFIXES, "mask"], return_type="object"):
         path = Path(artifact.get_absolute_path())
         if path.parent.name != "anat" or not path.name.endswith(NIFTI):
             continue
-        name, modality = study_id(path.name), modality_of(path.name)
+        name = study_id(path.name)
+        modality = "mask" if artifact.suffix == "mask" else modality_of(path.name)
         if name is None or modality is None:
             continue
         found.setdefault(name, {}).setdefault(modality, []).append(str(path))
@@ -140,7 +142,8 @@ def bids_studies(folder: str | os.PathLike, modalities: Sequence[str]) -> tuple[
                 )
             )
         else:
-            studies.append({"name": name, **{m: files[m][0] for m in modalities}, PREFIX_KEY: prefixes[name]})
+            mask = {"mask": files["mask"][0]} if len(files.get("mask", [])) == 1 else {}
+            studies.append({"name": name, **{m: files[m][0] for m in modalities}, **mask, PREFIX_KEY: prefixes[name]})
     return studies, failures
 
 
