@@ -267,7 +267,7 @@ def blob_volume() -> tuple[torch.Tensor, torch.Tensor]:
 @pytest.mark.parametrize("method", ["flair", "dae"])
 def test_a_planted_bright_blob_scores_higher_than_background(method):
     v, blob = blob_volume()
-    inferer, network = (FLAIRInferer(channel=3), None) if method == "flair" else (DAEInferer(2), Smoother())
+    inferer, network = (FLAIRInferer(), None) if method == "flair" else (DAEInferer(2), Smoother())
     a = inferer(v, network)[0].amax(0)  # max over modalities, as the post-processing
     brain = v[0].abs().amax(0) > 0
     assert float(a[blob].min()) > float(a[brain & ~blob].max())

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from scripts import MODALITIES
+from scripts import KNOWN_MODALITIES, MODALITIES
 from scripts.studies import find_study_files, list_studies
 from scripts.synthetic import SyntheticStudy, make_dataset, make_study, write_study
 
@@ -40,7 +40,7 @@ def _means(study: SyntheticStudy, modality: str) -> dict[str, float]:
 
 def test_shapes_types_and_orientation(healthy: list[SyntheticStudy]) -> None:
     study = healthy[0]
-    assert set(study.images) == set(MODALITIES)
+    assert set(study.images) == set(KNOWN_MODALITIES)  # the default four and the PD made from T2
     for image in study.images.values():
         assert image.shape == SMALL["shape"] and image.dtype == np.float32
     assert study.label.shape == SMALL["shape"] and study.label.dtype == np.uint8
@@ -65,13 +65,15 @@ def test_tissue_contrasts(healthy: list[SyntheticStudy]) -> None:
         assert t1c["wm"] > t1c["gm"] > t1c["csf"]
         assert t2["csf"] > t2["gm"] > t2["wm"]
         assert flair["gm"] > flair["wm"] > flair["csf"]
+        pd = _means(study, "pd")
+        assert pd["csf"] > pd["gm"] > pd["wm"]  # as a proton density image
         assert 100 < t1["wm"] < 1500  # scanner-like units
 
 
 def test_skull_stripped(healthy: list[SyntheticStudy]) -> None:
     for study in healthy:
         assert 0.05 < study.mask.mean() < 0.5
-        for m in MODALITIES:
+        for m in KNOWN_MODALITIES:
             assert not study.images[m][~study.mask].any()
             assert (study.images[m][study.mask] > 0).mean() > 0.99
     # the brain fits the field of view: the grid's outer faces are empty in x and y

@@ -30,7 +30,7 @@ from scripts.errors import Failure, StudiesFailed, bundle_error
 from scripts.files import atomic_write_bytes, remove_partials
 from scripts.outputs import STUDY_FILES
 from scripts.progress import progress
-from scripts.studies import StudySelection
+from scripts.studies import StudySelection, study_folder, study_output
 from torch.utils.data import Subset
 
 logger = logging.getLogger(__name__)
@@ -157,7 +157,7 @@ class StudyBatch:
         self._error = error
 
     def score(self, study: dict) -> None:
-        remove_partials(self.output_dir / str(study.get("name", "")))  # what a killed run was writing
+        remove_partials(study_folder(self.output_dir, study))  # what a killed run was writing
         index = self._index[id(study)]
         self.engine.data_loader = DataLoader(
             Subset(self.loader.dataset, [index]),
@@ -174,9 +174,9 @@ class StudyBatch:
 
     def clean_up(self, study: dict) -> None:
         """Remove what a failed study wrote (outputs are atomic, but a study writes several)."""
-        folder = self.output_dir / str(study.get("name", ""))
+        folder = study_folder(self.output_dir, study)
         for name in self.output_files:
-            (folder / name).unlink(missing_ok=True)
+            study_output(self.output_dir, study, name).unlink(missing_ok=True)
         if folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
 

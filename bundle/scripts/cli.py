@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 import fire
-from scripts import histogram
+from scripts import MODALITIES, cohorts, histogram
 from scripts import zoo_submission as zoo
 from scripts.datalists import SPLITS_DIR, DatalistError, make_brats21_datalist
 from scripts.errors import StudyError
@@ -40,6 +40,7 @@ def make_demo_data(
     n_validation: int = 2,
     seed: int = 0,
     size: str = "full",
+    modalities=MODALITIES,
 ) -> str:
     """Make a synthetic dataset: healthy studies for training/validation, anomalous ones for testing.
 
@@ -55,9 +56,12 @@ def make_demo_data(
         n_validation: healthy studies held out for the validation loss.
         seed: seed of the first study.
         size: ``full`` (240x240x155, 1 mm, as BraTS) or ``small`` (96x96x62, 2.5 mm, for quick tries).
+        modalities: the made contrasts written, e.g. ``"[t1,t2,pd]"`` (PD is derived from the made T2).
     """
     shape, spacing = _size(size)
-    path = make_dataset(out_dir, n_healthy, n_anomalous, lesion, seed, shape, spacing, n_validation)
+    path = make_dataset(
+        out_dir, n_healthy, n_anomalous, lesion, seed, shape, spacing, n_validation, modalities=list(modalities)
+    )
     print(f"synthetic dataset written; datalist: {path}")
     return str(path)
 
@@ -77,6 +81,38 @@ def make_demo_study(out_dir: str, lesion: str = "tumour", seed: int = 1000, name
     paths = write_study(make_study(seed, lesion, shape, spacing), Path(out_dir), name)
     print(f"synthetic study written to {Path(paths['t1']).parent}")
     return str(Path(paths["t1"]).parent)
+
+
+def make_cohort_datalist(
+    folders, out_json: str, modalities=("t1", "t2", "pd"), validation_fraction: float = 0.1, absolute: bool = False
+) -> str:
+    """Write a datalist JSON ("training", "validation") of a healthy cohort whose files carry the study id in their
+    names, in one or more folders searched recursively (IXI: ``IXI002-Guys-0828-T1.nii.gz`` in ``IXI-T1/``, its T2
+    and PD in ``IXI-T2/`` and ``IXI-PD/``; a brain mask ``IXI002-Guys-0828-T1_mask.nii.gz`` joins its study). See
+    ``docs/ixi.md``.
+
+    Args:
+        folders: a folder, or several (``"[IXI-T1,IXI-T2,IXI-PD,masks]"``).
+        out_json: the datalist JSON to write.
+        modalities: the modalities every study must have (others are left out).
+        validation_fraction: the share of studies (the last ones by name, at least one) held out for validation.
+        absolute: write absolute paths instead of paths relative to the JSON's folder.
+    """
+    try:
+        summary = cohorts.make_cohort_datalist(
+            [folders] if isinstance(folders, str) else list(folders),
+            out_json,
+            [modalities] if isinstance(modalities, str) else list(modalities),
+            float(validation_fraction),
+            bool(absolute),
+        )
+    except StudyError as err:
+        raise fire.core.FireError(str(err)) from err
+    counts = summary["counts"]
+    print(f"datalist written: {summary['path']} (training {counts['training']}, validation {counts['validation']})")
+    if summary["left_out"]:
+        print(f"note: {len(summary['left_out'])} subject(s) left out, e.g. {summary['left_out'][0]}")
+    return str(summary["path"])
 
 
 def make_datalist(brats_dir: str, out_json: str, splits_dir: str = "", absolute: bool = False) -> str:
@@ -110,7 +146,9 @@ def make_datalist(brats_dir: str, out_json: str, splits_dir: str = "", absolute:
     return str(summary["path"])
 
 
-def build_histogram_landmarks(dataset_dir: str, out_json: str, datalist_key: str = "training", max_studies: int = 50):
+def build_histogram_landmarks(
+    dataset_dir: str, out_json: str, datalist_key: str = "training", max_studies: int = 50, modalities=MODALITIES
+):
     """Build the Nyul histogram landmarks (one set per modality) that ``--histogram_matching true`` matches to.
 
     DATASET_DIR is a datalist JSON (its ``datalist_key`` list) or a folder of study folders whose studies are each on
@@ -122,9 +160,12 @@ def build_histogram_landmarks(dataset_dir: str, out_json: str, datalist_key: str
         out_json: the landmarks file to write.
         datalist_key: the datalist's list to read.
         max_studies: at most this many studies are read.
+        modalities: the modalities to build landmarks for (e.g. ``"[t1,t2,pd]"``); the default four by default.
     """
     try:
-        path = histogram.build_histogram_landmarks(dataset_dir, out_json, datalist_key, max_studies=int(max_studies))
+        path = histogram.build_histogram_landmarks(
+            dataset_dir, out_json, datalist_key, max_studies=int(max_studies), modalities=list(modalities)
+        )
     except StudyError as err:
         raise fire.core.FireError(str(err)) from err
     print(f"histogram landmarks written: {path}")
@@ -181,6 +222,7 @@ def main(argv: list[str] | None = None) -> None:
         "make-demo-data": make_demo_data,
         "make-demo-study": make_demo_study,
         "make-datalist": make_datalist,
+        "make-cohort-datalist": make_cohort_datalist,
         "build-histogram-landmarks": build_histogram_landmarks,
         "record-weights": record_weights,
         "zoo-submission": zoo_submission,

@@ -21,27 +21,34 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+from scripts import MODALITIES
 from scripts.errors import StudyError
 from scripts.files import atomic_path, remove_partials
 from scripts.fingerprint import fingerprint
+from scripts.modalities import channel_of
 from scripts.progress import progress
 from scripts.slices import healthy_slice_indices
-from scripts.studies import check_study, list_studies
+from scripts.studies import FILE_KEYS, check_study, list_studies
 from torch.utils.data import Dataset
 
 logger = logging.getLogger(__name__)
 
 
 def split_studies(
-    dataset_dir: str | os.PathLike, split: str = "training", validation_fraction: float = 0.1
+    dataset_dir: str | os.PathLike,
+    split: str = "training",
+    validation_fraction: float = 0.1,
+    modalities: Sequence[str] = MODALITIES,
 ) -> list[dict[str, str]]:
-    """Studies of one split. A datalist JSON gives its ``split`` list directly; a folder of study folders is split
-    deterministically (sorted names): the last ``validation_fraction`` (at least one study) is ``validation``.
+    """Studies of one split, with the configured ``modalities``. A datalist JSON gives its ``split`` list directly; a
+    folder (of study folders, or a BIDS dataset) is split deterministically (sorted names): the last
+    ``validation_fraction`` (at least one study) is ``validation``. Training writes nothing per study, so two
+    studies may share a name.
     """
     path = Path(dataset_dir)
     if path.is_file():
-        return list_studies(path, datalist_key=split)
-    studies = list_studies(path)
+        return list_studies(path, datalist_key=split, modalities=modalities, unique_names=False)
+    studies = list_studies(path, modalities=modalities, unique_names=False)
     n_val = max(1, round(len(studies) * validation_fraction)) if len(studies) > 1 else 0
     return studies[len(studies) - n_val :] if split == "validation" else studies[: len(studies) - n_val]
 
@@ -52,7 +59,7 @@ CACHE_VERSION = 2
 
 def _files_key(study: dict[str, str]) -> list[list[object]]:
     items = []
-    for key in sorted(k for k in study if k != "name"):
+    for key in sorted(k for k in study if k in FILE_KEYS):
         stat = os.stat(study[key])
         items.append([key, os.path.abspath(study[key]), stat.st_size, stat.st_mtime_ns])
     return items
@@ -66,22 +73,27 @@ def cache_study_slices(
     min_brain_fraction: float = 0.0,
     image_key: str = "image",
     labelled_key: str = "label_slices",
+    channel: int | None = None,
 ) -> Path:
     """Preprocess ``study`` and save its healthy slices (K, C, H, W) float32 to ``cache_dir``; returns the file.
 
     ``settings_key`` names everything but the files that shapes the slices (:class:`HealthySliceDataset` makes it
     from the transform and ``min_brain_fraction``). An existing file for the same inputs and key is reused. Writes
-    are atomic.
+    are atomic. ``channel``: the channel whose non-empty slices are brain slices (None: any channel).
     """
     cache_dir = Path(cache_dir)
-    key = hashlib.sha1(json.dumps([_files_key(study), settings_key, min_brain_fraction]).encode()).hexdigest()[:16]
+    key = hashlib.sha1(
+        json.dumps(
+            [_files_key(study), settings_key, min_brain_fraction, *([channel] if channel is not None else [])]
+        ).encode()
+    ).hexdigest()[:16]
     target = cache_dir / f"{study.get('name', 'study')}_{key}.npy"
     if target.exists():
         return target
     check_study(study)
     data = transform(dict(study))
     image = torch.as_tensor(data[image_key])
-    keep = healthy_slice_indices(image, data.get(labelled_key), min_brain_fraction)
+    keep = healthy_slice_indices(image, data.get(labelled_key), min_brain_fraction, channel)
     slices = image[..., keep].permute(3, 0, 1, 2).contiguous().numpy().astype(np.float32)
     with atomic_path(target) as tmp:
         np.save(tmp, slices)
@@ -98,6 +110,8 @@ class HealthySliceDataset(Dataset):
         cache_dir: where the per-study slice arrays are kept; each file's key covers the study's files, every
             setting of ``transform`` (``scripts.fingerprint.fingerprint``) and ``min_brain_fraction``.
         min_brain_fraction: keep slices whose brain covers at least this fraction of the slice.
+        modalities, brain_modality: the configured modalities and the one whose non-empty slices are brain slices
+            (``healthy_slice_modality``; None: any modality non-empty). One not configured stops with one line.
     """
 
     def __init__(
@@ -106,7 +120,11 @@ class HealthySliceDataset(Dataset):
         transform: Callable[[dict], dict],
         cache_dir: str | os.PathLike,
         min_brain_fraction: float = 0.0,
+        modalities: Sequence[str] = MODALITIES,
+        brain_modality: str | None = None,
     ) -> None:
+        named = brain_modality not in (None, "", "null", "any")
+        channel = channel_of(modalities, str(brain_modality), "healthy_slice_modality") if named else None
         if not studies:
             raise StudyError("no studies given to build the healthy-slice dataset")
         # Under DDP, rank 0 builds the cache while the others wait; they then find every file in place.
@@ -117,7 +135,7 @@ class HealthySliceDataset(Dataset):
             remove_partials(cache_dir)  # what a killed run was writing
         settings_key = fingerprint(CACHE_VERSION, transform)
         self.files = [
-            cache_study_slices(s, transform, cache_dir, settings_key, min_brain_fraction)
+            cache_study_slices(s, transform, cache_dir, settings_key, min_brain_fraction, channel=channel)
             for s in progress(studies, desc="healthy slices", unit="study")
         ]
         if distributed and dist.get_rank() == 0:

@@ -173,7 +173,10 @@ class HistogramMatchd(MapTransform):
         self.landmarks = load_landmarks(landmarks)
         missing = [k for k in self.keys if k not in self.landmarks]
         if missing:
-            raise StudyError(f"{landmarks}: no landmarks for modality {', '.join(map(str, missing))}")
+            raise StudyError(
+                f"{landmarks}: no landmarks for modality {', '.join(map(str, missing))}; build them from your "
+                "training data (python -m scripts.cli build-histogram-landmarks DATASET OUT --modalities ...)"
+            )
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)
@@ -192,18 +195,20 @@ def build_histogram_landmarks(
     datalist_key: str = "training",
     percentiles: Sequence[float] = DEFAULT_PERCENTILES,
     max_studies: int = 50,
+    modalities: Sequence[str] = MODALITIES,
 ) -> Path:
     """Build Nyul landmarks per modality from (at most ``max_studies``) studies already on one grid each, e.g. a
     prepared dataset, and save them to ``output`` (JSON). Voxels that are 0 (outside the brain) are ignored."""
     from scripts.loading import LoadStudyd
 
     path = Path(dataset_dir)
-    studies = list_studies(path, datalist_key) if path.is_file() else list_studies(path)
-    loader = LoadStudyd(keys=list(MODALITIES))
-    volumes: dict[str, list[np.ndarray]] = {m: [] for m in MODALITIES}
+    modalities = list(modalities)
+    studies = list_studies(path, datalist_key, modalities, unique_names=False)
+    loader = LoadStudyd(keys=modalities)
+    volumes: dict[str, list[np.ndarray]] = {m: [] for m in modalities}
     for study in progress(studies[:max_studies], desc="reading for landmarks", unit="study"):
-        data = loader({m: study[m] for m in MODALITIES})
-        for m in MODALITIES:
+        data = loader({m: study[m] for m in modalities})
+        for m in modalities:
             volumes[m].append(torch.as_tensor(data[m])[0].numpy())
-    landmarks = {m: standard_landmarks(volumes[m], None, percentiles) for m in MODALITIES}
+    landmarks = {m: standard_landmarks(volumes[m], None, percentiles) for m in modalities}
     return save_landmarks(output, landmarks, percentiles)

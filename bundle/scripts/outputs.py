@@ -3,7 +3,8 @@
 scores) and ``overview.png``; ``zmap.nii.gz`` when a calibration gives a normative model; optionally
 ``preprocessed.nii.gz`` and ``transform.tfm``.
 
-Files go to ``<output_dir>/<study name>/``, each written atomically; the segmentation is written last, so a study
+Files go to ``<output_dir>/<study name>/`` (a BIDS study's to its derivatives names: ``scripts.bids``), each written
+atomically; the segmentation is written last, so a study
 whose segmentation exists is complete (see :func:`scripts.studies.select_studies`).
 """
 
@@ -12,17 +13,18 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
-from scripts import as_bool
+from scripts import MODALITIES, as_bool
 from scripts.files import atomic_write_bytes, write_nifti
+from scripts.modalities import channel_of, preferred
 from scripts.native import matrix_transform, write_transform
-from scripts.studies import study_name
+from scripts.studies import study_name, study_output
 
 logger = logging.getLogger(__name__)
 
@@ -84,10 +86,11 @@ def overview_png(
     n_slices: int = 5,
     extra_rows: dict[str, np.ndarray] | None = None,
     title: str = "",
+    image_name: str = "FLAIR",
 ) -> bytes:
-    """A PNG of the axial slices :func:`overview_slices` picks, each titled with its number and why; rows FLAIR,
-    anomaly map (with a colour bar), segmentation over FLAIR, then one row per ``extra_rows`` map (e.g. a z-map).
-    Inputs (H, W, D) on one grid."""
+    """A PNG of the axial slices :func:`overview_slices` picks, each titled with its number and why; rows FLAIR (or
+    the modality ``image_name`` names, given as ``flair``), anomaly map (with a colour bar), segmentation over that
+    image, then one row per ``extra_rows`` map (e.g. a z-map). Inputs (H, W, D) on one grid."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -95,7 +98,7 @@ def overview_png(
 
     brain = flair != 0
     picks = overview_slices(brain, a, seg, n_slices)
-    rows = [("FLAIR", None), ("anomaly map", a), ("segmentation", None), *(extra_rows or {}).items()]
+    rows = [(image_name, None), ("anomaly map", a), ("segmentation", None), *(extra_rows or {}).items()]
     fig, axes = plt.subplots(len(rows), len(picks), figsize=(2.3 * len(picks) + 0.8, 2.3 * len(rows)), squeeze=False)
     for r, (name, values) in enumerate(rows):
         inside = values[brain] if values is not None and brain.any() else np.zeros(1)
@@ -105,7 +108,7 @@ def overview_png(
         for j, (k, reason) in enumerate(picks):
             ax = axes[r, j]
             f = np.rot90(flair[..., k])
-            if name == "FLAIR":
+            if r == 0:
                 ax.imshow(f, cmap="gray")
                 ax.set_title(f"slice {k}\n{reason}", fontsize=8)
             elif name == "segmentation":
@@ -131,8 +134,9 @@ def overview_png(
 
 
 class SaveOverviewd(MapTransform):
-    """Write ``overview.png`` from the FLAIR channel of ``image_key``, the map and the segmentation (scoring grid);
-    a z-map row when ``data[zmap_key]`` exists."""
+    """Write ``overview.png`` from one channel of ``image_key`` (``modality`` among ``modalities``: FLAIR by default,
+    else the first configured modality), the map and the segmentation (scoring grid); a z-map row when
+    ``data[zmap_key]`` exists. A ``modality`` that is not configured stops with one line."""
 
     def __init__(
         self,
@@ -140,13 +144,16 @@ class SaveOverviewd(MapTransform):
         output_dir: str,
         image_key: str = "image",
         seg_key: str = "seg",
-        flair_channel: int = 3,
+        modalities: Sequence[str] = MODALITIES,
+        modality: str | None = None,
         enabled: bool | str = True,
         zmap_key: str = "zmap",
     ) -> None:
         super().__init__(keys)
         self.output_dir = Path(output_dir)
-        self.image_key, self.seg_key, self.flair_channel = image_key, seg_key, flair_channel
+        self.modality = preferred(modalities) if modality in (None, "", "null") else str(modality)
+        self.flair_channel = channel_of(modalities, self.modality, "the overview (overview_modality)")
+        self.image_key, self.seg_key = image_key, seg_key
         self.zmap_key = zmap_key
         self.enabled = as_bool(enabled)
 
@@ -160,8 +167,8 @@ class SaveOverviewd(MapTransform):
             seg = d[self.seg_key][0].detach().cpu().numpy()
             zmap = d.get(self.zmap_key)
             extra = None if zmap is None else {"z-map": zmap[0].detach().cpu().numpy()}
-            png = overview_png(flair, a, seg, extra_rows=extra, title=study_name(d))
-            atomic_write_bytes(png, self.output_dir / study_name(d) / OVERVIEW_FILE)
+            png = overview_png(flair, a, seg, extra_rows=extra, title=study_name(d), image_name=self.modality.upper())
+            atomic_write_bytes(png, study_output(self.output_dir, d, OVERVIEW_FILE))
         return d
 
 
@@ -180,20 +187,20 @@ class SaveStudyOutputsd(MapTransform):
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)
-        folder = self.output_dir / study_name(d)
         for key in self.key_iterator(d):
             a, seg = d[key], d[self.seg_key]
             affine = np.asarray(a.affine.cpu().numpy() if hasattr(a, "affine") else np.eye(4), dtype=np.float64)
-            write_nifti(a[0].detach().cpu().numpy(), affine, folder / ANOMALY_FILE, np.float32)
+            path = {f: study_output(self.output_dir, d, f) for f in STUDY_FILES}
+            write_nifti(a[0].detach().cpu().numpy(), affine, path[ANOMALY_FILE], np.float32)
             if d.get(self.zmap_key) is not None:
-                write_nifti(d[self.zmap_key][0].detach().cpu().numpy(), affine, folder / ZMAP_FILE, np.float32)
+                write_nifti(d[self.zmap_key][0].detach().cpu().numpy(), affine, path[ZMAP_FILE], np.float32)
             info = d.get(f"{self.seg_key}_info")
             if info is not None:
                 text = json.dumps({"study": study_name(d), **info}, indent=2) + "\n"
-                atomic_write_bytes(text.encode(), folder / SEGMENTATION_INFO_FILE)
+                atomic_write_bytes(text.encode(), path[SEGMENTATION_INFO_FILE])
             seg_np = (seg[0].detach().cpu().numpy() > 0.5).astype(np.uint8)
-            write_nifti(seg_np, affine, folder / SEGMENTATION_FILE, np.uint8)
-            logger.info("%s: wrote %s and %s", study_name(d), folder / ANOMALY_FILE, folder / SEGMENTATION_FILE)
+            write_nifti(seg_np, affine, path[SEGMENTATION_FILE], np.uint8)
+            logger.info("%s: wrote %s and %s", study_name(d), path[ANOMALY_FILE], path[SEGMENTATION_FILE])
         return d
 
 
@@ -210,11 +217,11 @@ class SavePreprocessedd(MapTransform):
         d = dict(data)
         if not self.enabled:
             return d
-        folder = self.output_dir / study_name(d)
         for key in self.key_iterator(d):
             img = d[key]
             volume = np.moveaxis(img.detach().cpu().numpy(), 0, -1)  # (X, Y, Z, C)
-            write_nifti(volume, np.asarray(img.affine, dtype=np.float64), folder / PREPROCESSED_FILE, np.float32)
+            target = study_output(self.output_dir, d, PREPROCESSED_FILE)
+            write_nifti(volume, np.asarray(img.affine, dtype=np.float64), target, np.float32)
         if d.get("atlas_transform") is not None:
-            write_transform(matrix_transform(d["atlas_transform"]), folder / TRANSFORM_FILE)
+            write_transform(matrix_transform(d["atlas_transform"]), study_output(self.output_dir, d, TRANSFORM_FILE))
         return d

@@ -30,7 +30,9 @@ from monai.transforms import MapTransform, Transform
 from monai.utils import convert_to_tensor
 from scipy import ndimage
 from scripts import as_bool, as_optional_float
+from scripts.errors import StudyError
 from scripts.intensity import brain_mask
+from scripts.modalities import channel_of
 from scripts.studies import study_name
 from skimage.filters import threshold_yen
 from skimage.morphology import ball
@@ -70,9 +72,11 @@ class ReduceChannels(Transform):
         if mode in ("weighted", "epdiff"):
             if not self.weights:
                 raise ValueError("channel_reduction weighted needs channel_weights, e.g. {max: 0.5, flair: 0.5}")
+            if mode == "epdiff":  # its FLAIR term: one line when FLAIR is not configured
+                channel_of(self.channels, "flair", "channel_reduction epdiff (its 0.3 FLAIR term)")
             unknown = [k for k in self.weights if k not in ("max", "mean", *self.channels)]
             if unknown:
-                raise ValueError(f"channel_weights: {unknown} name no term; use max, mean or one of {self.channels}")
+                raise StudyError(f"channel_weights: {unknown} name no term; use max, mean or one of {self.channels}")
 
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
         img = convert_to_tensor(img, track_meta=get_track_meta())  # a MetaTensor, so that Invertd can invert it

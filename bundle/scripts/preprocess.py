@@ -6,10 +6,10 @@ manifest, so that training on BraTS, Shifts or a hospital's own scans is a confi
         --config_file "['bundle/configs/inference.yaml','bundle/configs/preprocess.yaml']" \
         --dataset_dir RAW_STUDIES_OR_DATALIST --output_dir PREPARED
 
-writes ``PREPARED/<name>/<name>_{t1,t1c,t2,flair}.nii.gz`` (atlas grid, float32), ``<name>_seg.nii.gz`` when the
-study has a label, ``transform.tfm`` for registered studies, and ``PREPARED/datalist.json`` with the same lists
-as the input (a folder becomes a "training" list). Studies whose files exist are skipped, so a stopped run
-resumes; every file is written atomically.
+writes ``PREPARED/<name>/<name>_<modality>.nii.gz`` (each configured modality; atlas grid, float32),
+``<name>_seg.nii.gz`` when the study has a label, ``transform.tfm`` for registered studies, and
+``PREPARED/datalist.json`` with the same lists as the input (a folder becomes a "training" list). Studies whose files
+exist are skipped, so a stopped run resumes; every file is written atomically.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,13 +26,16 @@ from scripts import MODALITIES, as_bool, as_flag_or_auto
 from scripts.batch import BatchReport, failures_file, run_studies
 from scripts.errors import Failure, StudyError
 from scripts.files import atomic_write_bytes, write_nifti
+from scripts.modalities import checked
 from scripts.native import matrix_transform, write_transform
 from scripts.studies import check_study, check_writable, scan_studies
 
 logger = logging.getLogger(__name__)
 
 
-def _datalist_lists(dataset_dir: str | os.PathLike) -> dict[str, tuple[list[dict[str, str]], list[Failure]]]:
+def _datalist_lists(
+    dataset_dir: str | os.PathLike, modalities: Sequence[str] = MODALITIES
+) -> dict[str, tuple[list[dict[str, str]], list[Failure]]]:
     """The study lists (and their failures) of a datalist JSON (every list it holds) or of a folder (one
     "training" list)."""
     path = Path(dataset_dir)
@@ -42,12 +45,12 @@ def _datalist_lists(dataset_dir: str | os.PathLike) -> dict[str, tuple[list[dict
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
             raise StudyError(f"{path}: not a readable datalist JSON ({err})") from err
         keys = [k for k, v in content.items() if isinstance(v, list)] if isinstance(content, dict) else ["training"]
-        return {k: scan_studies(path, k) for k in keys}
-    return {"training": scan_studies(path)}
+        return {k: scan_studies(path, k, modalities) for k in keys}
+    return {"training": scan_studies(path, modalities=modalities)}
 
 
-def _prepared_paths(folder: Path, name: str, with_label: bool) -> dict[str, Path]:
-    paths = {m: folder / name / f"{name}_{m}.nii.gz" for m in MODALITIES}
+def _prepared_paths(folder: Path, name: str, with_label: bool, modalities: Sequence[str]) -> dict[str, Path]:
+    paths = {m: folder / name / f"{name}_{m}.nii.gz" for m in modalities}
     if with_label:
         paths["label"] = folder / name / f"{name}_seg.nii.gz"
     return paths
@@ -71,33 +74,36 @@ def prepare_dataset(
     register: bool | str = "auto",
     overwrite: bool | str = False,
     on_error: str = "continue",
+    modalities: Sequence[str] = MODALITIES,
 ) -> Prepared:
     """Prepare every study of ``dataset_dir`` into ``output_dir`` and write the manifest ``output_dir/datalist.json``
     (the studies prepared, now or before); ``failures.json`` lists those that failed (``scripts.batch``).
 
     ``transform`` is the preprocessing up to the histogram matching (``configs/preprocess.yaml``:
-    ``pre#load`` -> ``check`` -> ``register`` -> ``match``), giving one MetaTensor per modality.
+    ``pre#load`` -> ``check`` -> ``register`` -> ``match``), giving one MetaTensor per modality of ``modalities``.
     """
+    modalities = checked(modalities)
     out = Path(output_dir)
     register, overwrite = as_flag_or_auto(register), as_bool(overwrite)
     check_writable(out)
     report = BatchReport()
     manifest: dict[str, list[dict[str, str]]] = {}
-    for split, (studies, failures) in _datalist_lists(dataset_dir).items():
+    for split, (studies, failures) in _datalist_lists(dataset_dir, modalities).items():
         report.failures += failures
         manifest[split] = []
 
         def prepare(study: dict[str, str], entries: list = manifest[split]) -> None:
-            check_study(study, same_grid=register is False)
-            targets = _prepared_paths(out, study["name"], "label" in study)
+            check_study(study, modalities, same_grid=register is False)
+            targets = _prepared_paths(out, study["name"], "label" in study, modalities)
             if not overwrite and all(p.exists() for p in targets.values()):
                 report.skipped.append(study["name"])
             else:
-                _prepare_study(study, targets, transform)
+                _prepare_study(study, targets, transform, modalities)
             entries.append({"name": study["name"], **{k: str(p.relative_to(out)) for k, p in targets.items()}})
 
         def clean_up(study: dict[str, str]) -> None:  # a study that failed half-way leaves none of its files
-            for path in [*_prepared_paths(out, study["name"], True).values(), out / study["name"] / "transform.tfm"]:
+            prepared = _prepared_paths(out, study["name"], True, modalities).values()
+            for path in [*prepared, out / study["name"] / "transform.tfm"]:
                 path.unlink(missing_ok=True)
             folder = out / study["name"]
             if folder.is_dir() and not any(folder.iterdir()):
@@ -113,13 +119,15 @@ def prepare_dataset(
     return Prepared(target, report)
 
 
-def _prepare_study(study: dict[str, str], targets: dict[str, Path], transform: Callable[[dict], dict]) -> None:
+def _prepare_study(
+    study: dict[str, str], targets: dict[str, Path], transform: Callable[[dict], dict], modalities: Sequence[str]
+) -> None:
     data = transform(dict(study))
     if data.get("atlas_transform") is not None:
-        write_transform(matrix_transform(data["atlas_transform"]), targets[MODALITIES[0]].parent / "transform.tfm")
+        write_transform(matrix_transform(data["atlas_transform"]), targets[modalities[0]].parent / "transform.tfm")
     if "label" in targets:
         label = data["label"]
         write_nifti((np.asarray(label[0]) > 0).astype(np.uint8), np.asarray(label.affine), targets["label"], np.uint8)
-    for m in MODALITIES:  # modalities last: a study is complete once all its files exist
+    for m in modalities:  # modalities last: a study is complete once all its files exist
         img = data[m]
         write_nifti(np.asarray(img[0], dtype=np.float32), np.asarray(img.affine), targets[m], np.float32)

@@ -16,14 +16,18 @@ def brain_slices(volume: torch.Tensor, threshold: float = 0.0) -> torch.Tensor:
 
 
 def healthy_slice_indices(
-    image: torch.Tensor, labelled_slices: torch.Tensor | None = None, min_brain_fraction: float = 0.0
+    image: torch.Tensor,
+    labelled_slices: torch.Tensor | None = None,
+    min_brain_fraction: float = 0.0,
+    channel: int | None = None,
 ) -> torch.Tensor:
     """Axial slices of ``image`` (C, H, W, D) with a non-empty brain and no labelled voxel; (K,) long.
 
     ``labelled_slices`` (D,) bool flags the slices whose label holds a voxel, decided on the label at its own
-    resolution (:class:`LabelledSlicesd`); None: no label.
+    resolution (:class:`LabelledSlicesd`); None: no label. The brain is where any channel is non-zero, or with
+    ``channel`` where that channel is (e.g. FLAIR's, as "FLAIR non-empty").
     """
-    brain = (image.abs() > 0).any(dim=0)  # (H, W, D)
+    brain = (image.abs() > 0).any(dim=0) if channel is None else image[int(channel)].abs() > 0  # (H, W, D)
     fraction = brain.float().mean(dim=(0, 1))
     keep = (brain.any(dim=(0, 1))) & (fraction >= min_brain_fraction)
     if labelled_slices is not None:

@@ -4,7 +4,8 @@ Nothing here is real patient data. Every study is *made* from the MNI152 2009a s
 white matter probability maps) that ship inside the nilearn wheel: the brain of the template is moved onto a
 BraTS-like grid (240 x 240 x 155 voxels of 1 mm, LPS orientation) with a random smooth deformation and a small random
 affine per subject, its tissue maps are turned into T1, T1Gd, T2 and FLAIR contrasts with per-subject contrast
-jitter, a multiplicative bias field and Rician noise, and, for anomalous studies, lesions of one of four families
+jitter, a multiplicative bias field and Rician noise (a proton-density-like contrast, PD, is derived from the made T2:
+:func:`pd_from_t2`), and, for anomalous studies, lesions of one of four families
 (``LESIONS``: tumour-like, MS-like, small cortical T1-dark, T1-bright/T2-dark) are painted in with their label map.
 Everything follows from one integer seed.
 
@@ -25,7 +26,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage as ndi
 from scipy.spatial.transform import Rotation
-from scripts import MODALITIES
+from scripts import KNOWN_MODALITIES, MODALITIES
 from scripts.atlas import nilearn_data_dir
 from scripts.files import atomic_write_bytes, write_nifti
 
@@ -60,7 +61,7 @@ class SyntheticStudy:
     """One made (synthetic) study on a voxel grid of shape (H, W, D).
 
     Attributes:
-        images: ``t1``, ``t1c``, ``t2``, ``flair`` -> float32 (H, W, D), zero outside the brain.
+        images: ``t1``, ``t1c``, ``t2``, ``flair``, ``pd`` -> float32 (H, W, D), zero outside the brain.
         label: uint8 (H, W, D); 0 healthy; tumour 1 necrotic core, 2 oedema, 4 enhancing rim; other lesions 1.
         affine: 4x4 voxel-to-world (RAS) matrix, nibabel convention.
         mask: bool (H, W, D) brain mask.
@@ -413,8 +414,9 @@ def make_study(
         out[box] = part
         return out
 
+    images["pd"] = pd_from_t2(images["t2"], wm_means["t2"])
     return SyntheticStudy(
-        images={m: full(images[m]) for m in MODALITIES},
+        images={m: full(images[m]) for m in KNOWN_MODALITIES},
         label=full(label),
         affine=header_affine(shape, spacing),
         mask=full(mask),
@@ -422,24 +424,36 @@ def make_study(
     )
 
 
-def study_paths(folder: str | os.PathLike, name: str) -> dict[str, Path]:
-    """BraTS-style file names of a study: ``folder/name/{name}_{t1,t1c,t2,flair,seg}.nii.gz``."""
+def pd_from_t2(t2: np.ndarray, wm_t2: float, wm_pd: float = 600.0) -> np.ndarray:
+    """A made proton-density-like contrast from a made T2 (any shape): ``wm_pd * sqrt(t2 / wm_t2)``, so that, as in a
+    PD image, CSF is brighter than grey matter, grey matter brighter than white matter, and lesions keep the sign of
+    their T2 contrast with less of it. It draws no random number, so the other contrasts of a seed do not change."""
+    return (wm_pd * np.sqrt(np.maximum(t2, 0) / wm_t2)).astype(np.float32)
+
+
+def study_paths(folder: str | os.PathLike, name: str, modalities: Sequence[str] = MODALITIES) -> dict[str, Path]:
+    """BraTS-style file names of a study: ``folder/name/{name}_{t1,t1c,t2,flair,seg}.nii.gz`` (the ``modalities``
+    asked for, and the label)."""
     base = Path(folder) / name
-    paths = {m: base / f"{name}_{m}.nii.gz" for m in MODALITIES}
+    paths = {m: base / f"{name}_{m}.nii.gz" for m in modalities}
     paths["label"] = base / f"{name}_seg.nii.gz"
     return paths
 
 
 def write_study(
-    study: SyntheticStudy, folder: str | os.PathLike, name: str, dtype: np.dtype | type = np.int16
+    study: SyntheticStudy,
+    folder: str | os.PathLike,
+    name: str,
+    dtype: np.dtype | type = np.int16,
+    modalities: Sequence[str] = MODALITIES,
 ) -> dict[str, str]:
     """Write a made study as BraTS-style NIfTI files (atomically); images rounded to ``dtype``, the label as uint8.
 
     Returns:
-        ``{"name": name, "t1": path, "t1c": ..., "t2": ..., "flair": ..., "label": path}``.
+        ``{"name": name, "t1": path, "t1c": ..., "t2": ..., "flair": ..., "label": path}`` (the ``modalities``).
     """
-    paths = study_paths(folder, name)
-    for m in MODALITIES:
+    paths = study_paths(folder, name, modalities)
+    for m in modalities:
         img = study.images[m]
         if np.issubdtype(np.dtype(dtype), np.integer):
             info = np.iinfo(dtype)
@@ -458,8 +472,10 @@ def make_dataset(
     shape: Sequence[int] = BRATS_SHAPE,
     spacing: Sequence[float] = (1.0, 1.0, 1.0),
     n_validation: int = 0,
+    modalities: Sequence[str] = MODALITIES,
 ) -> Path:
-    """Write a made (synthetic) dataset and its MONAI datalist ``out_dir/datalist.json``.
+    """Write a made (synthetic) dataset and its MONAI datalist ``out_dir/datalist.json``, with the ``modalities``
+    asked for (any of ``t1``, ``t1c``, ``t2``, ``flair``, ``pd``).
 
     Studies are ``healthy_000``, ... and ``{lesion}_000``, ... (``n_anomalous`` of each lesion family named in
     ``lesion``: one name, a comma-separated string or a sequence); a study whose files all exist is not made again,
@@ -479,10 +495,10 @@ def make_dataset(
         prefix = "healthy" if kind == "none" else kind
         for i in range(count):
             name = f"{prefix}_{i:03d}"
-            paths = study_paths(out_dir, name)
+            paths = study_paths(out_dir, name, modalities)
             if not all(p.is_file() for p in paths.values()):
                 study_seed = int(np.random.SeedSequence([seed, LESIONS.index(kind), i]).generate_state(1)[0])
-                write_study(make_study(study_seed, kind, shape, spacing), out_dir, name)
+                write_study(make_study(study_seed, kind, shape, spacing), out_dir, name, modalities=modalities)
             groups[group].append({"name": name, **{k: str(p.relative_to(out_dir)) for k, p in paths.items()}})
     n_train = n_healthy - n_validation
     datalist = {

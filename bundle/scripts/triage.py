@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
+from scripts.bids import OUTPUT_NAMES
 from scripts.files import atomic_write_bytes
 from scripts.grid import voxel_ml
 from scripts.intensity import brain_mask
@@ -108,7 +109,8 @@ class ScoresTable:
 
     def rows(self) -> list[dict[str, object]]:
         rows = []
-        for info_file in sorted(self.output_dir.glob("*/segmentation.json")):
+        bids_info = f"sub-*/**/*_{OUTPUT_NAMES['segmentation.json']}"  # a BIDS input's derivatives
+        for info_file in sorted([*self.output_dir.glob("*/segmentation.json"), *self.output_dir.glob(bids_info)]):
             try:
                 info = json.loads(info_file.read_text())
             except (OSError, json.JSONDecodeError):

@@ -18,8 +18,10 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
+from scripts import MODALITIES
 from scripts.intensity import brain_mask
 from scripts.metrics import best_dice, binary_curve
+from scripts.modalities import channel_of
 from scripts.scoring import BrainSliceInferer
 
 
@@ -27,12 +29,12 @@ class FLAIRInferer(BrainSliceInferer):
     """The scaled FLAIR intensity as the map of every channel; ``network`` is ignored.
 
     Args:
-        channel: index of FLAIR among the image's channels (the bundle's order: t1, t1c, t2, flair -> 3).
+        modalities: the configured modalities (the image's channels); without FLAIR the method stops with one line.
     """
 
-    def __init__(self, channel: int = 3) -> None:
+    def __init__(self, modalities: Sequence[str] = MODALITIES) -> None:
         super().__init__()
-        self.channel = int(channel)
+        self.channel = channel_of(modalities, "flair", "the FLAIR-threshold baseline")
 
     def score_slices(self, x_0: torch.Tensor, network: Callable | None = None) -> torch.Tensor:
         """FLAIR of slices ``x_0`` (K, C, H, W), repeated over the C channels; returns (K, C, H, W)."""
