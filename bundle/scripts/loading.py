@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Hashable, Mapping, Sequence
 
 import torch
@@ -40,7 +41,12 @@ class LoadStudyd(MapTransform):
     def __init__(self, keys: KeysCollection, reference: str = "t1", allow_missing_keys: bool = True) -> None:
         super().__init__(keys, allow_missing_keys)
         self.reference = reference
-        self.reader = LoadImage(image_only=True, ensure_channel_first=True, dtype="float32")
+        # LoadImage builds every reader whose package is installed; with pydicom there, MONAI's GPU DICOM reader
+        # warns that its nvImageCodec plugin is absent. The bundle reads NIfTI here (DICOM studies are converted
+        # first, scripts.dicom_series), so that one message is not for the user.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader", category=UserWarning)
+            self.reader = LoadImage(image_only=True, ensure_channel_first=True, dtype="float32")
 
     def load(self, path: PathLike) -> torch.Tensor:
         """One file as a MetaTensor (1, x, y, z); StudyError naming the file when it cannot be one."""
