@@ -4,6 +4,7 @@ enhanced multi-frame (highdicom's legacy conversion), with the geometry of the N
 from __future__ import annotations
 
 import datetime
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -103,7 +104,8 @@ def write_dicom_study(
         datasets = classic_datasets(image, DESCRIPTIONS[modality], number, study_uid, frame_uid, name)
         series_dir = folder / f"series_{number:02d}"
         series_dir.mkdir(parents=True, exist_ok=True)
-        if enhanced:
+        if enhanced:  # made sources have no window: highdicom's converter says so for every frame
+            logging.getLogger("highdicom.legacy.sop").setLevel(logging.ERROR)
             multi = hd.legacy.LegacyConvertedEnhancedMRImage(datasets, generate_uid(), number, generate_uid(), 1)
             multi.save_as(series_dir / "image.dcm", enforce_file_format=True)
         else:
