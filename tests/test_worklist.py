@@ -44,7 +44,7 @@ def chromium(tmp_path: Path, monkeypatch):
 def test_report_page_in_headless_chromium(tmp_path, monkeypatch):
     from selenium.webdriver.common.by import By
 
-    datalist = tiny_dataset(tmp_path / "data", n_healthy=1, n_anomalous=2, seed=5)
+    datalist = tiny_dataset(tmp_path / "data", n_healthy=0, n_anomalous=3, seed=5)
     studies = tmp_path / "studies"
     for item in json.loads(datalist.read_text())["testing"]:
         folder = studies / item["name"]

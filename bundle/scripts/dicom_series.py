@@ -224,18 +224,20 @@ def group_dicom(root: PathLike) -> dict[str, dict[str, list[tuple[Path, object]]
 
 
 def _study_names(root: Path, studies: Mapping[str, Mapping[str, list]]) -> dict[str, str]:
-    """A study's name: the first folder below ``root`` that holds all its files; ``root``'s own name when the only
-    study lies in ``root`` itself; else its StudyInstanceUID."""
-    names = {}
+    """A study's name: the first folder below ``root`` that holds all its files and no other study's; ``root``'s own
+    name when the only study lies in ``root`` itself; else its StudyInstanceUID."""
+    folders = {}
     for uid, series in studies.items():
         parents = {f.relative_to(root).parts[0] for items in series.values() for f, _ in items if f.parent != root}
         loose = any(f.parent == root for items in series.values() for f, _ in items)
-        if len(parents) == 1 and not loose:
-            names[uid] = parents.pop()
-        elif len(studies) == 1:
-            names[uid] = root.name
+        folders[uid] = parents.pop() if len(parents) == 1 and not loose else None
+    taken = [f for f in folders.values() if f is not None]
+    names = {}
+    for uid, folder in folders.items():
+        if folder is not None and taken.count(folder) == 1:
+            names[uid] = folder
         else:
-            names[uid] = uid
+            names[uid] = root.name if len(studies) == 1 else uid
     return names
 
 
