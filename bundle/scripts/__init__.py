@@ -6,7 +6,7 @@ here is installed as a top-level package.
 """
 
 MODALITIES: tuple[str, ...] = ("t1", "t1c", "t2", "flair")
-"""The default channel order (``modalities`` in ``configs/common.yaml``): T1, T1Gd, T2, FLAIR."""
+"""The default channel order (``modalities`` in ``configs/inference.yaml``): T1, T1Gd, T2, FLAIR."""
 
 KNOWN_MODALITIES: tuple[str, ...] = ("t1", "t1c", "t2", "flair", "pd")
 """Every modality the bundle can read: the default four and proton density (PD, as IXI has). A configuration uses any

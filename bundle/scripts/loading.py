@@ -11,7 +11,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import warnings
 from collections.abc import Hashable, Mapping, Sequence
 
 import torch
@@ -39,7 +41,18 @@ class LoadStudyd(MapTransform):
     def __init__(self, keys: KeysCollection, reference: str = "t1", allow_missing_keys: bool = True) -> None:
         super().__init__(keys, allow_missing_keys)
         self.reference = reference
-        self.reader = LoadImage(image_only=True, ensure_channel_first=True, dtype="float32")
+        # LoadImage builds every reader whose package is installed; with pydicom there, MONAI's GPU DICOM reader
+        # warns (a warning and a log line) that its nvImageCodec plugin is absent. The bundle reads NIfTI here (DICOM
+        # studies are converted first, scripts.dicom_series), so that message is not for the user.
+        plugin_log = logging.getLogger("monai.data.nvimgcodec_pydicom_plugin")
+        level = plugin_log.level
+        plugin_log.setLevel(logging.ERROR)
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader", category=UserWarning)
+                self.reader = LoadImage(image_only=True, ensure_channel_first=True, dtype="float32")
+        finally:
+            plugin_log.setLevel(level)
 
     def load(self, path: PathLike) -> torch.Tensor:
         """One file as a MetaTensor (1, x, y, z); StudyError naming the file when it cannot be one."""

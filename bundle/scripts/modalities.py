@@ -1,7 +1,7 @@
 """The configured modalities: which are known, which one a step that needs a particular sequence uses, and which one
 registration takes as its reference.
 
-``modalities`` (``configs/common.yaml``) names one to five of :data:`scripts.KNOWN_MODALITIES` (T1, T1Gd, T2, FLAIR,
+``modalities`` (``configs/inference.yaml``) names one to five of :data:`scripts.KNOWN_MODALITIES` (T1, T1Gd, T2, FLAIR,
 PD) in the order of the image's channels. Steps that assume a sequence ask for it here and stop with one line when the
 configuration lacks it (the FLAIR-threshold baseline, EPDiff's FLAIR term, a named healthy-slice or overview
 modality).

@@ -21,6 +21,7 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 from scripts import MODALITIES, as_bool
+from scripts.dicom_objects import DICOM_FILES
 from scripts.files import atomic_write_bytes, write_nifti
 from scripts.modalities import channel_of, preferred
 from scripts.native import matrix_transform, write_transform
@@ -43,6 +44,7 @@ STUDY_FILES: tuple[str, ...] = (
     OVERVIEW_FILE,
     PREPROCESSED_FILE,
     TRANSFORM_FILE,
+    *DICOM_FILES,
 )
 """Every file a study's outputs may hold (``<output_dir>/<study>/``)."""
 

@@ -405,12 +405,17 @@ def select_studies(
     world_size: int = 1,
     require_label: bool | str = False,
     modalities: Sequence[str] = MODALITIES,
+    dicom_modalities: Mapping[str, Sequence[str]] | None = None,
 ) -> StudySelection:
     """The studies of ``dataset_dir`` (:func:`scan_studies`), each checked with :func:`check_study` (a study that
     fails is recorded, not fatal), less those whose ``<output_dir>/<name>/<done_file>`` exists already (unless
     ``overwrite``), so a stopped run resumes. Unless ``register`` is false, the modalities of a study may lie on
     different grids (registration aligns them). With ``require_label``, a study without a label fails. A BIDS
     dataset's outputs make a derivatives dataset: ``output_dir`` gets its ``dataset_description.json``.
+
+    A ``dataset_dir`` of DICOM files (and no NIfTI) is read by ``scripts.dicom_series``: each DICOM study's series are
+    placed as modalities by their tags (``dicom_modalities``) and converted into ``<output_dir>/.dicom/<study>/``; a
+    DICOM study is done when its DICOM SEG exists too.
 
     Under torchrun (``rank``/``world_size`` from the environment), process ``rank`` takes every ``world_size``-th
     study of the sorted list, before finished ones are skipped: each study belongs to exactly one process.
@@ -424,14 +429,30 @@ def select_studies(
     if not 0 <= int(rank) < int(world_size):
         raise ValueError(f"rank {rank} is outside world size {world_size}")
     check_writable(output_dir)
-    studies, failures = scan_studies(dataset_dir, datalist_key, modalities)
-    if any(bids.PREFIX_KEY in s for s in studies) and int(rank) == 0:
-        bids.write_description(output_dir, dataset_dir)
+    from scripts.dicom_series import holds_dicom
+
+    if holds_dicom(dataset_dir):
+        from scripts.dicom_objects import SEG_FILE
+        from scripts.dicom_series import CACHE_FOLDER, scan_dicom_studies
+
+        if dicom_modalities is None:
+            raise StudyError(f"{dataset_dir}: DICOM studies are read by run inference (no dicom_modalities here)")
+        done_file = SEG_FILE  # written after segmentation.nii.gz (post#write_dicom after post#write)
+        done = [] if overwrite else [p.parent.name for p in Path(output_dir).glob(f"*/{done_file}")]
+        studies, failures, _ = scan_dicom_studies(dataset_dir, Path(output_dir) / CACHE_FOLDER, dicom_modalities, done)
+        studies += [{"name": name} for name in done]  # skipped below
+    else:
+        studies, failures = scan_studies(dataset_dir, datalist_key, modalities)
+        if any(bids.PREFIX_KEY in s for s in studies) and int(rank) == 0:
+            bids.write_description(output_dir, dataset_dir)
     ordered = sorted([*[(s["name"], s) for s in studies], *[(f.study, f) for f in failures]], key=lambda x: x[0])
     mine = ordered[int(rank) :: int(world_size)]
     selection = StudySelection(failures=[item for _, item in mine if isinstance(item, Failure)])
     for name, study in mine:
         if isinstance(study, Failure):
+            continue
+        if len(study) == 1:  # a DICOM study done already (not converted again)
+            selection.skipped.append(name)
             continue
         try:
             check_study(study, modalities, same_grid=same_grid)
