@@ -54,11 +54,14 @@ class WorklistPage:
     Args:
         output_dir: the run's output folder.
         method: the method's name, for the title.
+        rank: this process's rank under torchrun: only rank 0 writes the page (after ``ScoresTable.write``, where the
+            ranks meet, so every study is on disk).
     """
 
-    def __init__(self, output_dir: str | os.PathLike, method: str = "ANDi") -> None:
+    def __init__(self, output_dir: str | os.PathLike, method: str = "ANDi", rank: int = 0) -> None:
         self.output_dir = Path(output_dir)
         self.method = method
+        self.rank = int(rank)
 
     def scores(self) -> list[dict[str, str]]:
         path = self.output_dir / SCORES_FILE
@@ -135,8 +138,10 @@ class WorklistPage:
         parts.append("</main></body></html>\n")
         return "\n".join(parts)
 
-    def write(self) -> Path:
-        """Write ``report.html`` atomically; returns its path."""
+    def write(self) -> Path | None:
+        """Write ``report.html`` atomically; returns its path (None on a rank other than 0)."""
+        if self.rank != 0:
+            return None
         path = atomic_write_bytes(self.render().encode("utf-8"), self.output_dir / REPORT_FILE)
         logger.info("worklist page %s", path)
         return path
