@@ -23,7 +23,7 @@ from collections.abc import Hashable, Mapping
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
+import SimpleITK as sitk  # noqa: N813
 import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform

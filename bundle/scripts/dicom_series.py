@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
+import SimpleITK as sitk  # noqa: N813
 from scripts import MODALITIES
 from scripts.errors import Failure, StudyError
 from scripts.files import atomic_write_bytes, write_nifti
