@@ -239,7 +239,7 @@ def test_each_one_file_shortcut_names_inference_yaml_first_and_its_workflow(name
     assert args["run_id"] == name.removeprefix("paper_").removesuffix("_cpu")
 
 
-def test_the_inference_shortcut_scores_as_the_two_config_files_do(trained, tiny_data, tmp_path):
+def test_the_inference_shortcut_scores_as_its_config_files_do(trained, tiny_data, tmp_path):
     args = ["--dataset_dir", str(tiny_data), "--checkpoint", str(trained / "model.pt"), "--t_stride", "60", *TINY]
     run_bundle("inference", "inference.yaml", *args, "--output_dir", str(tmp_path / "two"))
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--args_file", "shortcuts/inference.yaml", *args]

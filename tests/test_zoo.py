@@ -149,15 +149,17 @@ def test_export_workflow_gives_the_eager_network(tmp_path: Path) -> None:
         for param in net.parameters():
             param.add_(0.05 * torch.randn(param.shape, generator=torch.Generator().manual_seed(0)))
     weights = save_state_dict(net, tmp_path / "tiny.pt", weights_settings())
-    out = tmp_path / "model.ts"
+    out, program = tmp_path / "model.ts", tmp_path / "model.pt2"
     proc = zoo_command(
         *["run", "export", "--meta_file", "configs/metadata.json", "--config_file"],
         "['configs/inference.yaml','configs/export.yaml']",
         *["--export_path", str(out), "--checkpoint", str(weights), "--network_preset", "tiny", "--image_size", "32"],
+        *["--program_path", str(program)],
         *["--device", "cpu"],
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"TorchScript written to {out}" in proc.stdout
+    assert f"torch.export program written to {program}" in proc.stdout
     assert "Warning" not in proc.stderr.replace("UserWarning: parsing config_file", ""), proc.stderr[-2000:]
     loaded, meta, extra = load_net_with_metadata(str(out), more_extra_files=("configs.json",))
     assert meta["version"] == metadata()["version"]
@@ -165,11 +167,17 @@ def test_export_workflow_gives_the_eager_network(tmp_path: Path) -> None:
     net = load_network(make_network("tiny"), weights, expected=weights_settings()).eval()
     x = torch.randn(3, 4, 32, 32, generator=torch.Generator().manual_seed(1))
     t = torch.tensor([0, 137, 999])
+    exported = torch.export.load(str(program)).module()
     with torch.no_grad():
         expected = net(x, t)
         got = loaded(x, t)
+        got_program = exported(x, t)
+        one = exported(x[:1], torch.tensor([500]))  # another batch size and timestep
     assert expected.abs().max() > 0, "the network's output is all zero: nothing to compare"
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(got_program, expected, rtol=1e-4, atol=1e-5)
+    with torch.no_grad():
+        torch.testing.assert_close(one, net(x[:1], torch.tensor([500])), rtol=1e-4, atol=1e-5)
 
 
 # --- large files ----------------------------------------------------------------------------------------------------

@@ -186,3 +186,42 @@ def test_every_large_file_of_the_bundle_is_in_large_files_yml_with_its_md5() -> 
 def test_profiles_are_merged_over_inference(name: str) -> None:
     assert missing_base([str(CONFIGS / name)]) == (str(CONFIGS / name), "inference.yaml")
     assert missing_base([str(CONFIGS / "inference.yaml"), str(CONFIGS / name)]) is None
+
+
+# --- the submission command -----------------------------------------------------------------------------------------
+
+
+def test_zoo_submission_writes_the_bundle_without_its_large_files(tmp_path: Path) -> None:
+    from scripts.cli import main
+
+    main(["zoo-submission", str(tmp_path / "pr"), "--url_base", "https://example.org/andi/"])
+    target = tmp_path / "pr" / "models" / "andi_brain_mri_anomaly_detection"
+    entries = yaml.safe_load((target / "large_files.yml").read_text())["large_files"]
+    here = {e["path"]: e for e in yaml.safe_load((BUNDLE / "large_files.yml").read_text())["large_files"]}
+    assert [e["path"] for e in entries] == list(here)
+    for entry in entries:
+        assert not (target / entry["path"]).exists(), entry["path"]
+        assert entry["url"] == "https://example.org/andi/" + entry["path"]
+        assert entry["hash_val"] == hashlib.md5((BUNDLE / entry["path"]).read_bytes()).hexdigest()
+        assert (BUNDLE / entry["path"]).is_file()  # the bundle here keeps its files
+    written = {f.relative_to(target).as_posix() for f in target.rglob("*") if f.is_file()}
+    assert {"configs/inference.yaml", "configs/metadata.json", "docs/README.md", "scripts/batch.py"} <= written
+    assert (
+        not any(f.startswith(("demo/", "runs/")) or f.endswith(".pyc") for f in written) and "ruff.toml" not in written
+    )
+    assert all((target / f).stat().st_size <= MAX_KB * 1024 for f in written)
+    custom = (tmp_path / "pr" / "bundle_custom_data.md").read_text()
+    assert "exclude_verify_shape_list" in custom and "exclude_verify_torchscript_list" in custom
+    docs = (BUNDLE / "docs" / "zoo_submission.md").read_text()
+    assert "`exclude_verify_shape_list`" in docs and "`exclude_verify_torchscript_list`" in docs
+
+
+def test_zoo_submission_refuses_a_url_that_is_no_url(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "scripts.cli", "zoo-submission", str(tmp_path / "pr"), "--url_base", "models"],
+        cwd=BUNDLE,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode != 0 and "--url_base must be an http(s) URL" in proc.stderr
+    assert not (tmp_path / "pr").exists()

@@ -1,4 +1,5 @@
-"""The ``export`` workflow: the trained network as TorchScript, traced with both of its inputs.
+"""The ``export`` workflow: the trained network as TorchScript, traced with both of its inputs, and as a
+``torch.export`` program (``.pt2``), the format that outlives TorchScript (deprecated in torch 2.13).
 
 MONAI's ``ckpt_export`` cannot do it for this network: it scripts by default, and ``torch.jit.script`` fails on
 ``DiffusionModelUNet``'s attention block (MONAI 1.6), while its tracing option passes one example input and the UNet
@@ -9,6 +10,8 @@ metadata and configs (``save_net_with_metadata``), as ``ckpt_export`` would:
         --config_file "['configs/inference.yaml','configs/export.yaml']"
 
 A trace records the device it ran on (the timestep embedding is built there): export on the device you will run on.
+The program (:func:`export_program`) is loaded with ``torch.export.load(path).module()`` and called as
+``net(x_t, t)`` on any batch size.
 """
 
 from __future__ import annotations
@@ -59,4 +62,22 @@ def export_torchscript(
             meta_values=dict(meta or {}),
             more_extra_files=extra if config_files else None,
         )
+    return atomic_write_bytes(buffer.getvalue(), path)
+
+
+def export_program(
+    network: torch.nn.Module, path: str | os.PathLike, image_size: int, in_channels: int, max_batch: int = 4096
+) -> Path:
+    """``torch.export`` ``network`` (eval mode) with inputs x_t (N, C, H, W) and t (N,), N dynamic up to
+    ``max_batch``, and save the program to ``path`` (``.pt2``) atomically."""
+    network = network.eval()
+    device = next(network.parameters()).device
+    example = (
+        torch.rand(2, in_channels, image_size, image_size, device=device),
+        torch.tensor([75, 199], device=device),
+    )
+    batch = torch.export.Dim("batch", min=1, max=max_batch)
+    program = torch.export.export(network, example, dynamic_shapes=({0: batch}, {0: batch}))
+    buffer = io.BytesIO()
+    torch.export.save(program, buffer)
     return atomic_write_bytes(buffer.getvalue(), path)
