@@ -3,6 +3,7 @@
     python -m scripts.cli make-demo-data OUT_DIR [--n_healthy 20] [--n_anomalous 2] [--lesion tumour,ms]
     python -m scripts.cli make-demo-study OUT_DIR [--lesion tumour] [--seed 1000]
     python -m scripts.cli make-datalist BRATS_DIR OUT_JSON [--splits_dir DIR] [--absolute]
+    python -m scripts.cli make-cohort-datalist "[FOLDER,...]" OUT_JSON [--modalities "[t1,t2,pd]"]   (docs/ixi.md)
     python -m scripts.cli build-histogram-landmarks DATASET_DIR OUT_JSON [--datalist_key training]
     python -m scripts.cli record-weights WEIGHTS OUT --settings '{"method": "ANDi", "diffusion_range": [0, 1], ...}'
     python -m scripts.cli zoo-submission OUT --url_base URL [--name andi_brain_mri_anomaly_detection]
