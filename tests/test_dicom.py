@@ -86,6 +86,9 @@ def test_dicom_twins_score_like_the_nifti_study_and_write_valid_seg_and_maps(tmp
     printed = (proc.stdout + proc.stderr).replace("UserWarning: parsing config_file", "")
     assert "Warning" not in printed and "WARNING" not in printed, "a normal run prints no warning"
     assert before == {p: p.read_bytes() for p in (tmp_path / "dicom").rglob("*.dcm")}, "an input changed"
+    again = run_bundle("inference", "inference.yaml", "--dataset_dir", str(tmp_path / "dicom"), "--output_dir",
+                       str(tmp_path / "out_dicom"), *common)  # fmt: skip
+    assert "0 scored, 2 skipped (already done)" in again.stdout, "a DICOM study with its SEG is done"
     twin = sitk.ReadImage(str(tmp_path / "out_nifti" / "study" / "anomaly.nii.gz"))
     twin_map = sitk.GetArrayFromImage(twin)
     twin_seg = array_on(tmp_path / "out_nifti" / "study" / "segmentation.nii.gz", twin)
@@ -119,6 +122,39 @@ def test_dicom_twins_score_like_the_nifti_study_and_write_valid_seg_and_maps(tmp
             else:
                 np.testing.assert_allclose(back, array_on(out / "anomaly.nii.gz", source), rtol=1e-6)
                 assert written.shape == back.shape
+
+
+@pytest.mark.slow
+def test_a_dicom_study_off_the_atlas_is_registered_like_its_nifti_twin(tmp_path):
+    """The native-space path: a made study off the atlas lattice, as NIfTI and as DICOM, registered to the atlas
+    (register: auto), scored there and brought back to its own grid: the same maps within interpolation tolerance."""
+    nifti = made_study(tmp_path, seed=3)
+    (tmp_path / "nifti" / "study").mkdir(parents=True)
+    for path in nifti.values():
+        shutil.copy(path, tmp_path / "nifti" / "study" / path.name)
+    write_dicom_study(nifti, tmp_path / "dicom" / "study", name="study")
+    weights = tiny_weights(tmp_path / "tiny.pt")
+    common = ["--checkpoint", str(weights), "--network_preset", "tiny", "--image_size", "32", "--t_stride", "125",
+              "--register", "auto", "--save_preprocessed", "true"]  # fmt: skip
+    for kind in ("nifti", "dicom"):
+        run_bundle("inference", "inference.yaml", "--dataset_dir", str(tmp_path / kind), "--output_dir",
+                   str(tmp_path / f"out_{kind}"), *common)  # fmt: skip
+        assert (tmp_path / f"out_{kind}" / "study" / "transform.tfm").is_file(), f"{kind}: not registered"
+    twin = sitk.ReadImage(str(tmp_path / "out_nifti" / "study" / "anomaly.nii.gz"))
+    twin_map = sitk.GetArrayFromImage(twin)
+    source = sitk.ReadImage(str(tmp_path / "out_dicom" / ".dicom" / "study" / "t1.nii.gz"))
+    out = tmp_path / "out_dicom" / "study"
+    written = sitk.ReadImage(str(out / "anomaly.nii.gz"))
+    assert written.GetSize() == source.GetSize() and np.allclose(written.GetOrigin(), source.GetOrigin(), atol=1e-3)
+    amap = array_on(out / "anomaly.nii.gz", twin)
+    brain = twin_map > 0
+    assert brain.mean() > 0.05
+    assert np.corrcoef(amap[brain], twin_map[brain])[0, 1] > 0.98
+    assert np.abs(amap - twin_map).mean() < 0.02 * twin_map.max()
+    for kind in ("segmentation", "anomaly"):
+        validate(out / f"{kind}.dcm")
+        back = on_grid(pydicom.dcmread(out / f"{kind}.dcm"), source)
+        np.testing.assert_allclose(back, array_on(out / f"{kind}.nii.gz", source), rtol=1e-6)
 
 
 def write_series(folder: Path, datasets: list) -> None:

@@ -116,6 +116,9 @@ def check_classic_series(folder: str, headers: Sequence) -> list[int]:
     name = _describe(headers[0])
     if len(headers) < 2:
         raise StudyError(f"{folder}: {name} has a single slice; a 3D volume of several slices is needed")
+    for tag in ("ImageOrientationPatient", "ImagePositionPatient", "Rows", "Columns"):
+        if any(getattr(h, tag, None) is None for h in headers):
+            raise StudyError(f"{folder}: {name} is not an image volume (an instance has no {tag})")
     orientations = np.array([[float(v) for v in h.ImageOrientationPatient] for h in headers])
     if np.abs(orientations - orientations[0]).max() > 1e-4:
         raise StudyError(f"{folder}: {name} mixes slice orientations (ImageOrientationPatient differs); one is needed")
