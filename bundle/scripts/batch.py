@@ -25,6 +25,7 @@ from monai.data import DataLoader, Dataset
 
 from scripts.errors import Failure, StudiesFailed, bundle_error
 from scripts.files import atomic_write_bytes, remove_partials
+from scripts.memory import release
 from scripts.outputs import STUDY_FILES
 from scripts.progress import progress
 from scripts.studies import StudySelection
@@ -149,7 +150,10 @@ class StudyBatch:
         # after a study that raised, ignite keeps its finished run generator and would return at once from the next
         # run (scoring nothing): start each study's run afresh
         self.engine._internal_run_generator = None
-        self.engine.run()
+        try:
+            self.engine.run()
+        finally:
+            release(self.engine)  # this study's data go before the next one's come (scripts.memory)
 
     def clean_up(self, study: dict) -> None:
         """Remove what a failed study wrote (outputs are atomic, but a study writes several)."""
