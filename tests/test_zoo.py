@@ -110,6 +110,7 @@ def zoo_command(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_verify_metadata_through_the_command_line(tmp_path: Path) -> None:
     schema = tmp_path / "schema.json"
     shutil.copy(SCHEMA_COPY, schema)
@@ -118,6 +119,7 @@ def test_verify_metadata_through_the_command_line(tmp_path: Path) -> None:
     assert "metadata is verified with no error" in proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", ["cpu", "paper"])
 def test_verify_net_in_out_through_the_command_line(preset: str) -> None:
     """``verify_net_in_out network_io`` as the model card lists it: ``network_io`` is ``network_def`` with a fixed
@@ -140,6 +142,7 @@ def test_network_io_is_the_network_at_its_timestep() -> None:
         torch.testing.assert_close(wrapped(x), wrapped.network(x, timesteps=torch.tensor([100, 100])))
 
 
+@pytest.mark.slow
 def test_export_workflow_gives_the_eager_network(tmp_path: Path) -> None:
     """``run export`` as the model card lists it, from the bundle folder: the traced network, saved with the
     metadata and configs (what ``ckpt_export`` writes), gives the eager network's output on a new input, batch size
@@ -237,6 +240,7 @@ def test_tracking_without_mlflow_stops_before_reading_data(tmp_path: Path) -> No
     assert not (tmp_path / "run" / "cache").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not HAS_MLFLOW, reason="mlflow is not installed")
 def test_tracking_with_mlflow_logs_losses(tmp_path: Path) -> None:
 
