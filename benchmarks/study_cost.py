@@ -1,6 +1,7 @@
-"""Whole-study cost: seconds and peak memory of each stage, and of the whole process, for one BraTS-sized study.
+"""Whole-study cost: seconds and peak memory of each stage, and of the whole process, for one BraTS-sized study; and
+what stays allocated, step by step and study by study, in a batch of studies with and without a calibration.
 
-    python benchmarks/study_cost.py [--work_dir /tmp/andi_study_cost] [--t_stride 25]
+    python benchmarks/study_cost.py [--work_dir /tmp/andi_study_cost] [--t_stride 25] [--batch 8] [--skip_before]
 
 The study is MADE (synthetic) data: one tumour-like study of 240 x 240 x 155 voxels at 1 mm (``scripts.synthetic``),
 on the atlas lattice. Two measurements, with the shipped demo weights and the inference config's defaults:
@@ -16,20 +17,33 @@ Both "before" (the bundle's earlier pipeline: Resized's own whole-volume anti-al
 ``MedianSmoothd``, radius 2, as the median filter of size 5; :data:`BEFORE`) and "after" (``pre#antialias`` in pieces
 and ``scipy.ndimage.median_filter``).
 
-Memory is in MB of 2^20 bytes (MiB). The last line reads
-``peak_before_mb=<a> peak_after_mb=<b> seconds_before=<c> seconds_after=<d>``.
+Then, for one study and for a batch of ``--batch`` studies (8 by default), each without and with a calibration that
+fits (``run calibrate`` on two made healthy studies with the same weights and settings: the z-map, calibrated
+scores):
+
+3. **what stays allocated**, in this process: ``run inference``'s own objects (the batch of the config, its
+   evaluator, preprocessing and post-processing) run the studies as ``run inference`` does, and after each named
+   step of each study the process's resident size less its size before the first study is recorded, with the
+   step's peak over the same base. A step whose "held after" rises from study to study keeps something per study;
+4. **whole process**: ``run inference`` on the one study and on the batch under ``/usr/bin/time -v``.
+
+Memory is in MB of 2^20 bytes (MiB). The last lines read
+``peak_before_mb=<a> peak_after_mb=<b> seconds_before=<c> seconds_after=<d>`` and
+``peak_mb_1=<a> peak_mb_1_calibrated=<b> peak_mb_<n>=<c> peak_mb_<n>_calibrated=<d>``.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import gc
 import json
 import os
 import re
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -95,30 +109,144 @@ def stages(study: dict[str, str], out_dir: Path, t_stride: int, overrides: dict[
     return rows
 
 
-def whole_process(datalist: Path, out_dir: Path, t_stride: int, extra: Path | None) -> tuple[float, float]:
-    """(wall seconds, peak resident MB) of ``run inference`` on the study, from ``/usr/bin/time -v``."""
-    configs = ast.literal_eval(config_files(["inference.yaml"]))  # the list literal the runner reads
+def whole_process(
+    datalist: Path,
+    out_dir: Path,
+    t_stride: int,
+    extra: Path | None,
+    workflow: str = "inference",
+    configs: Sequence[str] = ("inference.yaml",),
+    options: Sequence[str] = (),
+) -> tuple[float, float]:
+    """(wall seconds, peak resident MB) of ``run <workflow>`` (inference) on the datalist, from ``/usr/bin/time -v``;
+    ``options`` are further command-line overrides."""
+    config_list = ast.literal_eval(config_files(list(configs)))  # the list literal the runner reads
     if extra is not None:
-        configs.append(str(extra))
-    cmd = ["/usr/bin/time", "-v", sys.executable, "-m", "monai.bundle", "run", "inference", "--config_file",
-           str(configs), "--bundle_root", "bundle", "--dataset_dir", str(datalist), "--output_dir", str(out_dir),
-           "--t_stride", str(t_stride), "--overwrite", "true"]  # fmt: skip
+        config_list.append(str(extra))
+    cmd = ["/usr/bin/time", "-v", sys.executable, "-m", "monai.bundle", "run", workflow, "--config_file",
+           str(config_list), "--bundle_root", "bundle", "--dataset_dir", str(datalist), "--output_dir", str(out_dir),
+           "--t_stride", str(t_stride), "--overwrite", "true", *options]  # fmt: skip
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env={**os.environ, "ANDI_PROGRESS": "0"})
     if proc.returncode != 0:
-        raise SystemExit(f"run inference failed:\n{proc.stderr[-3000:]}")
+        raise SystemExit(f"run {workflow} failed:\n{proc.stderr[-3000:]}")
     peak_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr).group(1))
     wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): ([\d:.]+)", proc.stderr).group(1)
     seconds = sum(float(x) * 60**i for i, x in enumerate(reversed(wall.split(":"))))
     return seconds, peak_kb / 1024
 
 
+class Traced:
+    """A step (a transform, or the inferer) that records, after each call, the process's resident MB over ``base``
+    and its peak during the call over ``base``, in ``log[(study, step)]``."""
+
+    def __init__(self, name: str, fn: Callable, log: dict, study: list[int], base: list[float]) -> None:
+        self.name, self.fn, self.log, self.study, self.base = name, fn, log, study, base
+
+    def __call__(self, *args, **kwargs):
+        reset_peak()
+        out = self.fn(*args, **kwargs)
+        self.log[(self.study[0], self.name)] = (rss_mb("VmRSS") - self.base[0], rss_mb("VmHWM") - self.base[0])
+        return out
+
+
+def held_per_step(datalist: Path, out_dir: Path, t_stride: int, calibration: Path | None) -> tuple[list, list]:
+    """Run the studies of ``datalist`` with ``run inference``'s own objects in this process (``calibration``: the
+    calibration file, or None for none). Returns the step names, and per study ``(name, {step: (held MB, peak MB)},
+    MB held after the study)``, MB over the process's resident size before the first study."""
+    overrides: dict[str, object] = {"dataset_dir": str(datalist), "output_dir": str(out_dir), "t_stride": t_stride}
+    overrides["overwrite"] = True
+    overrides["calibration_file"] = str(calibration or out_dir / "no_calibration.json")
+    p = config_parser(["inference.yaml"], **overrides)
+    batch = p.get_parsed_content("batch")
+    scores_table = p.get_parsed_content("scores_table")
+    if calibration is not None and p.get_parsed_content("calibration") is None:
+        raise SystemExit(f"the calibration {calibration} does not fit these settings")
+    log: dict[tuple[int, str], tuple[float, float]] = {}
+    study, base = [0], [0.0]
+    steps: list[str] = []
+    for key in ("preprocessing", "postprocessing"):
+        compose = p.get_parsed_content(key)
+        names = [
+            ("pre#" if key == "preprocessing" else "post#") + re.split("#|::", str(r))[-1] for r in p[key]["transforms"]
+        ]
+        compose.transforms = [Traced(n, t, log, study, base) for n, t in zip(names, compose.transforms, strict=True)]
+        steps += names
+        if key == "preprocessing":
+            steps.append("score (inferer)")
+    batch.engine.inferer = Traced("score (inferer)", batch.engine.inferer, log, study, base)
+    after: list[float] = []
+    score_one = batch.score
+
+    def score(item: dict) -> None:
+        score_one(item)
+        gc.collect()
+        after.append(rss_mb("VmRSS") - base[0])
+        study[0] += 1
+
+    batch.score = score
+    gc.collect()
+    base[0] = rss_mb("VmRSS")
+    batch.run()
+    scores_table.write()
+    names = [s["name"] for s in batch.selection.studies]
+    return steps, [(n, {s: log.get((i, s), (float("nan"),) * 2) for s in steps}, after[i]) for i, n in enumerate(names)]
+
+
+def subset(datalist: Path, n: int) -> Path:
+    """A datalist of the first ``n`` testing studies of ``datalist``, beside it (paths stay relative to its folder)."""
+    content = json.loads(datalist.read_text())
+    path = datalist.parent / f"datalist_{n}.json"
+    path.write_text(json.dumps({"testing": content["testing"][:n]}, indent=2))
+    return path
+
+
+def calibration_for(datalist: Path, work: Path, t_stride: int) -> Path:
+    """A calibration that fits the demo weights and these settings: ``run calibrate`` on the datalist's healthy
+    validation studies (made data), written to ``work/calibration_t<t_stride>/calibration.json``."""
+    path = work / f"calibration_t{t_stride}" / "calibration.json"
+    if not path.is_file():
+        whole_process(datalist, work / "calibration_run", t_stride, None, "calibrate",
+                      ("inference.yaml", "calibrate.yaml"), ["--calibration_file", str(path)])  # fmt: skip
+    return path
+
+
+def batch_report(work: Path, datalist: Path, t_stride: int, n_batch: int, calibration: Path) -> None:
+    """Sections 3 and 4 of the module docstring, printed; the last line gives the four whole-process peaks."""
+    peaks = {}
+    for n in (1, n_batch):
+        for label, cal in (("", None), ("_calibrated", calibration)):
+            listed = subset(datalist, n)
+            steps, studies = held_per_step(listed, work / f"held_{n}{label}", t_stride, cal)
+            what = f"{n} {'study' if n == 1 else 'studies'}, {'with' if cal else 'no'} calibration"
+            print(
+                f"\n## What stays allocated, step by step ({DATA_NOTE}, {what}, --t_stride {t_stride}), one process\n"
+            )
+            print("MB over the process's resident size before the first study: held after the step, and its peak.\n")
+            shown = [0] if n == 1 else [0, 1, n - 1]
+            header = ["step"] + [f"{kind} ({studies[i][0]})" for i in shown for kind in ("held after", "peak")]
+            rows = [[step] + [f"{studies[i][1][step][j]:.0f}" for i in shown for j in (0, 1)] for step in steps]
+            print(markdown_table(header, rows))
+            print("\nheld after each study (MB): " + ", ".join(f"{held:.0f}" for _, _, held in studies))
+            extra = ["--calibration_file", str(cal if cal else work / "no_calibration.json")]
+            seconds, peak = whole_process(listed, work / f"whole_{n}{label}", t_stride, None, options=extra)
+            peaks[f"peak_mb_{n}{label}"] = peak
+            print(f"\nwhole `run inference` process ({what}): {seconds:.1f} s, peak resident {peak:.0f} MB")
+    print("\n" + " ".join(f"{k}={v:.0f}" for k, v in peaks.items()))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--work_dir", default="/tmp/andi_study_cost")
     ap.add_argument("--t_stride", type=int, default=25, help="5 timesteps: the other stages do not depend on it")
+    ap.add_argument("--batch", type=int, default=8, help="studies in the batch of sections 3 and 4")
+    ap.add_argument("--skip_before", action="store_true", help="only sections 3 and 4 (no stage tables)")
     args = ap.parse_args()
     work = Path(args.work_dir)
-    datalist = make_dataset(work / "data", n_healthy=0, n_anomalous=1, lesion="tumour", seed=13)
+    datalist = make_dataset(work / "data", n_healthy=2, n_anomalous=args.batch, seed=13, n_validation=2)
+    calibration = calibration_for(datalist, work, args.t_stride)
+    if args.skip_before:
+        batch_report(work, datalist, args.t_stride, args.batch, calibration)
+        return
     item = json.loads(datalist.read_text())["testing"][0]
     study = {k: (v if k == "name" else str(datalist.parent / v)) for k, v in item.items()}
     before_rows = stages(study, work / "stages_before", args.t_stride, BEFORE)
@@ -141,6 +269,7 @@ def main() -> None:
         f"peak_before_mb={before[1]:.0f} peak_after_mb={after[1]:.0f} "
         f"seconds_before={before[0]:.1f} seconds_after={after[0]:.1f}"
     )
+    batch_report(work, datalist, args.t_stride, args.batch, calibration)
 
 
 if __name__ == "__main__":

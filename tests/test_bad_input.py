@@ -161,6 +161,7 @@ def infer(made: dict[str, Path], dataset: Path, out: Path, *extra: str, checkpoi
     )
 
 
+@pytest.mark.slow
 def test_a_batch_of_every_kind_of_bad_and_odd_input(made, tmp_path):
     studies = tmp_path / "studies"
     expected = {kind: make_kind(kind, made["good"], studies / kind) for kind in (*BROKEN, *FINE)}
@@ -190,6 +191,7 @@ def test_a_batch_of_every_kind_of_bad_and_odd_input(made, tmp_path):
     print("\n".join(f"{kind}: {failed[kind]['message']}" for kind in BROKEN))
 
 
+@pytest.mark.slow
 def test_five_studies_with_the_second_corrupt_write_four(made, tmp_path):
     studies = tmp_path / "studies"
     for i in range(5):
@@ -207,6 +209,7 @@ def test_five_studies_with_the_second_corrupt_write_four(made, tmp_path):
     assert "0 scored, 4 skipped (already done), 1 failed" in again.stderr
 
 
+@pytest.mark.slow
 def test_a_run_that_cannot_start_says_why_in_one_line(made, tmp_path):
     good = tmp_path / "studies"
     make_kind("uint16", made["good"], good / "ok")
@@ -257,6 +260,7 @@ def tiny_settings() -> dict:
     return weights_settings()
 
 
+@pytest.mark.slow
 def test_existing_outputs_are_kept_unless_overwrite(made, tmp_path):
     studies = tmp_path / "studies"
     make_kind("uint16", made["good"], studies / "ok")
@@ -271,6 +275,7 @@ def test_existing_outputs_are_kept_unless_overwrite(made, tmp_path):
     assert redone.returncode == 0 and "1 scored, 0 skipped" in redone.stdout and seg.stat().st_mtime_ns > first
 
 
+@pytest.mark.slow
 def test_a_datalist_item_pointing_to_a_missing_file_fails_alone(made, tmp_path):
     studies = tmp_path / "studies"
     make_kind("uint16", made["good"], studies / "ok")
@@ -286,6 +291,7 @@ def test_a_datalist_item_pointing_to_a_missing_file_fails_alone(made, tmp_path):
     assert (tmp_path / "out" / "ok" / "segmentation.nii.gz").is_file() and not (tmp_path / "out" / "gone").exists()
 
 
+@pytest.mark.slow
 def test_evaluate_and_preprocess_survive_a_bad_study(made, tmp_path):
     """The same batch rule for `run evaluate` (the report covers the studies that could be scored) and `run
     preprocess` (the manifest lists the studies prepared)."""

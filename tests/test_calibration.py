@@ -134,6 +134,7 @@ def test_scores_table_ranks_studies(tmp_path):
     assert [r["study"] for r in rows] == ["a", "c", "b"] and [r["rank"] for r in rows] == ["1", "2", "3"]
 
 
+@pytest.mark.slow
 def test_calibrate_then_inference_with_a_calibrated_threshold_and_a_zmap(tmp_path):
     datalist = tiny_dataset(tmp_path / "data", n_healthy=3, n_anomalous=1, n_validation=3, seed=4)
     weights = tiny_weights(tmp_path / "model.pt")

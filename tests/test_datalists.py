@@ -140,6 +140,7 @@ def cli(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_cli(brats, tmp_path: Path) -> None:
     root, splits_dir, _ = brats
     out = tmp_path / "datalist.json"

@@ -79,6 +79,7 @@ def printed_auprc(stdout: str) -> dict[tuple[str, str], float]:
     return {(voxels, mf): float(v) for voxels, mf, v in rows}
 
 
+@pytest.mark.slow
 def test_evaluate_writes_the_report_and_prints_auprc_as_sklearn(evaluated, tiny_labelled):
     out, stdout = evaluated
     for name in ("metrics_per_subject.csv", "metrics.md", "metrics.json"):

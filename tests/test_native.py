@@ -7,6 +7,7 @@ import shutil
 
 import nibabel as nib
 import numpy as np
+import pytest
 import SimpleITK as sitk
 import torch
 from runner import TINY_NET, run_bundle, tiny_dataset, tiny_weights
@@ -39,6 +40,7 @@ def test_histogram_landmarks_built_and_matched(tmp_path):
     np.testing.assert_allclose(got, content["landmarks"]["flair"], rtol=0.05)
 
 
+@pytest.mark.slow
 def test_preprocess_workflow_passes_a_registered_study_through_and_resumes(shared_data, tmp_path):
     src = tmp_path / "in" / "glioma"
     shutil.copytree(shared_data / "cases" / "glioma_sri24", src)
@@ -59,6 +61,7 @@ def test_preprocess_workflow_passes_a_registered_study_through_and_resumes(share
     assert (out / item["t1"]).stat().st_mtime_ns == mtime
 
 
+@pytest.mark.slow
 def test_inference_registers_a_native_study_and_answers_on_its_grid(shared_data, tmp_path):
     studies = tmp_path / "studies"
     shutil.copytree(shared_data / "cases" / "lgg_native", studies / "lgg")

@@ -20,8 +20,12 @@ def parsed(*names: str) -> ConfigParser:
 
 
 def test_paper_preset_has_the_authors_shape_and_its_stated_size():
+    """Planted bug: "a preset's channels or attention levels changed" (the size pin and the shape fail)."""
     net = make_network("paper")
-    assert sum(p.numel() for p in net.parameters()) == 17_983_908  # the model card states it (authors: 9,720,964)
+    # A regression pin, copied from the code's output (not derived): MONAI's DiffusionModelUNet with the preset's
+    # arguments has this many parameters, and the model card states it. A change means the preset (or MONAI's UNet)
+    # changed: the card's figure, and weights trained with the preset, no longer hold. (The authors': 9,720,964.)
+    assert sum(p.numel() for p in net.parameters()) == 17_983_908
     assert [int(c) for c in net.block_out_channels] == [32, 64, 128, 256, 256]
     heads = {m.attn.num_heads for m in net.modules() if isinstance(m, SpatialAttentionBlock)}
     assert heads == {4}, "4 heads at every attention level, as the authors' nn.MultiheadAttention(channels, 4)"

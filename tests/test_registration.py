@@ -292,6 +292,7 @@ def known_study(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     }
 
 
+@pytest.mark.slow  # a registration of a real study
 def test_known_transform_is_recovered(known_study: dict) -> None:
     result = known_study["result"]
     assert result.registered
@@ -305,6 +306,7 @@ def test_known_transform_is_recovered(known_study: dict) -> None:
     assert dice(mask, sitk.GetArrayFromImage(known_study["brain"]) > 0) > 0.9
 
 
+@pytest.mark.slow  # a registration of a real study
 def test_to_native_returns_the_reference_grid(known_study: dict, tmp_path: Path) -> None:
     result, native_t1 = known_study["result"], known_study["native"]["t1"]
     for interpolator in ("linear", "nearest"):
@@ -334,6 +336,7 @@ def test_to_native_returns_the_reference_grid(known_study: dict, tmp_path: Path)
 # --------------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a registration of a real study
 def test_lgg_native_lands_on_the_atlas_brain(shared_data: Path) -> None:
     study = find_study_files(shared_data / "cases" / "lgg_native")
     data = load_and_register(mask_key="mask")({key: study[key] for key in (*MODALITIES, "mask")})
@@ -412,6 +415,7 @@ def test_landmarks_build_a_common_scale() -> None:
 # --------------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a registration of a real study
 @pytest.mark.parametrize("atlas", ["sri24", "mni152"])
 def test_a_study_registers_to_each_atlas_and_then_passes_through(atlas: str, shared_data: Path, tmp_path: Path) -> None:
     """The glioma case registered to SRI24 (its own space) and to nilearn's MNI152 2009a: on that atlas's lattice,

@@ -141,6 +141,7 @@ def test_a_record_without_the_new_keys_reads_as_linear_beta_epsilon():
         check_settings("old.pt", old, {**old, **LEGACY_DEFAULTS, "prediction_type": "v_prediction"})
 
 
+@pytest.mark.slow
 def test_v2_trains_scores_and_its_weights_are_refused_by_the_default(tmp_path: Path):
     data = tiny_dataset(tmp_path / "data", n_healthy=2, n_anomalous=1, n_validation=1)
     out = tmp_path / "train"

@@ -68,6 +68,7 @@ def trained(tiny_data, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_training_writes_checkpoint_and_final_weights(trained):
     assert (trained / "model.pt").is_file()
     assert [p.name for p in (trained / "checkpoints").glob("*.pt")] == ["checkpoint_iteration=3.pt"]
@@ -75,6 +76,7 @@ def test_training_writes_checkpoint_and_final_weights(trained):
     assert list((trained / "cache").glob("*.npy")), "healthy slices were not cached"
 
 
+@pytest.mark.slow
 def test_training_killed_five_times_resumes_each_time(tiny_data, tmp_path):
     """SIGKILL at a seeded random moment of each phase (slice caching, a training iteration, a checkpoint write,
     validation, the final weights' write), one run after the other: each run resumes where the last checkpoint
@@ -109,6 +111,7 @@ def test_training_killed_five_times_resumes_each_time(tiny_data, tmp_path):
     load_network(make_network("tiny"), out / "model.pt", expected=weights_settings())
 
 
+@pytest.mark.slow
 def test_inference_writes_nifti_on_the_input_grid_and_resumes(trained, tiny_data, tmp_path):
     out = tmp_path / "out"
     args = [
@@ -161,6 +164,7 @@ def copy_study(tiny_data: Path, dst: Path) -> dict[str, Path]:
     return paths
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "problem", ["missing", "grid", "nan", "dims", "unreadable", "checkpoint", "range", "unrecorded"]
 )
@@ -239,6 +243,7 @@ def test_each_one_file_shortcut_names_inference_yaml_first_and_its_workflow(name
     assert args["run_id"] == name.removeprefix("paper_").removesuffix("_cpu")
 
 
+@pytest.mark.slow
 def test_the_inference_shortcut_scores_as_its_config_files_do(trained, tiny_data, tmp_path):
     args = ["--dataset_dir", str(tiny_data), "--checkpoint", str(trained / "model.pt"), "--t_stride", "60", *TINY]
     run_bundle("inference", "inference.yaml", *args, "--output_dir", str(tmp_path / "two"))

@@ -28,6 +28,7 @@ from ignite.engine import Events
 from monai.data import DataLoader
 from scripts.errors import Failure, StudiesFailed, bundle_error
 from scripts.files import atomic_write_bytes, remove_partials
+from scripts.memory import release
 from scripts.outputs import STUDY_FILES
 from scripts.progress import progress
 from scripts.studies import StudySelection, study_folder, study_output
@@ -168,7 +169,10 @@ class StudyBatch:
         )
         self.engine.state.epoch_length = 1  # the configured loader's length is the number of studies
         self._error = None
-        self.engine.run()
+        try:
+            self.engine.run()
+        finally:
+            release(self.engine)  # this study's data go before the next one's come (scripts.memory)
         if self._error is not None:
             raise self._error
 
