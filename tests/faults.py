@@ -5,8 +5,10 @@ catch or clean up after) at the n-th event of one phase of a training run.
 
 Phases: ``cache`` (while writing a study's healthy-slice cache: half the file is written, then the kill),
 ``iteration`` (inside a training iteration), ``checkpoint`` (half-way through writing a resumable checkpoint),
-``validation`` (inside a validation iteration), ``final`` (half-way through writing the final weights). The bundle
-is not changed: the fault wraps the functions it calls (numpy.save, torch.save, the training inferer).
+``validation`` (inside a validation iteration), ``final`` (half-way through writing the final weights); and of an
+inference run, ``nifti`` (half-way through writing the n-th NIfTI output: a study's first file after the studies
+before it were written whole). The bundle is not changed: the fault wraps the functions it calls (numpy.save,
+torch.save, the training inferer, nibabel.save).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 PHASES = ("cache", "iteration", "checkpoint", "validation", "final")
+INFERENCE_PHASES = ("nifti",)
 
 
 def die() -> None:
@@ -78,8 +81,21 @@ def arm(phase: str, n: int) -> None:
             return call(self, inputs, diffusion_model, *args, **kwargs)
 
         AutocastDiffusionInferer.__call__ = inferer_call
+    elif phase == "nifti":
+        import nibabel as nib
+
+        save = nib.save
+
+        def nifti_save(img, filename, *args, **kwargs):
+            if hit():
+                buffer = io.BytesIO()
+                buffer.write(img.to_bytes())
+                half(buffer.getvalue(), filename)
+            return save(img, filename, *args, **kwargs)
+
+        nib.save = nifti_save
     else:
-        raise ValueError(f"unknown phase {phase!r}; choose one of {PHASES}")
+        raise ValueError(f"unknown phase {phase!r}; choose one of {PHASES + INFERENCE_PHASES}")
 
 
 if __name__ == "__main__":
