@@ -9,6 +9,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from monai.data import DataLoader, Dataset
 from runner import tiny_dataset
 
 from scripts.batch import BatchReport, StudyBatch, failures_file, run_studies
@@ -39,13 +40,14 @@ def test_on_error_stop_refuses_a_batch_whose_headers_failed(tmp_path):
     """Planted bug: "on_error stop scores the valid studies although a header check failed"."""
     scored = []
     selection = StudySelection(studies=[{"name": "a"}], failures=[Failure("b", "b/t1.nii.gz: not 3D")])
-    engine = SimpleNamespace(logger=logging.getLogger("test_batch_rules"))
-    batch = StudyBatch(engine, selection, transform=lambda d: d, output_dir=tmp_path, on_error="stop")
+    engine = SimpleNamespace(logger=logging.getLogger("test_batch_rules"), add_event_handler=lambda *args: None)
+    loader = DataLoader(Dataset(selection.studies), batch_size=1)
+    batch = StudyBatch(engine, selection, loader=loader, output_dir=tmp_path, on_error="stop")
     batch.score = lambda study: scored.append(study["name"])
     with pytest.raises(StudiesFailed, match="b/t1.nii.gz: not 3D"):
         batch.run()
     assert scored == []
-    continued = StudyBatch(engine, selection, transform=lambda d: d, output_dir=tmp_path / "c", on_error="continue")
+    continued = StudyBatch(engine, selection, loader=loader, output_dir=tmp_path / "c", on_error="continue")
     continued.score = lambda study: scored.append(study["name"])
     continued.run()
     assert scored == ["a"]

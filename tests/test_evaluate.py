@@ -121,8 +121,8 @@ def test_evaluate_writes_the_report_and_prints_auprc_as_sklearn(evaluated, tiny_
 
 def test_evaluate_collects_after_the_same_first_steps_as_inference():
     """evaluate.yaml's post-processing starts as inference.yaml's (reduce, mask) before it collects the maps."""
-    inference = yaml.safe_load((REPO / CONFIGS[1]).read_text())
-    evaluate = yaml.safe_load((REPO / CONFIGS[2]).read_text())
+    inference = yaml.safe_load((REPO / CONFIGS[0]).read_text())
+    evaluate = yaml.safe_load((REPO / CONFIGS[1]).read_text())
     assert evaluate["evaluation_transforms"][:2] == inference["postprocessing"]["transforms"][:2]
     assert evaluate["evaluation_transforms"][:2] == ["@post#reduce_channels", "@post#mask_brain"]
     assert inference["postprocessing"]["transforms"][2:] == evaluate["study_output_transforms"]
