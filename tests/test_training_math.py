@@ -20,6 +20,7 @@ pytestmark = pytest.mark.slow  # trains (tiny) networks in this process: minutes
 
 ITERATIONS = 4  # per epoch
 SETTINGS = {"lr_start": 1e-5, "lr_peak": 1e-3, "lr_end": 3e-5, "warmup_fraction": 0.25, "ema_decay": 0.9}
+EMA_COPY_STEPS = 3  # the EMA's warm start (ema_warmup copy, the authors'): it copies the weights for these iterations
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +44,8 @@ def trainer(datalist: Path, out: Path, max_epochs: int):
         max_epochs=max_epochs,
         checkpoint_interval=ITERATIONS,
         val_batches=1,
+        ema_warmup="copy",
+        ema_warmup_steps=EMA_COPY_STEPS,
         **SETTINGS,
     )
     engine = p.get_parsed_content("train#trainer")
@@ -67,8 +70,9 @@ def params(module: torch.nn.Module) -> list[torch.Tensor]:
 
 def test_final_weights_are_the_ema_the_lr_follows_its_formula_and_the_weights_move(healthy, tmp_path):
     """Planted bugs: "saves the online network as the final weights", "EMA momentum ema_decay instead of
-    1 - ema_decay", "the warm-up ends a step late" / "the cosine forgets the warm-up offset" (the LR at step 0, at the
-    end of the warm-up and at the end), and "the optimizer never steps" (the weights do not move)."""
+    1 - ema_decay", "the EMA averages from the first step" (no warm-start copy), "the warm-up ends a step late" /
+    "the cosine forgets the warm-up offset" (the LR at step 0, at the end of the warm-up and at the end), and "the
+    optimizer never steps" (the weights do not move)."""
     p, engine = trainer(healthy, tmp_path, max_epochs=2)
     network, ema = p.get_parsed_content("network"), p.get_parsed_content("ema_network")
     total = 2 * ITERATIONS
@@ -92,8 +96,8 @@ def test_final_weights_are_the_ema_the_lr_follows_its_formula_and_the_weights_mo
     assert lrs[0] == pytest.approx(SETTINGS["lr_start"]) and lrs[2] == pytest.approx(SETTINGS["lr_peak"])
     assert lrs[-1] == pytest.approx(SETTINGS["lr_end"])
 
-    m = 1.0 - SETTINGS["ema_decay"]
-    for ema_before, online, ema_after in ema_steps:
+    for iteration, (ema_before, online, ema_after) in enumerate(ema_steps, start=1):
+        m = 1.0 if iteration <= EMA_COPY_STEPS else 1.0 - SETTINGS["ema_decay"]
         for old, new_online, new in zip(ema_before, online, ema_after, strict=True):
             torch.testing.assert_close(new, (1 - m) * old + m * new_online, rtol=1e-5, atol=1e-6)
 
