@@ -49,8 +49,12 @@ def trainer(datalist: Path, out: Path, max_epochs: int):
         **SETTINGS,
     )
     engine = p.get_parsed_content("train#trainer")
+    p.get_parsed_content("ema").attach(engine)  # first, as train.yaml's `training` list attaches it
     for handler in p.get_parsed_content("train#handlers"):
         handler.attach(engine)
+    sampler = p.get_parsed_content("train_sampler")
+    if hasattr(sampler, "attach"):
+        sampler.attach(engine)
     return p, engine
 
 
