@@ -21,7 +21,7 @@ from __future__ import annotations
 import inspect
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -102,27 +102,6 @@ def shifted_cosine_logsnr(
     return logsnr.clamp(low, high)
 
 
-@NoiseSchedules.add_def(
-    "shifted_cosine", "Cosine schedule in log-SNR shifted by 2 log(base_size / image_size) (Hoogeboom et al. 2023)"
-)
-def _shifted_cosine(
-    num_train_timesteps: int,
-    image_size: int = 64,
-    base_size: int = 64,
-    logsnr_min: float = LOGSNR_RANGE[0],
-    logsnr_max: float = LOGSNR_RANGE[1],
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(betas, alphas, alphas_cumprod), each (T,) float32, for MONAI's ``Scheduler``.
-
-    Step ``i`` in ``0 .. T-1`` is the continuous time t = (i + 1) / T; alpha_bar(t) = sigmoid(logsnr(t))
-    (:func:`shifted_cosine_logsnr`), beta_i = 1 - alpha_bar_i / alpha_bar_{i-1} (alpha_bar_{-1} = 1) clipped to
-    [0, 0.999], and alphas_cumprod is the product of 1 - beta again (equal to alpha_bar wherever the clip is not
-    reached, i.e. all but the last steps). Computed in float64.
-    """
-    t = torch.arange(1, num_train_timesteps + 1, dtype=torch.float64) / num_train_timesteps
-    return _schedule_from_logsnr(shifted_cosine_logsnr(t, image_size, base_size, (logsnr_min, logsnr_max)))
-
-
 def truncated_cosine_logsnr(
     t: torch.Tensor, image_size: int = 64, base_size: int = 64, logsnr_range: Sequence[float] = LOGSNR_RANGE
 ) -> torch.Tensor:
@@ -149,21 +128,37 @@ def _schedule_from_logsnr(logsnr: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     return betas.float(), alphas.float(), torch.cumprod(alphas, dim=0).float()
 
 
-@NoiseSchedules.add_def(
-    "truncated_cosine", "Cosine schedule truncated to a log-SNR range, then shifted (UAD-IMAG's ANDi v2)"
-)
-def _truncated_cosine(
-    num_train_timesteps: int,
-    image_size: int = 64,
-    base_size: int = 64,
-    logsnr_min: float = LOGSNR_RANGE[0],
-    logsnr_max: float = LOGSNR_RANGE[1],
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(betas, alphas, alphas_cumprod), each (T,) float32, for MONAI's ``Scheduler``: as :func:`_shifted_cosine`,
-    with :func:`truncated_cosine_logsnr`. Step ``i`` is t = (i + 1) / T, so UAD-IMAG's scoring times 0.026 ... 0.125
-    (its ``start=125, stop=25``) are steps 25 ... 124 and its s = t - 1/T is step i - 1."""
-    t = torch.arange(1, num_train_timesteps + 1, dtype=torch.float64) / num_train_timesteps
-    return _schedule_from_logsnr(truncated_cosine_logsnr(t, image_size, base_size, (logsnr_min, logsnr_max)))
+def _cosine_schedule(logsnr: Callable[..., torch.Tensor]) -> Callable[..., tuple[torch.Tensor, ...]]:
+    """A schedule of MONAI's ``NoiseSchedules`` from a log-SNR function of continuous time (``shifted_cosine_logsnr``
+    or ``truncated_cosine_logsnr``)."""
+
+    def schedule(
+        num_train_timesteps: int,
+        image_size: int = 64,
+        base_size: int = 64,
+        logsnr_min: float = LOGSNR_RANGE[0],
+        logsnr_max: float = LOGSNR_RANGE[1],
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(betas, alphas, alphas_cumprod), each (T,) float32, for MONAI's ``Scheduler``.
+
+        Step ``i`` in ``0 .. T-1`` is the continuous time t = (i + 1) / T; alpha_bar(t) = sigmoid(logsnr(t)),
+        beta_i = 1 - alpha_bar_i / alpha_bar_{i-1} (alpha_bar_{-1} = 1) clipped to [0, 0.999], and alphas_cumprod is
+        the product of 1 - beta again (equal to alpha_bar wherever the clip is not reached, i.e. all but the last
+        steps). Computed in float64. For the truncated cosine, UAD-IMAG's scoring times 0.026 ... 0.125 (its
+        ``start=125, stop=25``) are steps 25 ... 124 and its s = t - 1/T is step i - 1.
+        """
+        t = torch.arange(1, num_train_timesteps + 1, dtype=torch.float64) / num_train_timesteps
+        return _schedule_from_logsnr(logsnr(t, image_size, base_size, (logsnr_min, logsnr_max)))
+
+    return schedule
+
+
+NoiseSchedules.add_def(
+    "shifted_cosine", "Cosine schedule in log-SNR shifted by 2 log(base_size / image_size) (Hoogeboom et al. 2023)"
+)(_cosine_schedule(shifted_cosine_logsnr))
+NoiseSchedules.add_def(
+    "truncated_cosine", "Cosine schedule truncated to a log-SNR range, then shifted (UAD-IMAG's v2)"
+)(_cosine_schedule(truncated_cosine_logsnr))
 
 
 def make_scheduler(
