@@ -278,7 +278,8 @@ def convert_study(
     placed = place_series(folder, series, mapping)
     cache = Path(cache)
     study: dict[str, str] = {"name": name}
-    manifest: dict[str, object] = {"study": name, "series": {}}
+    series_of: dict[str, dict[str, object]] = {}
+    manifest: dict[str, object] = {"study": name, "series": series_of}
     for modality in MODALITIES:
         items = placed[modality]
         files, headers = [str(f) for f, _ in items], [h for _, h in items]
@@ -286,7 +287,7 @@ def convert_study(
         path = cache / f"{modality}.nii.gz"
         write_nifti(sitk.GetArrayFromImage(image).transpose(2, 1, 0), affine_ras(image), path, np.float32)
         study[modality] = str(path)
-        manifest["series"][modality] = {
+        series_of[modality] = {
             "files": ordered,
             "series_instance_uid": str(headers[0].SeriesInstanceUID),
             "description": str(getattr(headers[0], "SeriesDescription", "") or ""),

@@ -52,7 +52,7 @@ def preferred(modalities: Sequence[str], wanted: str | None = "flair") -> str:
     """``wanted`` when configured, else the first configured modality (the overview's and the healthy-slice rule's
     default: FLAIR, as the paper, where there is one)."""
     names = checked(modalities)
-    return wanted if wanted in names else names[0]
+    return wanted if wanted is not None and wanted in names else names[0]
 
 
 def reference_modality(modalities: Sequence[str], wanted: str | None = None) -> str:
