@@ -86,7 +86,9 @@ def activation_bytes_per_pair(network: Callable, shape: Sequence[int], device: t
             network(x, timesteps=torch.zeros(8, dtype=torch.long, device=device))
         torch.cuda.synchronize(device)
         return max(1.0, (torch.cuda.max_memory_allocated(device) - base) / 8)
-    widest = max((m.out_channels for m in network.modules() if isinstance(m, torch.nn.Conv2d)), default=c)
+    modules = network.modules() if isinstance(network, torch.nn.Module) else ()
+    convs = [m for m in modules if isinstance(m, torch.nn.Conv2d)]  # pytype: disable=module-attr
+    widest = max((m.out_channels for m in convs), default=c)
     return 12.0 * widest * h * w * 4
 
 
