@@ -141,8 +141,19 @@ def test_a_record_without_the_new_keys_reads_as_linear_beta_epsilon():
         check_settings("old.pt", old, {**old, **LEGACY_DEFAULTS, "prediction_type": "v_prediction"})
 
 
+def post_step(record: dict, cls: str) -> dict:
+    """The post-processing step of class ``cls`` as ``run.json`` describes it."""
+    steps = [s for s in record["objects"]["postprocessing"]["transforms"] if s["class"].endswith(cls)]
+    assert len(steps) == 1, [s["class"] for s in record["objects"]["postprocessing"]["transforms"]]
+    return steps[0]
+
+
 @pytest.mark.slow
 def test_v2_trains_scores_and_its_weights_are_refused_by_the_default(tmp_path: Path):
+    """v2 end to end, read back from what ran (``run.json``: the objects as they describe themselves) rather than
+    from the config. Planted bugs it fails on: v2's window not reaching the inferer (t = 75.. instead of 25..125),
+    the median filter left at the default size 5 instead of 4, the training noise forgetting the discount (0.8, or
+    the equation's pyramid instead of the authors'), the clamp or the background off."""
     data = tiny_dataset(tmp_path / "data", n_healthy=2, n_anomalous=1, n_validation=1)
     out = tmp_path / "train"
     train = ["--dataset_dir", str(data), "--output_dir", str(out), "--final_weights", str(out / "model.pt")]
@@ -150,10 +161,21 @@ def test_v2_trains_scores_and_its_weights_are_refused_by_the_default(tmp_path: P
     run_bundle("training", ["train.yaml", "v2.yaml"], *train, "--global_batch_size", "4")
     recorded = torch.load(out / "model.pt", weights_only=True)["settings"]
     assert recorded["prediction_type"] == "v_prediction" and recorded["schedule"] == "truncated_cosine"
-    score = ["--dataset_dir", str(data), "--checkpoint", str(out / "model.pt"), "--t_stride", "100", *TINY_ARGS]
+    trained = json.loads((out / "run.json").read_text())
+    assert trained["workflow"] == "training"
+    noise = trained["objects"]["prepare_batch"]["noise_fn"]
+    assert noise["func"] == "scripts.noise.pyramid_noise_authors"
+    assert (noise["discount"], noise["levels"]) == (0.9, 10)
+    assert trained["objects"]["ema"]["warmup"] == "decay"
+    score = ["--dataset_dir", str(data), "--checkpoint", str(out / "model.pt"), "--t_stride", "50", *TINY_ARGS]
     run_bundle("inference", ["inference.yaml", "v2.yaml"], *score, "--output_dir", str(tmp_path / "v2"))
     study = json.loads(data.read_text())["testing"][0]["name"]
     assert (tmp_path / "v2" / study / "anomaly.nii.gz").is_file()
+    scored = json.loads((tmp_path / "v2" / "run.json").read_text())
+    inferer = scored["objects"]["inferer"]
+    assert inferer["timesteps"] == list(range(25, 125, 50))  # v2's window (25..124) at the test's stride
+    assert inferer["clamp_x0"] is True and inferer["zero_background"] is True
+    assert post_step(scored, "MedianFilterd")["op"]["size"] == 4
     refused = run_bundle("inference", "inference.yaml", *score, "--output_dir", str(tmp_path / "default"), check=False)
     assert refused.returncode == 1
     errors = [line for line in (refused.stdout + refused.stderr).splitlines() if line.startswith("error: ")]

@@ -12,9 +12,11 @@ any step changes, without a hand-kept list of the settings that matter.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
+import types
 from collections.abc import Mapping
 from pathlib import PurePath
 
@@ -59,9 +61,14 @@ def describe(obj: object, _depth: int = 0, _seen: frozenset[int] = frozenset()) 
     if isinstance(obj, (list, tuple, set, frozenset)):
         items = sorted(obj, key=repr) if isinstance(obj, (set, frozenset)) else obj
         return [describe(v, _depth + 1, seen) for v in items]
+    if isinstance(obj, functools.partial):  # a function with bound settings (e.g. scripts.noise.get_noise_fn)
+        bound = {"func": obj.func, "args": list(obj.args), **obj.keywords}
+        return {"class": "functools.partial", **entries(bound)}
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         fields = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
         return {"class": type(obj).__qualname__, **entries(fields)}
+    if isinstance(obj, (types.FunctionType, types.BuiltinFunctionType)):
+        return f"{obj.__module__}.{obj.__qualname__}"
     if callable(obj) and not hasattr(obj, "__dict__"):
         return getattr(obj, "__qualname__", type(obj).__qualname__)
     if isinstance(obj, type) or not hasattr(obj, "__dict__"):

@@ -29,6 +29,7 @@ Noise of the baselines (``scripts.baselines``):
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 
@@ -145,13 +146,7 @@ def get_noise_fn(noise_type: str = "pyramid", **kwargs) -> NoiseFn:
     if noise_type not in fns:
         raise ValueError(f"unknown noise type {noise_type!r}; choose one of {NOISE_TYPES}")
     fn = fns[noise_type]
-    if noise_type == "gaussian":
-        return fn
-
-    def bound(shape, generator=None, device="cpu", dtype=torch.float32):
-        return fn(shape, generator=generator, device=device, dtype=dtype, **kwargs)
-
-    return bound
+    return fn if noise_type == "gaussian" else functools.partial(fn, **kwargs)  # settings visible to describe()
 
 
 # The 12 gradients of 3D simplex noise: the midpoints of the edges of a cube.
