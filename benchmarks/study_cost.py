@@ -95,7 +95,7 @@ def stages(study: dict[str, str], out_dir: Path, t_stride: int, overrides: dict[
     p = config_parser(["inference.yaml"], output_dir=str(out_dir), t_stride=t_stride, **overrides)
     pre, post = p.get_parsed_content("pre"), p.get_parsed_content("post")
     order_pre = [re.split("#|::", str(r))[-1] for r in p["preprocessing"]["transforms"]]
-    order_post = [re.split("#|::", str(r))[-1] for r in p["postprocessing"]["transforms"]]
+    order_post = list(p.get_parsed_content("post_steps"))
     network = p.get_parsed_content("network")
     inferer = p.get_parsed_content("inferer")
     rows: list[list[str]] = []
@@ -166,9 +166,10 @@ def held_per_step(datalist: Path, out_dir: Path, t_stride: int, calibration: Pat
     steps: list[str] = []
     for key in ("preprocessing", "postprocessing"):
         compose = p.get_parsed_content(key)
-        names = [
-            ("pre#" if key == "preprocessing" else "post#") + re.split("#|::", str(r))[-1] for r in p[key]["transforms"]
-        ]
+        if key == "preprocessing":
+            names = ["pre#" + re.split("#|::", str(r))[-1] for r in p[key]["transforms"]]
+        else:
+            names = ["post#" + name for name in p.get_parsed_content("post_steps")]
         compose.transforms = [Traced(n, t, log, study, base) for n, t in zip(names, compose.transforms, strict=True)]
         steps += names
         if key == "preprocessing":

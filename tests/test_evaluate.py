@@ -119,13 +119,22 @@ def test_evaluate_writes_the_report_and_prints_auprc_as_sklearn(evaluated, tiny_
             assert summary[voxels, size]["auprc"] == pytest.approx(want, abs=1e-12)
 
 
-def test_evaluate_collects_after_the_same_first_steps_as_inference():
-    """evaluate.yaml's post-processing starts as inference.yaml's (reduce, mask) before it collects the maps."""
+def test_evaluate_and_calibrate_insert_their_collection_into_inferences_named_steps():
+    """evaluate.yaml and calibrate.yaml restate no step of inference.yaml's order (post_order): they add their own
+    step by name. Planted bugs it fails on: a workflow that lists inference's steps again (and so misses one that is
+    added later), a collection put after the median filter in evaluation (the metrics filter the maps themselves)."""
+    from scripts.postprocess import step_names
+
     inference = yaml.safe_load((REPO / CONFIGS[0]).read_text())
-    evaluate = yaml.safe_load((REPO / CONFIGS[1]).read_text())
-    assert evaluate["evaluation_transforms"][:2] == inference["postprocessing"]["transforms"][:2]
-    assert evaluate["evaluation_transforms"][:2] == ["@post#reduce_channels", "@post#mask_brain"]
-    assert inference["postprocessing"]["transforms"][2:] == evaluate["study_output_transforms"]
+    order = inference["post_order"]
+    assert set(order) == set(inference["post"]) and inference["post_steps"] == "@post_order"
+    for name in ("evaluate.yaml", "calibrate.yaml"):
+        text = (REPO / "bundle" / "configs" / name).read_text()
+        assert not [step for step in order if f"@post#{step}" in text], f"{name} restates inference's steps"
+    assert step_names(order, ["collect"], "mask_brain", rest=False) == ["reduce_channels", "mask_brain", "collect"]
+    assert step_names(order, ["c"], "median_filter", rest="true") == [*order[:3], "c", *order[3:]]
+    with pytest.raises(ValueError, match="post step 'median' is not one of"):
+        step_names(order, ["c"], "median")
 
 
 @pytest.mark.parametrize("write", [False, True, "false", "true"])
@@ -135,11 +144,10 @@ def test_evaluate_writes_study_outputs_only_when_asked(write, tmp_path):
     parser = ConfigParser()
     parser.read_config(ConfigParser.load_config_files([str(REPO / c) for c in CONFIGS]))
     parser.update({"bundle_root": str(REPO / "bundle"), "output_dir": str(tmp_path), "write_study_outputs": write})
-    assert parser["evaluator"]["postprocessing"] == "@evaluation_postprocessing"
     assert parser["studies"]["_target_"] == "scripts.studies.select_studies"
     assert parser["studies"]["require_label"] is True and parser["studies"]["overwrite"] is True
-    names = [type(t).__name__ for t in parser.get_parsed_content("evaluation_postprocessing").transforms]
-    inference = [type(t).__name__ for t in parser.get_parsed_content("postprocessing").transforms]
+    names = [type(t).__name__ for t in parser.get_parsed_content("postprocessing").transforms]
+    inference = [type(parser.get_parsed_content(f"post#{n}")).__name__ for n in parser["post_order"]]
     assert names == ["ReduceChannelsd", "MaskOutsideBraind", "CollectMapsd"] + (
         inference[2:] if write in (True, "true") else []
     )

@@ -332,3 +332,19 @@ def like_map(ref: torch.Tensor, array: np.ndarray) -> torch.Tensor:
     if isinstance(ref, MetaTensor):
         return MetaTensor(values, meta=dict(ref.meta), applied_operations=list(ref.applied_operations))
     return values
+
+
+def step_names(
+    order: Sequence[str], add: Sequence[str] = (), after: str | None = None, rest: bool | str = True
+) -> list:
+    """The names of the post-processing steps a workflow runs: inference's ``order`` (the configs' ``post_order``)
+    up to and including the step ``after``, then the workflow's own steps ``add``, then, with ``rest``, the remaining
+    steps of ``order``. Without ``after`` the steps ``add`` go at the end. Evaluation and calibration insert their
+    collection this way, by name, so that inference's order is stated once.
+
+    Raises ValueError when ``after`` is not a step of ``order``."""
+    order = list(order)
+    if after is not None and after not in order:
+        raise ValueError(f"post step {after!r} is not one of {order}")
+    cut = order.index(after) + 1 if after is not None else len(order)
+    return order[:cut] + list(add) + (order[cut:] if as_bool(rest) else [])
