@@ -154,11 +154,9 @@ def snapshot(folder: Path) -> dict[Path, bytes]:
     return {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
 
-def infer(made: dict[str, Path], dataset: Path, out: Path, *extra: str, checkpoint: Path | None = None):
+def infer(made: dict[str, Path], dataset: Path, out: Path, *extra: str, weights: Path | None = None):
     args = ["--dataset_dir", str(dataset), "--output_dir", str(out), "--t_stride", "100", *TINY_ARGS, *extra]
-    return run_bundle(
-        "inference", "inference.yaml", *args, "--checkpoint", str(checkpoint or made["weights"]), check=False
-    )
+    return run_bundle("inference", "inference.yaml", *args, "--weights", str(weights or made["weights"]), check=False)
 
 
 @pytest.mark.slow
@@ -233,10 +231,10 @@ def test_a_run_that_cannot_start_says_why_in_one_line(made, tmp_path):
     other = tmp_path / "other.pt"
     small = {"channels": [4, 8], "attention_levels": [False, False], "norm_num_groups": 4, "num_res_blocks": 1}
     save_state_dict(make_network(small), other, tiny_settings())
-    cases["another network"] = (infer(made, good, tmp_path / "o3", checkpoint=other), "do not fit")
+    cases["another network"] = (infer(made, good, tmp_path / "o3", weights=other), "do not fit")
     anoddpm = tiny_weights(tmp_path / "anoddpm.pt", method="AnoDDPM")
     cases["another method"] = (
-        infer(made, good, tmp_path / "o4", checkpoint=anoddpm),
+        infer(made, good, tmp_path / "o4", weights=anoddpm),
         "method: trained with 'AnoDDPM', configured 'ANDi'",
     )
     for name, (proc, phrase) in cases.items():
@@ -302,7 +300,7 @@ def test_evaluate_and_preprocess_survive_a_bad_study(made, tmp_path):
     out = tmp_path / "eval"
     args = ["--dataset_dir", str(studies), "--output_dir", str(out), "--t_stride", "100", *TINY_ARGS]
     proc = run_bundle(
-        "evaluate", ["inference.yaml", "evaluate.yaml"], *args, "--checkpoint", str(made["weights"]), check=False
+        "evaluate", ["inference.yaml", "evaluate.yaml"], *args, "--weights", str(made["weights"]), check=False
     )
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines()[-2] == "1 scored, 0 skipped (already done), 1 failed"

@@ -350,7 +350,7 @@ def workflows(tmp_path_factory) -> dict:
             dataset_dir=data,
             output_dir=root / f"out_{m}",
             **COMMON,
-            **({} if m == "flair" else {"checkpoint": root / f"{m}.pt", "network_preset": preset(m)}),
+            **({} if m == "flair" else {"weights": root / f"{m}.pt", "network_preset": preset(m)}),
             **CHAINS.get(m, {}),
             **({"masking_threshold": "[0.05, 0.05, 0.05, 0.05]"} if m == "autoddpm" else {}),
             **({"segmentation_threshold_file": "null"} if m == "flair" else {}),  # Yen, whatever bundle/models holds
@@ -362,7 +362,7 @@ def workflows(tmp_path_factory) -> dict:
                 ["train.yaml", f"{m}_train.yaml"],
                 dataset_dir=data,
                 output_dir=root / m,
-                final_weights=root / f"{m}.pt",
+                weights=root / f"{m}.pt",
                 epoch_iterations=3,
                 checkpoint_interval=3,
                 batch_size=4,
@@ -463,7 +463,7 @@ def test_autoddpm_masking_threshold_is_calibrated_written_and_read_back_by_infer
     common = {
         "dataset_dir": str(workflows["data"]),
         "output_dir": str(tmp_path),
-        "checkpoint": str(weights),
+        "weights": str(weights),
         "network_preset": TINY_DDPM,
         "masking_threshold_file": str(value_file),
         "calibration_slices": 4,
@@ -492,7 +492,7 @@ def test_autoddpm_masking_threshold_is_calibrated_written_and_read_back_by_infer
     assert str(value_file) in message and "t_upper: made with 20, configured 10" in message and "seed:" in message
     other = tmp_path / "other.pt"
     other.write_bytes(weights.read_bytes()[:-1] + b"x")
-    assert "made with other weights" in refusal(AUTODDPM, "inferer", **{**common, "checkpoint": str(other)})
+    assert "made with other weights" in refusal(AUTODDPM, "inferer", **{**common, "weights": str(other)})
     # calibrating again under other settings replaces the file (the calibration never reads it)
     parse_workflow(AUTODDPM, "calibrate", **{**common, "t_upper": 10})
     assert json.loads(value_file.read_text())["settings"]["t_upper"] == 10

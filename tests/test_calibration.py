@@ -139,7 +139,7 @@ def test_calibrate_then_inference_with_a_calibrated_threshold_and_a_zmap(tmp_pat
     datalist = tiny_dataset(tmp_path / "data", n_healthy=3, n_anomalous=1, n_validation=3, seed=4)
     weights = tiny_weights(tmp_path / "model.pt")
     calibration = tmp_path / "models" / "calibration.json"
-    common = [*TINY_ARGS, "--checkpoint", str(weights), "--t_lower", "100", "--t_upper", "101",
+    common = [*TINY_ARGS, "--weights", str(weights), "--t_lower", "100", "--t_upper", "101",
               "--calibration_file", str(calibration), "--dataset_dir", str(datalist)]  # fmt: skip
     run = run_bundle("calibrate", ["inference.yaml", "calibrate.yaml"], *common, "--output_dir", str(tmp_path / "c"))
     assert "calibrated on 3 healthy studies" in run.stdout

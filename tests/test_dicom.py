@@ -80,7 +80,7 @@ def test_dicom_twins_score_like_the_nifti_study_and_write_valid_seg_and_maps(tmp
     weights = tiny_weights(tmp_path / "tiny.pt")
     # the twins are one study up to the DICOM's 12-bit quantisation: noise keyed by a study's values (issue 20's
     # per-study noise) would differ between them, so both are noised per (seed, t) here; this test is about reading
-    common = ["--checkpoint", str(weights), *TINY_ARGS, "--t_stride", "125", "--scoring_noise_per_study", "false"]
+    common = ["--weights", str(weights), *TINY_ARGS, "--t_stride", "125", "--scoring_noise_per_study", "false"]
     run_bundle("inference", "inference.yaml", "--dataset_dir", str(tmp_path / "nifti"), "--output_dir",
                str(tmp_path / "out_nifti"), *common)  # fmt: skip
     proc = run_bundle("inference", "inference.yaml", "--dataset_dir", str(tmp_path / "dicom"), "--output_dir",
@@ -136,7 +136,7 @@ def test_a_dicom_study_off_the_atlas_is_registered_like_its_nifti_twin(tmp_path)
         shutil.copy(path, tmp_path / "nifti" / "study" / path.name)
     write_dicom_study(nifti, tmp_path / "dicom" / "study", name="study")
     weights = tiny_weights(tmp_path / "tiny.pt")
-    common = ["--checkpoint", str(weights), "--network_preset", "tiny", "--image_size", "32", "--t_stride", "125",
+    common = ["--weights", str(weights), "--network_preset", "tiny", "--image_size", "32", "--t_stride", "125",
               "--register", "auto", "--save_preprocessed", "true", "--scoring_noise_per_study", "false"]  # fmt: skip
     for kind in ("nifti", "dicom"):
         run_bundle("inference", "inference.yaml", "--dataset_dir", str(tmp_path / kind), "--output_dir",

@@ -104,7 +104,7 @@ def test_orthanc_round_trip_with_authentication(orthanc, tmp_path):
         web.store_instances(datasets)
         uids.append(str(datasets[0].StudyInstanceUID))
     weights = tiny_weights(tmp_path / "tiny.pt")
-    args = ["--checkpoint", str(weights), *TINY_ARGS, "--t_stride", "125", "--dicomweb_url", orthanc]
+    args = ["--weights", str(weights), *TINY_ARGS, "--t_stride", "125", "--dicomweb_url", orthanc]
     env_plain = {k: v for k, v in os.environ.items() if not k.startswith("ANDI_DICOMWEB")}
 
     # wrong credentials: one line naming the server, nothing scored or stored
@@ -145,7 +145,7 @@ def test_dicomweb_server_down_or_silent_is_one_line(tmp_path):
         }
         for url, what in cases.items():
             out = tmp_path / "out"
-            proc = run_bundle("inference", "inference.yaml", "--output_dir", str(out), "--checkpoint", str(weights),
+            proc = run_bundle("inference", "inference.yaml", "--output_dir", str(out), "--weights", str(weights),
                               *TINY_ARGS, "--dicomweb_url", url, "--dicomweb_timeout", "2", check=False)  # fmt: skip
             lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
             assert proc.returncode != 0 and lines == [f"error: {url}: the DICOMweb server {what}"], proc.stderr[-2000:]

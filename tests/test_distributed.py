@@ -39,7 +39,7 @@ def test_ddp_training_two_processes(data, tmp_path):
         str(data),
         "--output_dir",
         str(out),
-        "--final_weights",
+        "--weights",
         str(out / "model.pt"),
         "--epoch_iterations",
         "2",
@@ -67,7 +67,7 @@ def test_sharded_inference_scores_every_study_once(data, tmp_path):
     table can lack the other's studies) and "a rank scores another's share" or "the shard changes the maps" (the
     maps are compared with a single-process run's, voxel by voxel)."""
     weights = tiny_weights(tmp_path / "tiny.pt")
-    args = ["--dataset_dir", str(data), "--checkpoint", str(weights), "--t_stride", "100", *TINY_ARGS]
+    args = ["--dataset_dir", str(data), "--weights", str(weights), "--t_stride", "100", *TINY_ARGS]
     out, single = tmp_path / "out", tmp_path / "single"
     proc = torchrun("inference", "inference.yaml", "--output_dir", str(out), *args)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -57,7 +57,7 @@ def evaluated(tiny_labelled, weights, tmp_path_factory) -> tuple[Path, str]:
         str(tiny_labelled),
         "--output_dir",
         str(out),
-        "--checkpoint",
+        "--weights",
         str(weights),
         "--network_preset",
         TINY_NET,

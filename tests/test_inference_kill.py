@@ -18,7 +18,7 @@ def test_inference_killed_between_two_studies_resumes_to_the_uninterrupted_outpu
     """Planted bugs: "a half-written file is taken as done" (no atomic write, or resume keyed on a partial file) and
     "a killed study's partial files are left behind"."""
     datalist = tiny_dataset(tmp_path / "data", n_healthy=0, n_anomalous=3, seed=9)
-    args = ["--dataset_dir", str(datalist), "--checkpoint", str(tiny_weights(tmp_path / "tiny.pt")),
+    args = ["--dataset_dir", str(datalist), "--weights", str(tiny_weights(tmp_path / "tiny.pt")),
             "--t_stride", "100", *TINY_ARGS]  # fmt: skip
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     run_bundle("inference", "inference.yaml", *args, "--output_dir", str(whole))

@@ -56,7 +56,7 @@ def train(datalist: Path, out: Path, modalities: list[str], *extra: str) -> Path
     """`run training` of the tiny network for 2 iterations; returns the weights."""
     run_bundle(
         "training", "train.yaml", "--dataset_dir", str(datalist), "--output_dir", str(out),
-        "--final_weights", str(out / "model.pt"), "--max_epochs", "1", "--epoch_iterations", "2",
+        "--weights", str(out / "model.pt"), "--max_epochs", "1", "--epoch_iterations", "2",
         "--checkpoint_interval", "2", "--batch_size", "4", "--val_batches", "1", *sets_args(modalities), *extra,
     )  # fmt: skip
     return out / "model.pt"
@@ -66,7 +66,7 @@ def score_made_bids(made: dict[str, Path], modalities: list[str], weights: Path,
     """`run inference` on the made BIDS dataset: derivatives on the input grid; sub-02 (no FLAIR) fails alone, with
     one line, when the set has FLAIR."""
     out = tmp_path / "derivatives" / "andi"
-    args = ["--dataset_dir", str(made["bids"]), "--output_dir", str(out), "--checkpoint", str(weights)]
+    args = ["--dataset_dir", str(made["bids"]), "--output_dir", str(out), "--weights", str(weights)]
     scored = run_bundle("inference", "inference.yaml", *args, "--t_upper", "76", *sets_args(modalities), check=False)
     log = scored.stdout + scored.stderr
     assert "Traceback" not in log, log[-3000:]
@@ -103,7 +103,7 @@ def test_a_set_of_modalities_trains_and_scores_bids_into_derivatives(made, modal
         return
     # the weights of this set, under another set: refused with one line (checked once: it is the same check for all)
     other = ["t1", "t2"]
-    args = ["--dataset_dir", str(made["bids"]), "--output_dir", str(tmp_path / "refused"), "--checkpoint", str(weights)]
+    args = ["--dataset_dir", str(made["bids"]), "--output_dir", str(tmp_path / "refused"), "--weights", str(weights)]
     refused = run_bundle("inference", "inference.yaml", *args, *sets_args(other), check=False)
     assert refused.returncode == 1 and "Traceback" not in refused.stderr
     assert refused.stderr.strip().splitlines()[-1] == (

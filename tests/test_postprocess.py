@@ -7,7 +7,7 @@ from scipy import ndimage
 from skimage.filters import threshold_yen
 from skimage.morphology import ball
 
-from scripts.postprocess import MedianFilter, ReduceChannels, YenSegmentd, yen_segmentation
+from scripts.postprocess import MedianFilter, ReduceChannels, ThresholdSegmentd, yen_segmentation
 
 
 def test_reduce_channels():
@@ -91,7 +91,9 @@ def test_dict_version_writes_seg_and_threshold():
     img[:, 2:8, 2:8, 2:8] = 1.0
     pred = torch.rand((1, 10, 10, 10)) * 0.1
     pred[0, 4:6, 4:6, 4:6] = 1.0
-    d = YenSegmentd(keys="pred", image_key="image", dilation_radius=0)({"pred": pred * (img[:1] > 0), "image": img})
+    d = ThresholdSegmentd(keys="pred", image_key="image", dilation_radius=0)(
+        {"pred": pred * (img[:1] > 0), "image": img}
+    )
     assert d["seg"].shape == (1, 10, 10, 10)
     assert d["seg"][0, 4:6, 4:6, 4:6].all()
     info = d["seg_info"]
@@ -117,11 +119,11 @@ def test_volume_voxel_set_thresholds_every_voxel_and_does_not_cut_to_the_brain()
 def test_guard_writes_an_empty_segmentation_and_says_why(caplog):
     img = torch.ones((4, 10, 10, 10))
     pred = torch.rand((1, 10, 10, 10), generator=torch.Generator().manual_seed(0))
-    seg = YenSegmentd(keys="pred", dilation_radius=1)({"pred": pred, "image": img, "name": "s1"})
+    seg = ThresholdSegmentd(keys="pred", dilation_radius=1)({"pred": pred, "image": img, "name": "s1"})
     fraction = seg["seg_info"]["brain_fraction"]
     assert fraction > 0.1
     with caplog.at_level("WARNING"):
-        d = YenSegmentd(keys="pred", dilation_radius=1, max_segmented_fraction=fraction / 2)(
+        d = ThresholdSegmentd(keys="pred", dilation_radius=1, max_segmented_fraction=fraction / 2)(
             {"pred": pred, "image": img, "name": "s1"}
         )
     assert d["seg_info"]["rejected"] and d["seg_info"]["brain_fraction"] == pytest.approx(fraction)
@@ -131,5 +133,5 @@ def test_guard_writes_an_empty_segmentation_and_says_why(caplog):
 
 def test_the_guard_is_off_for_null_from_a_command_line():
     for off in (None, "null", "None", ""):
-        assert YenSegmentd(keys="pred", max_segmented_fraction=off).max_segmented_fraction is None
-    assert YenSegmentd(keys="pred", max_segmented_fraction="0.4").max_segmented_fraction == 0.4
+        assert ThresholdSegmentd(keys="pred", max_segmented_fraction=off).max_segmented_fraction is None
+    assert ThresholdSegmentd(keys="pred", max_segmented_fraction="0.4").max_segmented_fraction == 0.4

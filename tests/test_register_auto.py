@@ -20,7 +20,7 @@ def test_inference_registers_a_made_native_study_by_default(tmp_path):
     out = tmp_path / "out"
     run_bundle(
         "inference", "inference.yaml", "--dataset_dir", str(datalist), "--output_dir", str(out),
-        "--checkpoint", str(tiny_weights(tmp_path / "tiny.pt")), "--network_preset", TINY_NET, "--image_size", "32",
+        "--weights", str(tiny_weights(tmp_path / "tiny.pt")), "--network_preset", TINY_NET, "--image_size", "32",
         "--t_stride", "125", "--save_preprocessed", "true",
     )  # fmt: skip
     reference = nib.load(datalist.parent / study["t1"])

@@ -35,7 +35,7 @@ def trainer(datalist: Path, out: Path, max_epochs: int):
         ["train.yaml"],
         dataset_dir=str(datalist),
         output_dir=str(out),
-        final_weights=str(out / "model.pt"),
+        weights=str(out / "model.pt"),
         network_preset=TINY_NET,
         image_size=32,
         register=False,

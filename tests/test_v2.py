@@ -156,7 +156,7 @@ def test_v2_trains_scores_and_its_weights_are_refused_by_the_default(tmp_path: P
     the equation's pyramid instead of the authors'), the clamp or the background off."""
     data = tiny_dataset(tmp_path / "data", n_healthy=2, n_anomalous=1, n_validation=1)
     out = tmp_path / "train"
-    train = ["--dataset_dir", str(data), "--output_dir", str(out), "--final_weights", str(out / "model.pt")]
+    train = ["--dataset_dir", str(data), "--output_dir", str(out), "--weights", str(out / "model.pt")]
     train += ["--max_epochs", "1", "--epoch_iterations", "2", "--batch_size", "4", "--val_batches", "1", *TINY_ARGS]
     run_bundle("training", ["train.yaml", "v2.yaml"], *train, "--global_batch_size", "4")
     recorded = torch.load(out / "model.pt", weights_only=True)["settings"]
@@ -167,7 +167,7 @@ def test_v2_trains_scores_and_its_weights_are_refused_by_the_default(tmp_path: P
     assert noise["func"] == "scripts.noise.pyramid_noise_authors"
     assert (noise["discount"], noise["levels"]) == (0.9, 10)
     assert trained["objects"]["ema"]["warmup"] == "decay"
-    score = ["--dataset_dir", str(data), "--checkpoint", str(out / "model.pt"), "--t_stride", "50", *TINY_ARGS]
+    score = ["--dataset_dir", str(data), "--weights", str(out / "model.pt"), "--t_stride", "50", *TINY_ARGS]
     run_bundle("inference", ["inference.yaml", "v2.yaml"], *score, "--output_dir", str(tmp_path / "v2"))
     study = json.loads(data.read_text())["testing"][0]["name"]
     assert (tmp_path / "v2" / study / "anomaly.nii.gz").is_file()
@@ -196,4 +196,4 @@ def test_the_shipped_weights_predate_the_record_and_are_refused_under_v2():
     parser["bundle_root"] = str(weights.parents[1])
     network, expected = parser.get_parsed_content("network_def"), parser.get_parsed_content("weights_settings")
     with pytest.raises(StudyError, match="prediction_type: trained with 'epsilon', configured 'v_prediction'"):
-        load_network(network, parser.get_parsed_content("checkpoint"), expected=expected)
+        load_network(network, parser.get_parsed_content("weights"), expected=expected)

@@ -46,7 +46,7 @@ def train_args(datalist: Path, out: Path, *extra: str) -> list[str]:
         str(datalist),
         "--output_dir",
         str(out),
-        "--final_weights",
+        "--weights",
         str(out / "model.pt"),
         "--epoch_iterations",
         "3",
@@ -119,7 +119,7 @@ def test_inference_writes_nifti_on_the_input_grid_and_resumes(trained, tiny_data
         str(tiny_data),
         "--output_dir",
         str(out),
-        "--checkpoint",
+        "--weights",
         str(trained / "model.pt"),
         "--t_stride",
         "60",
@@ -210,7 +210,7 @@ def test_inference_refuses_bad_input_naming_the_file(problem, trained, tiny_data
         str(tmp_path / "studies"),
         "--output_dir",
         str(tmp_path / "out"),
-        "--checkpoint",
+        "--weights",
         str(checkpoint),
         "--t_stride",
         "100",
@@ -245,7 +245,7 @@ def test_each_one_file_shortcut_names_inference_yaml_first_and_its_workflow(name
 
 @pytest.mark.slow
 def test_the_inference_shortcut_scores_as_its_config_files_do(trained, tiny_data, tmp_path):
-    args = ["--dataset_dir", str(tiny_data), "--checkpoint", str(trained / "model.pt"), "--t_stride", "60", *TINY]
+    args = ["--dataset_dir", str(tiny_data), "--weights", str(trained / "model.pt"), "--t_stride", "60", *TINY]
     run_bundle("inference", "inference.yaml", *args, "--output_dir", str(tmp_path / "two"))
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--args_file", "shortcuts/inference.yaml", *args]
     proc = subprocess.run([*cmd, "--output_dir", str(tmp_path / "one")], cwd=REPO, capture_output=True, text=True)

@@ -57,7 +57,7 @@ def test_report_page_in_headless_chromium(tmp_path, monkeypatch):
     out = tmp_path / "out"
     weights = tiny_weights(tmp_path / "tiny.pt")
     proc = run_bundle("inference", "inference.yaml", "--dataset_dir", str(studies), "--output_dir", str(out),
-                      "--checkpoint", str(weights), *TINY_ARGS, "--t_stride", "125", check=False)  # fmt: skip
+                      "--weights", str(weights), *TINY_ARGS, "--t_stride", "125", check=False)  # fmt: skip
     assert proc.returncode == 1, proc.stderr[-2000:]
     with (out / "scores.csv").open() as f:
         ranked = [row["study"] for row in csv.DictReader(f)]

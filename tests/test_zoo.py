@@ -156,7 +156,7 @@ def test_export_workflow_gives_the_eager_network(tmp_path: Path) -> None:
     proc = zoo_command(
         *["run", "export", "--meta_file", "configs/metadata.json", "--config_file"],
         "['configs/inference.yaml','configs/export.yaml']",
-        *["--export_path", str(out), "--checkpoint", str(weights), "--network_preset", "tiny", "--image_size", "32"],
+        *["--export_path", str(out), "--weights", str(weights), "--network_preset", "tiny", "--image_size", "32"],
         *["--program_path", str(program)],
         *["--device", "cpu"],
     )
@@ -256,7 +256,7 @@ def test_tracking_with_mlflow_logs_losses(tmp_path: Path) -> None:
     cmd = [
         *[sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", str(TRAIN)],
         *["--bundle_root", str(BUNDLE), "--tracking", "mlflow", "--dataset_dir", str(datalist)],
-        *["--output_dir", str(run), "--final_weights", str(run / "model.pt"), "--save_execute_config"],
+        *["--output_dir", str(run), "--weights", str(run / "model.pt"), "--save_execute_config"],
         *[str(run / "executed_config.json"), "--epoch_iterations", "2", "--max_epochs", "2", "--batch_size", "2"],
         *["--val_batches", "1", "--network_preset", TINY_NET, "--image_size", "32"],
     ]

@@ -69,7 +69,7 @@ def test_monai_workflow_properties_of_inference_and_training(tmp_path: Path) -> 
         **tiny,
         dataset_dir=str(data),
         output_dir=str(tmp_path / "out"),
-        checkpoint=str(weights),
+        weights=str(weights),
     )
     assert infer.check_properties() == []
     assert len(infer.dataset) == len(json.loads(data.read_text())["testing"]) and infer.dataset.transform is not None

@@ -5,6 +5,8 @@ MONAI's bundle runner puts ``bundle_root`` on ``sys.path`` when it parses a conf
 here is installed as a top-level package.
 """
 
+import logging
+
 MODALITIES: tuple[str, ...] = ("t1", "t1c", "t2", "flair")
 """The default channel order (``modalities`` in ``configs/inference.yaml``): T1, T1Gd, T2, FLAIR."""
 
@@ -40,3 +42,16 @@ def as_optional_float(value: float | str | None) -> float | None:
     if value is None or (isinstance(value, str) and value.strip().lower() in ("null", "none", "")):
         return None
     return float(value)
+
+
+def renamed(value: object, new: str, old: dict[str, object] | None = None, until: str = "0.7.0") -> object:
+    """A renamed option: ``value`` (the option ``new``), or the value of an old name of it in ``old`` ({old name:
+    its value, None where unset}) with a one-line notice, while the old name is still read (until version
+    ``until``). E.g. inference.yaml's ``weights``, whose old name is ``checkpoint``."""
+    for name, old_value in (old or {}).items():
+        if old_value is not None:
+            logging.getLogger("scripts").warning(
+                "notice: '%s' is now named '%s'; the old name is read until version %s", name, new, until
+            )
+            return old_value
+    return value

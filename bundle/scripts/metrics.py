@@ -11,7 +11,7 @@ brain before the median filter, as the bundle's inference does):
 * **AUROC**: area under the ROC curve of the same pooled, normalised scores.
 * **ceil Dice** (the paper's ⌈Dice⌉): the mean over subjects of each subject's Dice at one threshold on the
   normalised scores (segmentation = score > threshold), the threshold that maximises that mean, searched on a grid
-  (the authors: 0.01, 0.011, ..., 0.299; ``CEIL_GRID``). Every subject weighs the same.
+  (the authors: 0.01, 0.011, ..., 0.299; ``AUTHORS_CEIL_GRID``). Every subject weighs the same.
 * **pooled ceil Dice**: the best Dice of all voxels pooled at one threshold (score >= threshold), found exactly from
   the cumulative counts of the sorted scores, where Dice = 2 TP / (2 TP + FP + FN) at every distinct score. Big
   lesions weigh more; this is not the paper's definition and is reported under its own name.
@@ -40,11 +40,11 @@ from scripts.postprocess import VOXEL_SETS, MedianFilter, guard_segmentation, ye
 
 MEDIAN_FILTER_SIZES: tuple[int, ...] = (0, 3, 5)
 CURVE_POINTS = 2000  # points kept of each precision-recall curve for plotting
-CEIL_GRID: tuple[float, float, float] = (0.01, 0.3, 0.001)
+AUTHORS_CEIL_GRID: tuple[float, float, float] = (0.01, 0.3, 0.001)
 """The authors' threshold grid for the ceil Dice: ``start, stop, step`` on the normalised scores (stop excluded)."""
 
 
-def threshold_grid(grid: Sequence[float] = CEIL_GRID) -> np.ndarray:
+def threshold_grid(grid: Sequence[float] = AUTHORS_CEIL_GRID) -> np.ndarray:
     """The thresholds ``start, start + step, ...`` below ``stop`` of ``grid`` = (start, stop, step), rounded to the
     step's decimals as the authors' ``round(x, 3)``."""
     start, stop, step = (float(v) for v in grid)
@@ -291,7 +291,7 @@ def evaluate_subjects(
     median_filter: int = 0,
     dilation_radius: int = 1,
     voxel_set: str = "brain",
-    ceil_grid: Sequence[float] = CEIL_GRID,
+    ceil_grid: Sequence[float] = AUTHORS_CEIL_GRID,
     max_segmented_fraction: float | None = None,
 ) -> Metrics:
     """All metrics of a test set at one median filter setting (see the module docstring).
@@ -378,7 +378,7 @@ def evaluate_all(
     median_filters: Sequence[int] = MEDIAN_FILTER_SIZES,
     dilation_radius: int = 1,
     voxel_sets: Sequence[str] = ("brain",),
-    ceil_grid: Sequence[float] = CEIL_GRID,
+    ceil_grid: Sequence[float] = AUTHORS_CEIL_GRID,
     max_segmented_fraction: float | None = None,
 ) -> list[Metrics]:
     """:func:`evaluate_subjects` for each voxel set and median filter setting (paper: off, 3, 5)."""

@@ -248,8 +248,9 @@ class MaskOutsideBraind(MapTransform):
         return d
 
 
-class YenSegmentd(MapTransform):
-    """Threshold ``data[key]`` (1, H, W, D) per subject with Yen (or a fixed ``threshold``) plus dilation; writes
+class ThresholdSegmentd(MapTransform):
+    """Threshold ``data[key]`` (1, H, W, D) per subject with Yen, or a given ``threshold`` (calibrated, tuned or
+    fixed), plus dilation; writes
     ``data[seg_key]``.
 
     Also stores ``data[seg_key + "_info"]``: the threshold, the voxel set, the share of the brain marked and whether
@@ -332,6 +333,10 @@ def like_map(ref: torch.Tensor, array: np.ndarray) -> torch.Tensor:
     if isinstance(ref, MetaTensor):
         return MetaTensor(values, meta=dict(ref.meta), applied_operations=list(ref.applied_operations))
     return values
+
+
+YenSegmentd = ThresholdSegmentd
+"""The name of :class:`ThresholdSegmentd` before version 0.6.0, read until 0.7.0 (configs that name it)."""
 
 
 def step_names(

@@ -25,7 +25,7 @@ from scripts import as_optional_float
 from scripts.errors import StudyError
 from scripts.files import atomic_write_bytes
 from scripts.intensity import brain_mask
-from scripts.metrics import CEIL_GRID, MEDIAN_FILTER_SIZES, Metrics, Subject, binarize_label, evaluate_all
+from scripts.metrics import AUTHORS_CEIL_GRID, MEDIAN_FILTER_SIZES, Metrics, Subject, binarize_label, evaluate_all
 from scripts.studies import study_name
 
 logger = logging.getLogger(__name__)
@@ -34,7 +34,6 @@ CSV_FILE = "metrics_per_subject.csv"
 MARKDOWN_FILE = "metrics.md"
 JSON_FILE = "metrics.json"
 CURVES_FILE = "pr_curves.png"
-MAPS_DIR = "maps"
 
 
 def load_maps(path: str | os.PathLike) -> Subject:
@@ -252,7 +251,7 @@ class EvaluationReport:
         note: str = "",
         method: str = "ANDi",
         voxel_sets: Sequence[str] = ("brain",),
-        ceil_grid: Sequence[float] = CEIL_GRID,
+        ceil_grid: Sequence[float] = AUTHORS_CEIL_GRID,
         max_segmented_fraction: float | None = None,
     ) -> None:
         self.collector = collector

@@ -56,7 +56,7 @@ def study_scores(
     return scores
 
 
-class StudyScored(MapTransform):
+class ScoreStudyd(MapTransform):
     """Add a study's scores (:func:`study_scores`) to ``data[seg_key + "_info"]`` (what ``segmentation.json``
     holds): every candidate, ``study_score`` by ``rule`` and ``study_score_rule``. Inputs on the scoring grid."""
 
@@ -93,6 +93,10 @@ class StudyScored(MapTransform):
                 info["lesion_volume_ml"] = scores["lesion_volume_ml"]
             d[f"{self.seg_key}_info"] = info
         return d
+
+
+StudyScored = ScoreStudyd
+"""The name of :class:`ScoreStudyd` before version 0.6.0, read until 0.7.0 (configs that name it)."""
 
 
 class ScoresTable:
