@@ -42,7 +42,7 @@ def describe(obj: object, _depth: int = 0, _seen: frozenset[int] = frozenset()) 
     if isinstance(obj, (PurePath, os.PathLike)):
         return os.fspath(obj)
     if isinstance(obj, torch.Tensor):
-        return _array_digest(obj.detach().cpu().numpy())
+        return _array_digest(torch.as_tensor(obj).detach().cpu().numpy())
     if isinstance(obj, np.ndarray):
         return _array_digest(obj)
     if isinstance(obj, (np.generic, torch.dtype, torch.device)):
