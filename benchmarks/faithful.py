@@ -1,6 +1,6 @@
 """ANDi as published, before and after, on MADE (synthetic) data: what each departure from the authors' code cost.
 
-    python benchmarks/faithful.py --work_dir /work/faithful            # about 2 hours on 2 CPU cores
+    python -m benchmarks.faithful --work_dir /work/faithful            # about 2 hours on 2 CPU cores
 
 Every model is trained with the bundle's own ``run training`` at the demo budget (``cpu`` preset, 600 iterations of
 16 slices, bf16 autocast; the 22 + 2 made healthy studies of the demo) and every figure comes from ``run evaluate``
@@ -38,15 +38,13 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.bench import REPO  # noqa: E402
-from benchmarks.bench.jobs import bundle_command, cached_step  # noqa: E402
-from benchmarks.bench.report import fmt, markdown_table, minutes  # noqa: E402
-from benchmarks.bench.settings import DATA_NOTE, Settings  # noqa: E402
-from benchmarks.bench.spread import fmt_spread  # noqa: E402
-from scripts.files import atomic_write_bytes  # noqa: E402
-from scripts.synthetic import make_dataset  # noqa: E402
+from benchmarks import REPO
+from benchmarks.bench.jobs import bundle_command, cached_step
+from benchmarks.bench.report import fmt, markdown_table, minutes
+from benchmarks.bench.settings import DATA_NOTE, Settings
+from benchmarks.bench.spread import fmt_spread
+from scripts.files import atomic_write_bytes
+from scripts.synthetic import make_dataset
 
 FAMILIES = ("tumour", "ms", "cortical", "bright")
 FAMILY_NAMES = {
@@ -245,7 +243,7 @@ def main() -> None:
     text = [
         "# ANDi as published: before and after, on made (synthetic) data",
         "",
-        f"`python benchmarks/faithful.py --work_dir {work} --seeds {args.seeds} --train_seeds {args.train_seeds}`; "
+        f"`python -m benchmarks.faithful --work_dir {work} --seeds {args.seeds} --train_seeds {args.train_seeds}`; "
         f"every figure on **{DATA_NOTE}**, as mean ± SD over {args.train_seeds} training(s) x {args.seeds} noise "
         "seed(s) where there is more than one run.",
         f"{args.n_test} test studies per family; median filter {mf}; t = 75, 100, ..., 175 (stride 25); raw Yen (no",

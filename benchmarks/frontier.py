@@ -1,6 +1,6 @@
 """Quality per second of ANDi's scoring on this CPU: AUPRC on MADE data against the seconds of a study's scoring.
 
-    python benchmarks/frontier.py --work_dir /work/frontier   # about 75 min on 2 CPU cores for 2 networks
+    python -m benchmarks.frontier --work_dir /work/frontier   # about 75 min on 2 CPU cores for 2 networks
         [--networks demo=bundle/models/model.pt:cpu,lean=PATH:cpu_lean] [--new_default demo:window_13] [--doc]
 
 Each row is one way of spending the work: which timesteps (a stride, a window starting at t_lower, a window ending
@@ -48,22 +48,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.bench import REPO  # noqa: E402
-from benchmarks.bench.report import fmt, markdown_table  # noqa: E402
-from benchmarks.bench.settings import DATA_NOTE  # noqa: E402
-from benchmarks.bench.spread import fmt_spread, mean_sd  # noqa: E402
-from benchmarks.faithful import FAMILIES  # noqa: E402  (its test set)
-from scripts.checkpoints import load_network  # noqa: E402
-from scripts.configs import parsed  # noqa: E402
-from scripts.files import atomic_write_bytes  # noqa: E402
-from scripts.intensity import brain_mask  # noqa: E402
-from scripts.metrics import average_precision, binary_curve, median_filtered  # noqa: E402
-from scripts.networks import make_network  # noqa: E402
-from scripts.scoring import ANDiInferer  # noqa: E402
-from scripts.slices import brain_slices  # noqa: E402
-from scripts.synthetic import make_dataset  # noqa: E402
+from benchmarks import REPO
+from benchmarks.bench.report import fmt, markdown_table
+from benchmarks.bench.settings import DATA_NOTE
+from benchmarks.bench.spread import fmt_spread, mean_sd
+from benchmarks.faithful import FAMILIES  # its test set
+from scripts.checkpoints import load_network
+from scripts.configs import parsed
+from scripts.files import atomic_write_bytes
+from scripts.intensity import brain_mask
+from scripts.metrics import average_precision, binary_curve, median_filtered
+from scripts.networks import make_network
+from scripts.scoring import ANDiInferer
+from scripts.slices import brain_slices
+from scripts.synthetic import make_dataset
 
 MEDIAN_FILTER = 5  # inference's default; AUPRC is also given without it
 
@@ -554,7 +552,7 @@ def report(rows: list[Row], studies: list[Study], networks: list[Network], timin
     text = [
         f"# ANDi quality per second on this CPU ({DATA_NOTE})",
         "",
-        f"Printed by `python benchmarks/frontier.py {' '.join(sys.argv[1:])}` ({time.strftime('%Y-%m-%d')}). Every "
+        f"Printed by `python -m benchmarks.frontier {' '.join(sys.argv[1:])}` ({time.strftime('%Y-%m-%d')}). Every "
         f"AUPRC is measured on **{DATA_NOTE}**: {len(studies)} made test studies ({', '.join(names)}; 240 x 240 x "
         "155 at 1 mm, preprocessed by inference's configs to 128 x 128 x 155), AUPRC over brain voxels per study, "
         "then the mean. Networks: "

@@ -1,7 +1,7 @@
 """Whole-study cost: seconds and peak memory of each stage, and of the whole process, for one BraTS-sized study; and
 what stays allocated, step by step and study by study, in a batch of studies with and without a calibration.
 
-    python benchmarks/study_cost.py [--work_dir /tmp/andi_study_cost] [--t_stride 25] [--batch 8] [--skip_before]
+    python -m benchmarks.study_cost [--work_dir /tmp/andi_study_cost] [--t_stride 25] [--batch 8] [--skip_before]
 
 The study is MADE (synthetic) data: one tumour-like study of 240 x 240 x 155 voxels at 1 mm (``scripts.synthetic``),
 on the atlas lattice. Two measurements, with the shipped demo weights and the inference config's defaults:
@@ -48,15 +48,12 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-
-from benchmarks.bench import REPO  # noqa: E402
-from benchmarks.bench.jobs import config_files  # noqa: E402
-from benchmarks.bench.report import markdown_table  # noqa: E402
-from benchmarks.bench.settings import DATA_NOTE  # noqa: E402
-from scripts.configs import config_parser  # noqa: E402
-from scripts.synthetic import make_dataset  # noqa: E402
+from benchmarks import REPO
+from benchmarks.bench.jobs import config_files
+from benchmarks.bench.report import markdown_table
+from benchmarks.bench.settings import DATA_NOTE
+from scripts.configs import config_parser
+from scripts.synthetic import make_dataset
 
 BEFORE: dict[str, object] = {
     "post#median_filter": {"_target_": "MedianSmoothd", "keys": "pred", "radius": 2},

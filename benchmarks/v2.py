@@ -1,6 +1,6 @@
 """The ``v2`` profile (configs/v2.yaml) beside the default, on MADE (synthetic) data, at the demo budget.
 
-    python benchmarks/v2.py --work_dir /work/faithful     # about 1 hour on 2 CPU cores (the training: ~45 min)
+    python -m benchmarks.v2 --work_dir /work/faithful     # about 1 hour on 2 CPU cores (the training: ~45 min)
 
 The data and the default model are those of ``benchmarks/faithful.py`` in the same work folder (its functions are
 reused): the 24 + 2 made healthy studies of the demo for training, ``--n_test`` made test studies per lesion family.
@@ -21,17 +21,14 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.bench import REPO  # noqa: E402
-from benchmarks.bench.report import fmt, markdown_table, minutes  # noqa: E402
-from benchmarks.bench.settings import DATA_NOTE, Settings  # noqa: E402
-from benchmarks.faithful import FAMILIES, FAMILY_NAMES, evaluate, log, make_data, metrics, train  # noqa: E402
-from scripts.files import atomic_write_bytes  # noqa: E402
+from benchmarks import REPO
+from benchmarks.bench.report import fmt, markdown_table, minutes
+from benchmarks.bench.settings import DATA_NOTE, Settings
+from benchmarks.faithful import FAMILIES, FAMILY_NAMES, evaluate, log, make_data, metrics, train
+from scripts.files import atomic_write_bytes
 
 V2_PROFILE = ("v2.yaml",)
 V2_MEDIAN_FILTERS = (0, 3, 4, 5)
@@ -162,7 +159,7 @@ def main() -> None:
         outs["default"][family], seconds[f"eval default {family}"] = default_evaluation(
             work, family, tests[family], args.default_eval, s
         )
-    command = f"python benchmarks/v2.py --work_dir {work}"
+    command = f"python -m benchmarks.v2 --work_dir {work}"
     if args.default_eval != "cached":
         command += f" --default_eval {args.default_eval}"
     if args.threads != parser.get_default("threads"):

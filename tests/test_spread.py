@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from benchmarks import frontier  # noqa: E402
-from benchmarks.bench.spread import fmt_spread, mean_sd  # noqa: E402
+from benchmarks import frontier
+from benchmarks.bench.spread import fmt_spread, mean_sd
 
 
 def test_mean_and_sample_sd():

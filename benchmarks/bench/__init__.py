@@ -8,17 +8,4 @@ MADE (synthetic) data, every method trained and scored through the bundle's own 
 * :mod:`.methods`: the method specifications and their steps: train, evaluate, calibrate (AutoDDPM), tune (FLAIR);
 * :mod:`.report`: the Markdown tables and figures;
 * :mod:`.main`: the command line of a table script.
-
-The package puts ``bundle`` on ``sys.path`` so that ``scripts`` imports as MONAI's bundle runner imports it.
 """
-
-from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[2]
-"""The repository root: every bundle command runs from here."""
-
-if str(REPO / "bundle") not in sys.path:
-    sys.path.insert(0, str(REPO / "bundle"))

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks.bench import REPO
+from benchmarks import REPO
 from benchmarks.bench.settings import Settings
 from scripts.files import atomic_write_bytes
 

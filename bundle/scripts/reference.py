@@ -1,5 +1,5 @@
 """The authors' scoring procedure, an oracle for checks and benchmarks (``tests/test_scoring.py``,
-``benchmarks/scoring.py``), not the product path: no config uses it, and inference scores with
+``benchmarks/scoring_speed.py``), not the product path: no config uses it, and inference scores with
 :class:`scripts.scoring.ANDiInferer`.
 
 One timestep after another, batched over all slices of the volume (empty ones included), in float32; every d_t is
@@ -11,8 +11,8 @@ difference of the two means as Eq. 2 and Eq. 6 write them: mu_q(x_t, x_0) from x
 the predicted noise. That is not the authors' computation either: their ``Diffusion.normative_diffusion`` takes both
 means from x_t and a noise with one formula (``ddpm_mu_t``), mu_q from the true noise and mu_theta from the
 predicted one, and subtracts them. All three are algebraically the same, but in float32 a difference of means
-cancels digits that the log of the geometric mean then magnifies: ``benchmarks/scoring.py`` prints how far the means
-form lands from the noise form, and ``../shared/tools/authors_equiv/compare.py`` bounds each against the authors'.
+cancels digits that the log of the geometric mean then magnifies: ``benchmarks/scoring_speed.py`` prints how far the
+means form lands from the noise form, and ``../shared/tools/authors_equiv/compare.py`` bounds each against the authors'.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Scoring speed and memory: the bundle's fast path against the authors' procedure, on one made study.
 
-    python benchmarks/scoring.py [--weights bundle/models/model.pt] [--t_stride 10] [--strides 1,2,5,10]
+    python -m benchmarks.scoring_speed [--weights bundle/models/model.pt] [--t_stride 10] [--strides 1,2,5,10]
                                  [--batch_sizes 4,8,16,64]
 
 Both paths use the same weights, the same preprocessed study and the same noise (``ANDiInferer.noise_for``):
@@ -31,19 +31,16 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO / "bundle") not in sys.path:  # `scripts`, as MONAI's bundle runner imports it
-    sys.path.insert(0, str(REPO / "bundle"))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from scripts.checkpoints import load_network  # noqa: E402
-from scripts.diffusion import make_scheduler  # noqa: E402
-from scripts.metrics import Subject, evaluate_subjects  # noqa: E402
-from scripts.networks import make_network  # noqa: E402
-from scripts.reference import reference_slices, reference_volume  # noqa: E402
-from scripts.scoring import ANDiInferer, brain_slices  # noqa: E402
+from benchmarks import REPO
+from scripts.checkpoints import load_network
+from scripts.diffusion import make_scheduler
+from scripts.metrics import Subject, evaluate_subjects
+from scripts.networks import make_network
+from scripts.reference import reference_slices, reference_volume
+from scripts.scoring import ANDiInferer, brain_slices
 
 
 def _rss_kb(field: str) -> int:
@@ -126,7 +123,8 @@ def run_worker(
 ) -> dict:
     cmd = [
         sys.executable,
-        __file__,
+        "-m",
+        "benchmarks.scoring_speed",
         "--worker",
         mode,
         "--study",
@@ -150,7 +148,7 @@ def run_worker(
     ]
     if args.compile:
         cmd.append("--compile")
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=True)
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 

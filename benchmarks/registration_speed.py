@@ -2,7 +2,7 @@
 
 Usage (from the repository root)::
 
-    python benchmarks/registration.py [STUDY_FOLDER] [--runs N] [--threads T]
+    python -m benchmarks.registration_speed [STUDY_FOLDER] [--runs N] [--threads T]
 
 STUDY_FOLDER defaults to ../shared/data/cases/lgg_native (relative to the repository root): four modalities on
 different grids with skull, plus a brain mask (``bet_t1c_mask``) on the t1c grid. Prints the seconds per study of
@@ -14,20 +14,17 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "bundle"))
-
-from scripts.atlas import load_atlas  # noqa: E402
-from scripts.registration import register_study  # noqa: E402
-from scripts.registration_stages import RegistrationSettings, StageSettings  # noqa: E402
-from scripts.studies import find_study_files  # noqa: E402
+from benchmarks import REPO
+from scripts.atlas import load_atlas
+from scripts.registration import register_study
+from scripts.registration_stages import RegistrationSettings, StageSettings
+from scripts.studies import find_study_files
 
 
 def _ints(text: str) -> tuple[int, ...]:
