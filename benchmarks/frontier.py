@@ -49,12 +49,12 @@ import numpy as np
 import torch
 
 from benchmarks import REPO
+from benchmarks.bench.configs import parsed
 from benchmarks.bench.report import fmt, markdown_table
 from benchmarks.bench.settings import DATA_NOTE
 from benchmarks.bench.spread import fmt_spread, mean_sd
 from benchmarks.faithful import FAMILIES  # its test set
 from scripts.checkpoints import load_network
-from scripts.configs import parsed
 from scripts.files import atomic_write_bytes
 from scripts.intensity import brain_mask
 from scripts.metrics import average_precision, binary_curve, median_filtered

@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from benchmarks import REPO
+from benchmarks.bench.configs import parsed
 from benchmarks.bench.jobs import bundle_command
 from benchmarks.bench.report import fmt, markdown_table
 from benchmarks.bench.settings import DATA_NOTE
@@ -51,7 +52,6 @@ from scripts.calibration import (
     load_calibration,
     segmentation_fpr,
 )
-from scripts.configs import parsed
 from scripts.files import atomic_write_bytes
 from scripts.grid import voxel_ml
 from scripts.intensity import brain_mask

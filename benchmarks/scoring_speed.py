@@ -5,7 +5,7 @@
 
 Both paths use the same weights, the same preprocessed study and the same noise (``ANDiInferer.noise_for``):
 
-* reference (``bundle/scripts/reference.py``): one timestep after another, batched over all slices, float32, every d_t
+* reference (``benchmarks/bench/reference.py``): one timestep after another, batched over all slices, float32, every d_t
   stacked, then the geometric mean; the UNet's attention as an explicit softmax(QK^T)V, as the authors ran it;
 * fast (``scripts.scoring.ANDiInferer`` with the inference config's defaults, ``batch_size`` included):
   brain slices x timesteps in chunks, running log-sum, inference mode, channels-last, fused attention, bf16
@@ -35,11 +35,11 @@ import numpy as np
 import torch
 
 from benchmarks import REPO
+from benchmarks.bench.reference import reference_slices, reference_volume
 from scripts.checkpoints import load_network
 from scripts.diffusion import make_scheduler
 from scripts.metrics import Subject, evaluate_subjects
 from scripts.networks import make_network
-from scripts.reference import reference_slices, reference_volume
 from scripts.scoring import ANDiInferer, brain_slices
 
 
@@ -59,7 +59,7 @@ def _reset_peak() -> None:
 
 def make_study(folder: Path, seed: int) -> Path:
     """Preprocess one made tumour study as inference does; save image (C, H, W, D), label and brain to npz."""
-    from scripts.configs import parsed
+    from benchmarks.bench.configs import parsed
     from scripts.synthetic import make_study as synth
     from scripts.synthetic import write_study
 

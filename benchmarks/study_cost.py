@@ -35,7 +35,6 @@ Memory is in MB of 2^20 bytes (MiB). The last lines read
 from __future__ import annotations
 
 import argparse
-import ast
 import gc
 import json
 import os
@@ -49,10 +48,9 @@ from pathlib import Path
 import torch
 
 from benchmarks import REPO
-from benchmarks.bench.jobs import config_files
+from benchmarks.bench.configs import config_files, config_parser
 from benchmarks.bench.report import markdown_table
 from benchmarks.bench.settings import DATA_NOTE
-from scripts.configs import config_parser
 from scripts.synthetic import make_dataset
 
 BEFORE: dict[str, object] = {
@@ -117,7 +115,7 @@ def whole_process(
 ) -> tuple[float, float]:
     """(wall seconds, peak resident MB) of ``run <workflow>`` (inference) on the datalist, from ``/usr/bin/time -v``;
     ``options`` are further command-line overrides."""
-    config_list = ast.literal_eval(config_files(list(configs)))  # the list literal the runner reads
+    config_list = config_files(configs)
     if extra is not None:
         config_list.append(str(extra))
     cmd = ["/usr/bin/time", "-v", sys.executable, "-m", "monai.bundle", "run", workflow, "--config_file",

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
+from benchmarks.bench.reference import reference_slices
 from scripts.diffusion import DiffusionRange, deviation_from_noise, make_scheduler, q_sample, schedule_terms
 from scripts.networks import make_network
-from scripts.reference import reference_slices
 from scripts.scoring import ANDiInferer, brain_slices, timestep_range
 from scripts.training import NoisePrepareBatch
 

@@ -1,6 +1,6 @@
 """The authors' scoring procedure, an oracle for checks and benchmarks (``tests/test_scoring.py``,
 ``benchmarks/scoring_speed.py``), not the product path: no config uses it, and inference scores with
-:class:`scripts.scoring.ANDiInferer`.
+:class:`scripts.scoring.ANDiInferer`. So it lives here, beside the benchmarks, and not in the shipped bundle.
 
 One timestep after another, batched over all slices of the volume (empty ones included), in float32; every d_t is
 kept (stacked) and the geometric mean is taken at the end. The noise of timestep t is drawn exactly as
@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+
 from scripts.diffusion import deviation, deviation_from_noise, mu_q, mu_theta, q_sample, schedule_terms
 from scripts.scoring import ANDiInferer
 
