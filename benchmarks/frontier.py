@@ -51,7 +51,7 @@ from benchmarks.bench.frontier.report import goal_lines, report, thread_counts
 from benchmarks.bench.frontier.spread import spread
 from benchmarks.bench.frontier.studies import Study, prepare
 from benchmarks.bench.frontier.timing import speed_options, timings
-from benchmarks.bench.main import benchmark_parser, run
+from benchmarks.bench.main import benchmark_parser, run_benchmark
 from benchmarks.bench.report import write_report
 from scripts.scoring import ANDiInferer
 
@@ -172,4 +172,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    run(main)
+    run_benchmark(main)

@@ -43,7 +43,8 @@ import torch
 from benchmarks import REPO
 from benchmarks.bench.configs import parsed
 from benchmarks.bench.jobs import bundle_command
-from benchmarks.bench.report import fmt, markdown_table
+from benchmarks.bench.main import benchmark_parser, run_benchmark
+from benchmarks.bench.report import fmt, markdown_table, write_report
 from benchmarks.bench.settings import DATA_NOTE
 from scripts.calibration import (
     HealthyMapCollector,
@@ -352,7 +353,7 @@ def report(results: dict[str, dict], example: Path, args: argparse.Namespace, mi
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = benchmark_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--work_dir", default="/work/normative")
     parser.add_argument("--n_healthy", type=int, default=12, help="healthy studies for calibration, and held out")
     parser.add_argument("--t_stride", type=int, default=25)
@@ -368,15 +369,15 @@ def main() -> None:
         results[fusion] = analyse(work, maps, groups, fusion, args.t_stride)
     example, _ = example_run(work, groups, args.t_stride, "max")
     text = report(results, example, args, (time.time() - start) / 60)
-    atomic_write_bytes(text.encode(), work / "normative.md")
+    write_report(text, work / "normative.md")
     print(text)
     if args.doc:
         docs = REPO / "bundle" / "docs"
         (docs / "images").mkdir(exist_ok=True)
         shutil.copyfile(example / "tumour_000" / "overview.png", docs / "images" / "overview_zmap_made_data.png")
-        atomic_write_bytes(text.encode(), docs / "normative_made_data.md")
+        write_report(text, docs / "normative_made_data.md")
     log(f"written to {work / 'normative.md'}")
 
 
 if __name__ == "__main__":
-    main()
+    run_benchmark(main)

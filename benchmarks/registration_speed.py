@@ -21,6 +21,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from benchmarks import REPO
+from benchmarks.bench.main import benchmark_parser, run_benchmark
 from scripts.atlas import load_atlas
 from scripts.registration import register_study
 from scripts.registration_stages import RegistrationSettings, StageSettings
@@ -51,7 +52,7 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = benchmark_parser(__doc__)
     parser.add_argument("study", nargs="?", default=str(REPO.parent / "shared" / "data" / "cases" / "lgg_native"))
     parser.add_argument("--runs", type=int, default=3, help="number of timed registrations (median reported)")
     parser.add_argument("--threads", type=int, default=0, help="SimpleITK threads (0: SimpleITK's default)")
@@ -89,4 +90,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_benchmark(main)

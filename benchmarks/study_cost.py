@@ -34,7 +34,6 @@ Memory is in MB of 2^20 bytes (MiB). The last lines read
 
 from __future__ import annotations
 
-import argparse
 import gc
 import json
 import os
@@ -49,6 +48,7 @@ import torch
 
 from benchmarks import REPO
 from benchmarks.bench.configs import config_files, config_parser
+from benchmarks.bench.main import benchmark_parser, run_benchmark
 from benchmarks.bench.report import markdown_table
 from benchmarks.bench.settings import DATA_NOTE
 from scripts.synthetic import make_dataset
@@ -230,7 +230,7 @@ def batch_report(work: Path, datalist: Path, t_stride: int, n_batch: int, calibr
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = benchmark_parser(__doc__.split("\n\n")[0])
     ap.add_argument("--work_dir", default="/tmp/andi_study_cost")
     ap.add_argument("--t_stride", type=int, default=25, help="5 timesteps: the other stages do not depend on it")
     ap.add_argument("--batch", type=int, default=8, help="studies in the batch of sections 3 and 4")
@@ -268,4 +268,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_benchmark(main)

@@ -30,7 +30,6 @@ on this 2-core machine a training step with 2 threads took 8-20x longer while an
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -38,7 +37,7 @@ from pathlib import Path
 from benchmarks import REPO
 from benchmarks.bench.data import Data, make_data
 from benchmarks.bench.jobs import BenchmarkError, Step, run_tasks
-from benchmarks.bench.main import table_main
+from benchmarks.bench.main import run_benchmark, table_main
 from benchmarks.bench.methods import (
     FLAIR_CONFIGS,
     FLAIR_OVERRIDES,
@@ -258,4 +257,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_benchmark(main)

@@ -20,7 +20,6 @@ Every configuration is also shown with median filter off, 3 and 5.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -28,7 +27,7 @@ from pathlib import Path
 from benchmarks import REPO
 from benchmarks.bench.data import Data, make_data
 from benchmarks.bench.jobs import BenchmarkError, run_tasks
-from benchmarks.bench.main import table_main
+from benchmarks.bench.main import run_benchmark, table_main
 from benchmarks.bench.methods import METHODS, Evaluation, Trained, andi_name, andi_overrides, evaluate, train
 from benchmarks.bench.report import (
     figure_rows,
@@ -178,4 +177,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_benchmark(main)

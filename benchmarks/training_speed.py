@@ -11,12 +11,12 @@ depend on the content). The first two steps are warm-up; the median of the timed
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
 import torch
 
+from benchmarks.bench.main import benchmark_parser, run_benchmark
 from scripts.diffusion import make_scheduler
 from scripts.networks import make_network
 from scripts.training import AutocastDiffusionInferer, NoisePrepareBatch
@@ -53,7 +53,7 @@ def step_seconds(
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = benchmark_parser(__doc__)
     p.add_argument("--presets", default="cpu,paper")
     p.add_argument("--batch_size", type=int, default=16)
     p.add_argument("--steps", type=int, default=5)
@@ -82,4 +82,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_benchmark(main)

@@ -18,17 +18,16 @@ to ``bundle/docs/v2_made_data.md`` (``--report``); steps already done are reused
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import time
 from pathlib import Path
 
 from benchmarks import REPO
-from benchmarks.bench.report import fmt, markdown_table, minutes
+from benchmarks.bench.main import benchmark_parser, run_benchmark
+from benchmarks.bench.report import fmt, markdown_table, minutes, write_report
 from benchmarks.bench.settings import DATA_NOTE, Settings
 from benchmarks.faithful import FAMILIES, FAMILY_NAMES, evaluate, log, make_data, metrics, train
-from scripts.files import atomic_write_bytes
 
 V2_PROFILE = ("v2.yaml",)
 V2_MEDIAN_FILTERS = (0, 3, 4, 5)
@@ -126,9 +125,7 @@ def report_text(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = benchmark_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--work_dir", default="/work/faithful")
     parser.add_argument("--n_test", type=int, default=4, help="test studies per lesion family")
     parser.add_argument("--default_eval", choices=("cached", "run"), default="cached")
@@ -182,10 +179,10 @@ def main() -> None:
     )
     text = report_text(command, args.n_test, outs, seconds, time.perf_counter() - start, default_source, timing_note)
     report = Path(args.report)
-    atomic_write_bytes(("\n".join(text) + "\n").encode(), report)
+    write_report("\n".join(text) + "\n", report)
     log("\n".join(text))
     log(f"written to {report}")
 
 
 if __name__ == "__main__":
-    main()
+    run_benchmark(main)

@@ -1,5 +1,6 @@
-"""The entry point every benchmark shares: its parser (:func:`benchmark_parser`), its run (:func:`run`); and the
-command line of a table script (:func:`table_main`): the options, the work folder, the run (resumable), the report."""
+"""The entry point every benchmark shares: its parser (:func:`benchmark_parser`), its run (:func:`run_benchmark`);
+and the command line of a table script (:func:`table_main`): the options, the work folder, the run (resumable), the
+report."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ def benchmark_parser(doc: str | None) -> argparse.ArgumentParser:
     return argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
-def run(main: Callable[[], int | None]) -> None:
+def run_benchmark(main: Callable[[], int | None]) -> None:
     """Run a benchmark's ``main`` as ``python -m benchmarks.<name>`` does; exit with its status (0 for None)."""
     sys.exit(main())
 
