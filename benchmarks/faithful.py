@@ -1,6 +1,6 @@
 """ANDi as published, before and after, on MADE (synthetic) data: what each departure from the authors' code cost.
 
-    python benchmarks/faithful.py --work_dir /work/faithful            # about 2 hours on 2 CPU cores
+    python -m benchmarks.faithful --work_dir /work/faithful            # about 2 hours on 2 CPU cores
 
 Every model is trained with the bundle's own ``run training`` at the demo budget (``cpu`` preset, 600 iterations of
 16 slices, bf16 autocast; the 22 + 2 made healthy studies of the demo) and every figure comes from ``run evaluate``
@@ -38,15 +38,14 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.bench import REPO  # noqa: E402
-from benchmarks.bench.jobs import bundle_command, cached_step  # noqa: E402
-from benchmarks.bench.report import fmt, markdown_table, minutes  # noqa: E402
-from benchmarks.bench.settings import DATA_NOTE, Settings  # noqa: E402
-from benchmarks.bench.spread import fmt_spread  # noqa: E402
-from scripts.files import atomic_write_bytes  # noqa: E402
-from scripts.synthetic import make_dataset  # noqa: E402
+from benchmarks import REPO
+from benchmarks.bench.jobs import bundle_command, cached_step
+from benchmarks.bench.main import benchmark_parser, run_benchmark
+from benchmarks.bench.report import fmt, markdown_table, minutes, write_report
+from benchmarks.bench.settings import DATA_NOTE, Settings
+from benchmarks.bench.spread import fmt_spread
+from scripts.files import atomic_write_bytes
+from scripts.synthetic import make_dataset
 
 FAMILIES = ("tumour", "ms", "cortical", "bright")
 FAMILY_NAMES = {
@@ -177,10 +176,9 @@ def guarded(rows: list[dict], limit: float) -> tuple[float, list[float]]:
     return float(np.mean(dices)), marked
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line (see the module's docstring)."""
+    parser = benchmark_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--work_dir", default="/tmp/andi_faithful")
     parser.add_argument("--n_test", type=int, default=4, help="test studies per lesion family")
     parser.add_argument("--before_rev", default="386d979", help="git revision whose shipped weights are 'before'")
@@ -189,19 +187,33 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seeds", type=int, default=1, help="noise seeds of every evaluation (0 .. N-1)")
     parser.add_argument("--train_seeds", type=int, default=1, help="trainings of each retrained model (seeds 0 .. K-1)")
-    args = parser.parse_args()
-    work = Path(args.work_dir)
-    s = Settings(threads=args.threads)
-    start = time.perf_counter()
-    log(f"made data in {work / 'data'} ...")
-    train_list, tests = make_data(work, args.n_test)
-    before = before_weights(work, args.before_rev)
-    seconds: dict[str, float] = {}
+    return parser.parse_args(argv)
+
+
+def train_all(
+    args: argparse.Namespace, work: Path, train_list: Path, s: Settings, seconds: dict[str, float]
+) -> dict[str, list[Path]]:
+    """The retrained models, ``--train_seeds`` trainings each: model -> weights per training (wall times into
+    ``seconds``)."""
     trained: dict[str, list[Path]] = {"range_pyramid": [], "range_pyramid_authors": []}
     for k in range(args.train_seeds):
         for model, noise in (("range_pyramid", "pyramid"), ("range_pyramid_authors", "pyramid_authors")):
             weights, seconds[f"train {model} seed {k}"] = train(work, model, train_list, noise, s, seed=k)
             trained[model].append(weights)
+    return trained
+
+
+def evaluate_all(
+    args: argparse.Namespace,
+    work: Path,
+    tests: dict[str, Path],
+    before: Path,
+    trained: dict[str, list[Path]],
+    s: Settings,
+    seconds: dict[str, float],
+) -> dict[tuple[str, str], list[Path]]:
+    """Every run of the chain on every family, per training and noise seed: (run, family) -> the evaluations' output
+    folders (wall times into ``seconds``)."""
     runs = {  # run -> overrides per training
         "before": [{"checkpoint": before, "diffusion_range": "[0, 1]", "label_interpolation": "nearest"}],
         "labels": [{"checkpoint": before, "diffusion_range": "[0, 1]"}],
@@ -218,7 +230,11 @@ def main() -> None:
                         work, tag, family, tests[family], {**overrides, "seed": n}, s
                     )
                     outs.setdefault((name, family), []).append(out)
+    return outs
 
+
+def chain_section(args: argparse.Namespace, work: Path, outs: dict[tuple[str, str], list[Path]]) -> list[str]:
+    """The report's title, its command and the chain table: one change at a time, at ``--median_filter``."""
     chain = [
         ("0. before: weights on [0, 1], legacy nearest labels, brain voxels", "before", "brain"),
         ("1. + labels nearest-exact", "labels", "brain"),
@@ -242,10 +258,10 @@ def main() -> None:
                 fmt_spread([100 * m["segmented_fraction_median"] for m in ms], 1) + "%",
             ]
         rows.append(cells)
-    text = [
+    return [
         "# ANDi as published: before and after, on made (synthetic) data",
         "",
-        f"`python benchmarks/faithful.py --work_dir {work} --seeds {args.seeds} --train_seeds {args.train_seeds}`; "
+        f"`python -m benchmarks.faithful --work_dir {work} --seeds {args.seeds} --train_seeds {args.train_seeds}`; "
         f"every figure on **{DATA_NOTE}**, as mean ± SD over {args.train_seeds} training(s) x {args.seeds} noise "
         "seed(s) where there is more than one run.",
         f"{args.n_test} test studies per family; median filter {mf}; t = 75, 100, ..., 175 (stride 25); raw Yen (no",
@@ -254,7 +270,10 @@ def main() -> None:
         "",
         markdown_table(header, rows),
     ]
-    # every median filter, both voxel sets, both new models: the figures the default is chosen from
+
+
+def settings_section(outs: dict[tuple[str, str], list[Path]]) -> list[str]:
+    """Every median filter, both voxel sets, both new models: the figures the default is chosen from."""
     header2 = ["model", "voxel set", "MF"] + [
         f"{FAMILY_NAMES[f]} {m}" for f in FAMILIES for m in ("AUPRC", "⌈Dice⌉", "Dice_Yen")
     ]
@@ -267,8 +286,11 @@ def main() -> None:
                     ms = [metrics(o, voxels, size) for o in outs[run, family]]
                     cells += [fmt_spread([m[k] for m in ms]) for k in ("auprc", "ceil_dice", "dice_yen")]
                 rows2.append(cells)
-    text += ["", "## Every setting of the two retrained models", "", markdown_table(header2, rows2)]
-    # the guard, on what inference writes: per family, Dice_Yen and the share of the brain marked per study
+    return ["", "## Every setting of the two retrained models", "", markdown_table(header2, rows2)]
+
+
+def guard_section(args: argparse.Namespace, outs: dict[tuple[str, str], list[Path]]) -> list[str]:
+    """The guard, on what inference writes: per family, Dice_Yen and the share of the brain marked per study."""
     header3 = [
         "model",
         "voxel set",
@@ -297,22 +319,37 @@ def main() -> None:
                             ", ".join(f"{100 * v:.1f}%" for v in marked),
                         ]
                     )
-    text += [
+    return [
         "",
         f"## What inference writes: Yen with the guard (max_segmented_fraction {args.guard})",
         "",
         markdown_table(header3, rows3),
+    ]
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    work = Path(args.work_dir)
+    s = Settings(threads=args.threads)
+    start = time.perf_counter()
+    log(f"made data in {work / 'data'} ...")
+    train_list, tests = make_data(work, args.n_test)
+    before = before_weights(work, args.before_rev)
+    seconds: dict[str, float] = {}
+    trained = train_all(args, work, train_list, s, seconds)
+    outs = evaluate_all(args, work, tests, before, trained, s, seconds)
+    text = chain_section(args, work, outs) + settings_section(outs) + guard_section(args, outs)
+    text += [
         "",
         "## Wall times",
         "",
         *[f"- {k}: {minutes(v)}" for k, v in seconds.items()],
         f"- whole run: {minutes(time.perf_counter() - start)} (steps found done are counted at their first run's time)",
     ]
-    report = work / "faithful.md"
-    atomic_write_bytes(("\n".join(text) + "\n").encode(), report)
+    report = write_report("\n".join(text) + "\n", work / "faithful.md")
     log("\n".join(text))
     log(f"written to {report}")
 
 
 if __name__ == "__main__":
-    main()
+    run_benchmark(main)

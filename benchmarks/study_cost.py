@@ -1,7 +1,7 @@
 """Whole-study cost: seconds and peak memory of each stage, and of the whole process, for one BraTS-sized study; and
 what stays allocated, step by step and study by study, in a batch of studies with and without a calibration.
 
-    python benchmarks/study_cost.py [--work_dir /tmp/andi_study_cost] [--t_stride 25] [--batch 8] [--skip_before]
+    python -m benchmarks.study_cost [--work_dir /tmp/andi_study_cost] [--t_stride 25] [--batch 8] [--skip_before]
 
 The study is MADE (synthetic) data: one tumour-like study of 240 x 240 x 155 voxels at 1 mm (``scripts.synthetic``),
 on the atlas lattice. Two measurements, with the shipped demo weights and the inference config's defaults:
@@ -34,8 +34,6 @@ Memory is in MB of 2^20 bytes (MiB). The last lines read
 
 from __future__ import annotations
 
-import argparse
-import ast
 import gc
 import json
 import os
@@ -48,15 +46,12 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-
-from benchmarks.bench import REPO  # noqa: E402
-from benchmarks.bench.jobs import config_files  # noqa: E402
-from benchmarks.bench.report import markdown_table  # noqa: E402
-from benchmarks.bench.settings import DATA_NOTE  # noqa: E402
-from scripts.configs import config_parser  # noqa: E402
-from scripts.synthetic import make_dataset  # noqa: E402
+from benchmarks import REPO
+from benchmarks.bench.configs import config_files, config_parser
+from benchmarks.bench.main import benchmark_parser, run_benchmark
+from benchmarks.bench.report import markdown_table
+from benchmarks.bench.settings import DATA_NOTE
+from scripts.synthetic import make_dataset
 
 BEFORE: dict[str, object] = {
     "post#median_filter": {"_target_": "MedianSmoothd", "keys": "pred", "radius": 2},
@@ -120,7 +115,7 @@ def whole_process(
 ) -> tuple[float, float]:
     """(wall seconds, peak resident MB) of ``run <workflow>`` (inference) on the datalist, from ``/usr/bin/time -v``;
     ``options`` are further command-line overrides."""
-    config_list = ast.literal_eval(config_files(list(configs)))  # the list literal the runner reads
+    config_list = config_files(configs)
     if extra is not None:
         config_list.append(str(extra))
     cmd = ["/usr/bin/time", "-v", sys.executable, "-m", "monai.bundle", "run", workflow, "--config_file",
@@ -236,7 +231,7 @@ def batch_report(work: Path, datalist: Path, t_stride: int, n_batch: int, calibr
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = benchmark_parser(__doc__.split("\n\n")[0])
     ap.add_argument("--work_dir", default="/tmp/andi_study_cost")
     ap.add_argument("--t_stride", type=int, default=25, help="5 timesteps: the other stages do not depend on it")
     ap.add_argument("--batch", type=int, default=8, help="studies in the batch of sections 3 and 4")
@@ -274,4 +269,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_benchmark(main)

@@ -1,7 +1,7 @@
 """The paper's Table 1 on MADE (synthetic) data: every method trained and scored through the bundle's workflows.
 
-    python benchmarks/table1.py [--work_dir DIR] [--out bundle/docs/table1_made_data.md] [--iterations 400] ...
-    python benchmarks/table1.py --smoke --work_dir /tmp/t1_smoke --out /tmp/t1_smoke.md   # a few minutes
+    python -m benchmarks.table1 [--work_dir DIR] [--out bundle/docs/table1_made_data.md] [--iterations 400] ...
+    python -m benchmarks.table1 --smoke --work_dir /tmp/t1_smoke --out /tmp/t1_smoke.md   # a few minutes
 
 Made data (``scripts.synthetic``): one healthy training set with healthy validation studies, and two anomalous test
 sets, large tumour-like lesions and many small MS-like lesions (the two column groups, like BraTS and Shifts in the
@@ -30,19 +30,15 @@ on this 2-core machine a training step with 2 threads took 8-20x longer while an
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
-if str(Path(__file__).resolve().parents[1]) not in sys.path:  # `benchmarks.bench` (which puts `scripts` there)
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.bench import REPO  # noqa: E402
-from benchmarks.bench.data import Data, make_data  # noqa: E402
-from benchmarks.bench.jobs import BenchmarkError, Step, run_tasks  # noqa: E402
-from benchmarks.bench.main import table_main  # noqa: E402
-from benchmarks.bench.methods import (  # noqa: E402
+from benchmarks import REPO
+from benchmarks.bench.data import Data, make_data
+from benchmarks.bench.jobs import BenchmarkError, Step, run_tasks
+from benchmarks.bench.main import run_benchmark, table_main
+from benchmarks.bench.methods import (
     FLAIR_CONFIGS,
     FLAIR_OVERRIDES,
     METHODS,
@@ -59,7 +55,7 @@ from benchmarks.bench.methods import (  # noqa: E402
     train,
     tune_threshold,
 )
-from benchmarks.bench.report import (  # noqa: E402
+from benchmarks.bench.report import (
     figure_rows,
     fmt,
     markdown_table,
@@ -70,7 +66,7 @@ from benchmarks.bench.report import (  # noqa: E402
     settings_lines,
     wall,
 )
-from benchmarks.bench.settings import DATA_NOTE, FAMILIES, MEDIAN_FILTERS, Settings  # noqa: E402
+from benchmarks.bench.settings import DATA_NOTE, FAMILIES, MEDIAN_FILTERS, Settings
 
 DEFAULT_OUT = REPO / "bundle" / "docs" / "table1_made_data.md"
 
@@ -261,4 +257,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_benchmark(main)

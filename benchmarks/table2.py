@@ -1,7 +1,7 @@
 """The paper's Table 2 (ablation chain) on MADE (synthetic) data, through the bundle's workflows.
 
-    python benchmarks/table2.py --work_dir DIR [--out bundle/docs/table2_made_data.md] ...   # DIR: table1's
-    python benchmarks/table2.py --smoke --work_dir /tmp/t1_smoke --out /tmp/t2_smoke.md
+    python -m benchmarks.table2 --work_dir DIR [--out bundle/docs/table2_made_data.md] ...   # DIR: table1's
+    python -m benchmarks.table2 --smoke --work_dir /tmp/t1_smoke --out /tmp/t2_smoke.md
 
 The paper's chain (each row adds to the previous one): ANDi_base (DDPM trained with Gaussian noise, arithmetic
 mean over t, mean over the modalities, scored with Gaussian noise) -> + max pooling over the modalities ->
@@ -20,20 +20,16 @@ Every configuration is also shown with median filter off, 3 and 5.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
-if str(Path(__file__).resolve().parents[1]) not in sys.path:  # `benchmarks.bench` (which puts `scripts` there)
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.bench import REPO  # noqa: E402
-from benchmarks.bench.data import Data, make_data  # noqa: E402
-from benchmarks.bench.jobs import BenchmarkError, run_tasks  # noqa: E402
-from benchmarks.bench.main import table_main  # noqa: E402
-from benchmarks.bench.methods import METHODS, Evaluation, Trained, andi_name, andi_overrides, evaluate, train  # noqa: E402
-from benchmarks.bench.report import (  # noqa: E402
+from benchmarks import REPO
+from benchmarks.bench.data import Data, make_data
+from benchmarks.bench.jobs import BenchmarkError, run_tasks
+from benchmarks.bench.main import run_benchmark, table_main
+from benchmarks.bench.methods import METHODS, Evaluation, Trained, andi_name, andi_overrides, evaluate, train
+from benchmarks.bench.report import (
     figure_rows,
     markdown_table,
     metric_header,
@@ -43,7 +39,7 @@ from benchmarks.bench.report import (  # noqa: E402
     settings_lines,
     wall,
 )
-from benchmarks.bench.settings import DATA_NOTE, FAMILIES, MEDIAN_FILTERS, Settings  # noqa: E402
+from benchmarks.bench.settings import DATA_NOTE, FAMILIES, MEDIAN_FILTERS, Settings
 
 DEFAULT_OUT = REPO / "bundle" / "docs" / "table2_made_data.md"
 # Scoring configurations: (training noise, aggregation, channel reduction, scoring noise).
@@ -181,4 +177,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_benchmark(main)

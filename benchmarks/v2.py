@@ -1,6 +1,6 @@
 """The ``v2`` profile (configs/v2.yaml) beside the default, on MADE (synthetic) data, at the demo budget.
 
-    python benchmarks/v2.py --work_dir /work/faithful     # about 1 hour on 2 CPU cores (the training: ~45 min)
+    python -m benchmarks.v2 --work_dir /work/faithful     # about 1 hour on 2 CPU cores (the training: ~45 min)
 
 The data and the default model are those of ``benchmarks/faithful.py`` in the same work folder (its functions are
 reused): the 24 + 2 made healthy studies of the demo for training, ``--n_test`` made test studies per lesion family.
@@ -18,20 +18,16 @@ to ``bundle/docs/v2_made_data.md`` (``--report``); steps already done are reused
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.bench import REPO  # noqa: E402
-from benchmarks.bench.report import fmt, markdown_table, minutes  # noqa: E402
-from benchmarks.bench.settings import DATA_NOTE, Settings  # noqa: E402
-from benchmarks.faithful import FAMILIES, FAMILY_NAMES, evaluate, log, make_data, metrics, train  # noqa: E402
-from scripts.files import atomic_write_bytes  # noqa: E402
+from benchmarks import REPO
+from benchmarks.bench.main import benchmark_parser, run_benchmark
+from benchmarks.bench.report import fmt, markdown_table, minutes, write_report
+from benchmarks.bench.settings import DATA_NOTE, Settings
+from benchmarks.faithful import FAMILIES, FAMILY_NAMES, evaluate, log, make_data, metrics, train
 
 V2_PROFILE = ("v2.yaml",)
 V2_MEDIAN_FILTERS = (0, 3, 4, 5)
@@ -129,9 +125,7 @@ def report_text(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = benchmark_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--work_dir", default="/work/faithful")
     parser.add_argument("--n_test", type=int, default=4, help="test studies per lesion family")
     parser.add_argument("--default_eval", choices=("cached", "run"), default="cached")
@@ -162,7 +156,7 @@ def main() -> None:
         outs["default"][family], seconds[f"eval default {family}"] = default_evaluation(
             work, family, tests[family], args.default_eval, s
         )
-    command = f"python benchmarks/v2.py --work_dir {work}"
+    command = f"python -m benchmarks.v2 --work_dir {work}"
     if args.default_eval != "cached":
         command += f" --default_eval {args.default_eval}"
     if args.threads != parser.get_default("threads"):
@@ -185,10 +179,10 @@ def main() -> None:
     )
     text = report_text(command, args.n_test, outs, seconds, time.perf_counter() - start, default_source, timing_note)
     report = Path(args.report)
-    atomic_write_bytes(("\n".join(text) + "\n").encode(), report)
+    write_report("\n".join(text) + "\n", report)
     log("\n".join(text))
     log(f"written to {report}")
 
 
 if __name__ == "__main__":
-    main()
+    run_benchmark(main)

@@ -1,4 +1,5 @@
-"""Shared test set-up: put the bundle on sys.path (as MONAI's bundle runner does) and name the paths."""
+"""Shared test set-up: put the bundle on sys.path (as MONAI's bundle runner does) and the repository root (for
+``benchmarks``, whose helpers tests share), and name the paths."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ SHARED = REPO.parent / "shared"
 
 if str(BUNDLE) not in sys.path:  # `scripts`, as MONAI's bundle runner does
     sys.path.insert(0, str(BUNDLE))
+if str(REPO) not in sys.path:  # `benchmarks` (its package puts the bundle there too)
+    sys.path.append(str(REPO))
 
 
 @pytest.fixture(scope="session")

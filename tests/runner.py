@@ -1,4 +1,5 @@
-"""What the workflow tests share: the tiny network they train, and running `python -m monai.bundle run ...`."""
+"""What the workflow tests share: the tiny network they train, and running `python -m monai.bundle run ...` (its
+``--config_file`` list from :func:`benchmarks.bench.configs.config_files`, imported here for the tests)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+from benchmarks.bench.configs import config_files, parsed
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -60,17 +63,8 @@ def tiny_dataset(
     )
 
 
-def config_files(configs: str | Sequence[str]) -> list[str]:
-    """``inference.yaml`` and then ``configs`` (names under bundle/configs), as every workflow merges them (naming
-    ``inference.yaml`` among ``configs`` is allowed: it is not repeated)."""
-    names = [c for c in ([configs] if isinstance(configs, str) else configs) if c != "inference.yaml"]
-    return [f"bundle/configs/{c}" for c in ("inference.yaml", *names)]
-
-
 def preprocessing(**overrides: object):
     """The preprocessing of ``configs/inference.yaml`` (a ``Compose``), with ``overrides`` (e.g. ``image_size``)."""
-    from scripts.configs import parsed
-
     return parsed("preprocessing", **overrides)
 
 

@@ -13,8 +13,8 @@ from monai.data import MetaTensor
 from scipy import ndimage
 from skimage.morphology import ball
 
+from benchmarks.bench.configs import config_parser
 from scripts.calibration import Calibration
-from scripts.configs import config_parser
 from scripts.normative import NormativeModel
 
 SHAPE = (24, 20, 12)

@@ -18,7 +18,7 @@ import SimpleITK as sitk
 from dicom_made import classic_datasets, write_dicom_study
 from runner import TINY_ARGS, run_bundle, tiny_dataset, tiny_weights
 
-from scripts.configs import parsed
+from benchmarks.bench.configs import parsed
 from scripts.dicom_series import scan_dicom_studies
 
 pydicom = pytest.importorskip("pydicom")

@@ -15,13 +15,14 @@ import yaml
 from runner import TINY_NET, tiny_dataset, tiny_weights
 from sklearn.metrics import average_precision_score
 
+from benchmarks.bench.configs import config_files
 from scripts.errors import StudyError
 from scripts.metrics import median_filtered
 from scripts.report import CollectMapsd, MapCollector, load_maps
 from scripts.studies import select_studies
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = ["bundle/configs/inference.yaml", "bundle/configs/evaluate.yaml"]
+CONFIGS = config_files("evaluate.yaml")  # inference.yaml, evaluate.yaml
 
 
 @pytest.fixture(scope="module")

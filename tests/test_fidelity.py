@@ -14,8 +14,8 @@ from monai.data import MetaTensor
 from monai.transforms import Resized
 from runner import preprocessing
 
+from benchmarks.bench.configs import config_parser
 from scripts.antialias import SliceResized
-from scripts.configs import config_parser
 from scripts.diffusion import make_scheduler, schedule_terms
 from scripts.fingerprint import fingerprint
 from scripts.metrics import Subject, dice_at_thresholds, evaluate_subjects

@@ -3,20 +3,10 @@
 from __future__ import annotations
 
 import torch
-from monai.bundle import ConfigParser
 from monai.networks.blocks.spatialattention import SpatialAttentionBlock
-from runner import REPO
 
+from benchmarks.bench.configs import config_parser
 from scripts.networks import make_network
-
-CONFIGS = REPO / "bundle" / "configs"
-
-
-def parsed(*names: str) -> ConfigParser:
-    parser = ConfigParser()
-    parser.read_config(ConfigParser.load_config_files([str(CONFIGS / n) for n in ("inference.yaml", *names)]))
-    parser.update({"bundle_root": str(REPO / "bundle")})
-    return parser
 
 
 def test_paper_preset_has_the_authors_shape_and_its_stated_size():
@@ -33,7 +23,7 @@ def test_paper_preset_has_the_authors_shape_and_its_stated_size():
 
 
 def test_paper_profile_sets_every_choice_of_the_authors():
-    inference = parsed("inference.yaml", "evaluate.yaml", "paper.yaml")
+    inference = config_parser(["evaluate.yaml", "paper.yaml"])
     assert inference.get_parsed_content("inferer").timesteps == list(range(75, 200))
     assert inference.get_parsed_content("inferer").all_slices
     expected = {
@@ -50,7 +40,8 @@ def test_paper_profile_sets_every_choice_of_the_authors():
     assert {k: inference.get_parsed_content(k) for k in expected} == expected
     assert not inference.get_parsed_content("post#mask_brain").enabled
     assert inference.get_parsed_content("evaluation_voxel_sets") == ["volume", "brain"]
-    training = parsed("train.yaml", "paper.yaml")
+    training = config_parser(["train.yaml", "paper.yaml"])
     assert training.get_parsed_content("noise_type") == "pyramid_authors"
     assert training.get_parsed_content("weights_settings")["network_preset"] == "paper"
-    assert training.get_parsed_content("prepare_batch").diffusion_range.as_list() == [-1.0, 1.0]
+    diffusion_range = training.get_parsed_content("prepare_batch").diffusion_range
+    assert (diffusion_range.low, diffusion_range.high) == (-1.0, 1.0)

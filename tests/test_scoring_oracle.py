@@ -1,8 +1,8 @@
 """The scoring against an oracle made of MONAI alone: x_t from ``DDPMScheduler.add_noise``, the two posterior means
 from ``DDPMScheduler.step`` (once with the true noise, once with the network's, under one generator seed so that the
 sampled noise of the step cancels), d_t their squared difference in float64. No project helper enters the oracle
-(``noise_for``, ``schedule_terms``, ``q_sample``, ``deviation_from_noise`` and ``scripts.reference`` are what it
-checks), so an error shared by the code's paths shows."""
+(``noise_for``, ``schedule_terms``, ``q_sample``, ``deviation_from_noise`` and ``scripts.reference`` are what
+it checks), so an error shared by the code's paths shows."""
 
 from __future__ import annotations
 

@@ -1,21 +1,19 @@
-"""The benchmarks' spread over seeds: mean ± SD, and frontier.py's spread table on tiny made volumes."""
+"""The benchmarks' spread over seeds: mean ± SD, and the frontier's spread table on tiny made volumes."""
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from benchmarks import frontier  # noqa: E402
-from benchmarks.bench.spread import fmt_spread, mean_sd  # noqa: E402
+from benchmarks.bench.frontier import quality
+from benchmarks.bench.frontier import spread as frontier_spread
+from benchmarks.bench.frontier.networks import Network
+from benchmarks.bench.frontier.studies import Study
+from benchmarks.bench.spread import fmt_spread, mean_sd
 
 
 def test_mean_and_sample_sd():
@@ -37,15 +35,16 @@ def test_frontier_spread_gives_each_row_over_the_seeds(tmp_path, monkeypatch):
         label[5:9, 5:9, 2:4] = True
         image[3, 5:9, 5:9, 2:4] += 0.8
         brain = (image[0] > 0.4).numpy()
-        studies.append(frontier.Study(name, image, label, brain))
-    network = frontier.Network("toy", Path("none"), "tiny")
+        studies.append(Study(name, image, label, brain))
+    network = Network("toy", Path("none"), "tiny")
     network.module = lambda x, timesteps: 0.3 * x
-    monkeypatch.setattr(frontier, "MEDIAN_FILTER", 3)
+    for module in (quality, frontier_spread):  # each reads the constant it imported
+        monkeypatch.setattr(module, "MEDIAN_FILTER", 3)
     args = argparse.Namespace(
         t_lower=75, t_upper=80, seeds=2, spread_subsets="window_5,stride_2", new_default="toy:window_5",
         old_default="toy:stride_2",
     )  # fmt: skip
-    text = frontier.spread(args, tmp_path, studies, [network], {})
+    text = frontier_spread.spread(args, tmp_path, studies, [network], {})
     rows = [line for line in text.splitlines() if line.startswith("| toy:")]
     assert len(rows) == 2 and all("±" in r for r in rows), text
     per_seed = [float(v) for v in rows[0].split("|")[3].split(",")]

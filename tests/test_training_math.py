@@ -13,8 +13,8 @@ import torch
 from ignite.engine import Events
 from runner import TINY_NET, tiny_dataset
 
+from benchmarks.bench.configs import config_parser
 from scripts.checkpoints import WEIGHTS_KEY
-from scripts.configs import config_parser
 
 pytestmark = pytest.mark.slow  # trains (tiny) networks in this process: minutes on 2 shared cores
 

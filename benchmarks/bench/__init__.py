@@ -7,18 +7,10 @@ MADE (synthetic) data, every method trained and scored through the bundle's own 
   caching them in the work folder, running several side by side;
 * :mod:`.methods`: the method specifications and their steps: train, evaluate, calibrate (AutoDDPM), tune (FLAIR);
 * :mod:`.report`: the Markdown tables and figures;
-* :mod:`.main`: the command line of a table script.
-
-The package puts ``bundle`` on ``sys.path`` so that ``scripts`` imports as MONAI's bundle runner imports it.
+* :mod:`.main`: the entry point of every benchmark (its parser and run) and the command line of a table script;
+* :mod:`.configs`: the one builder of the config list (``inference.yaml`` first) and configured components from
+  Python, for the benchmarks and the tests;
+* :mod:`.reference`: the authors' slow scoring procedure, the tests' and ``scoring_speed``'s oracle;
+* :mod:`.frontier`: the parts of ``benchmarks/frontier.py``, one job a module;
+* :mod:`.spread`: mean ± SD over seeds.
 """
-
-from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[2]
-"""The repository root: every bundle command runs from here."""
-
-if str(REPO / "bundle") not in sys.path:
-    sys.path.insert(0, str(REPO / "bundle"))

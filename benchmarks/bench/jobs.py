@@ -1,4 +1,4 @@
-"""Bundle commands: built (:func:`bundle_command`, :func:`config_files`), run from the repository root with their
+"""Bundle commands: built (:func:`bundle_command`), run from the repository root with their
 output in a log (:func:`run_command`), cached in the work folder (:func:`cached_step`), run side by side
 (:func:`run_tasks`).
 
@@ -19,7 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks.bench import REPO
+from benchmarks import REPO
+from benchmarks.bench.configs import config_files
 from benchmarks.bench.settings import Settings
 from scripts.files import atomic_write_bytes
 
@@ -31,16 +32,10 @@ class BenchmarkError(RuntimeError):
 STOP = threading.Event()  # set on Ctrl-C (run_tasks): no further bundle command starts
 
 
-def config_files(configs: Sequence[str]) -> str:
-    """The ``--config_file`` argument of a bundle command: ``inference.yaml`` then ``configs`` (names under
-    ``bundle/configs``, merged in order) as the list literal MONAI's runner reads. The one place that list is made."""
-    return str([f"bundle/configs/{c}" for c in ("inference.yaml", *(c for c in configs if c != "inference.yaml"))])
-
-
 def bundle_command(workflow: str, configs: Sequence[str], overrides: Mapping[str, object]) -> list[str]:
-    """``python -m monai.bundle run WORKFLOW`` with the merged ``configs`` (:func:`config_files`) and ``--key value``
-    overrides (booleans as ``true``/``false``)."""
-    cmd = [sys.executable, "-m", "monai.bundle", "run", workflow, "--config_file", config_files(configs)]
+    """``python -m monai.bundle run WORKFLOW`` with the merged ``configs`` (:func:`~.configs.config_files`, as the list
+    literal MONAI's runner reads) and ``--key value`` overrides (booleans as ``true``/``false``)."""
+    cmd = [sys.executable, "-m", "monai.bundle", "run", workflow, "--config_file", str(config_files(configs))]
     cmd += ["--bundle_root", "bundle"]
     for key, value in overrides.items():
         cmd += [f"--{key}", str(value).lower() if isinstance(value, bool) else str(value)]

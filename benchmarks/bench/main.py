@@ -1,14 +1,28 @@
-"""The command line of a table script: the options, the work folder, the run (resumable), the report."""
+"""The entry point every benchmark shares: its parser (:func:`benchmark_parser`), its run (:func:`run_benchmark`);
+and the command line of a table script (:func:`table_main`): the options, the work folder, the run (resumable), the
+report."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from benchmarks.bench.report import write_report
 from benchmarks.bench.settings import DATA_NOTE, add_arguments, settings_from_args, work_folder
+
+
+def benchmark_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The argument parser of a benchmark, ``doc`` (its docstring, or its first paragraph) as the description of
+    ``--help``, kept as written."""
+    return argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def run_benchmark(main: Callable[[], int | None]) -> None:
+    """Run a benchmark's ``main`` as ``python -m benchmarks.<name>`` does; exit with its status (0 for None)."""
+    sys.exit(main())
 
 
 def table_main(
@@ -24,7 +38,7 @@ def table_main(
         default_out: the Markdown file written unless ``--out`` is given.
         doc: the script's docstring, for ``--help``.
     """
-    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = benchmark_parser(doc)
     add_arguments(p)
     p.add_argument("--out", default=str(default_out), help="Markdown file to write (atomically)")
     args = p.parse_args(argv)

@@ -70,9 +70,6 @@ class DiffusionRange:
             raise ValueError(f"diffusion_range must be [low, high] with high > low, got {list(value)}")
         return cls(low, high)
 
-    def as_list(self) -> list[float]:
-        return [self.low, self.high]
-
     def to_diffusion(self, x: torch.Tensor) -> torch.Tensor:
         """Preprocessed image -> diffusion input, any shape."""
         if (self.low, self.high) == (0.0, 1.0):

@@ -42,6 +42,9 @@ MEDIAN_FILTER_SIZES: tuple[int, ...] = (0, 3, 5)
 CURVE_POINTS = 2000  # points kept of each precision-recall curve for plotting
 AUTHORS_CEIL_GRID: tuple[float, float, float] = (0.01, 0.3, 0.001)
 """The authors' threshold grid for the ceil Dice: ``start, stop, step`` on the normalised scores (stop excluded)."""
+CEIL_GRID = AUTHORS_CEIL_GRID
+"""The name of :data:`AUTHORS_CEIL_GRID` before 0.6.0 (``evaluate.yaml``'s ``ceil_grid`` is the bundle's own grid),
+kept for the authors-equivalence check (``../shared/tools/authors_equiv/compare.py`` imports it) until 0.7.0."""
 
 
 def threshold_grid(grid: Sequence[float] = AUTHORS_CEIL_GRID) -> np.ndarray:

@@ -21,7 +21,6 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform
 from scripts.atlas import atlas_grid
-from scripts.errors import StudyError
 from scripts.files import atomic_write_bytes
 from scripts.grid import Grid, read_grid, same_lattice, to_metatensor, to_sitk
 
@@ -95,14 +94,6 @@ def write_transform(transform: sitk.Transform, path: PathLike) -> Path:
         staged = Path(tmp) / f"transform{''.join(path.suffixes) or '.tfm'}"
         sitk.WriteTransform(transform, str(staged))
         return atomic_write_bytes(staged.read_bytes(), path)
-
-
-def read_transform(path: PathLike) -> sitk.Transform:
-    """Read a transform written by ``write_transform``; StudyError when unreadable."""
-    try:
-        return sitk.ReadTransform(str(path))
-    except RuntimeError as err:
-        raise StudyError(f"{path}: unreadable as an ITK transform ({str(err).strip().splitlines()[-1]})") from err
 
 
 class ToNatived(MapTransform):

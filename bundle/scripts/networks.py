@@ -68,7 +68,7 @@ def make_network(
         fused_attention: run the attention blocks through PyTorch's fused ``scaled_dot_product_attention``
             (MONAI's ``use_flash_attention``) rather than an explicit softmax(QK^T)V. The weights are the same either
             way; the fused kernel is faster and does not hold the attention matrix (about 1.6x the whole ``cpu``
-            preset's forward pass on this project's CPU, fp32 and bf16: ``benchmarks/scoring.py``).
+            preset's forward pass on this project's CPU, fp32 and bf16: ``benchmarks/scoring_speed.py``).
         overrides: arguments that replace the preset's.
     """
     if isinstance(preset, str):

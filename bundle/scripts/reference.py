@@ -1,6 +1,8 @@
 """The authors' scoring procedure, an oracle for checks and benchmarks (``tests/test_scoring.py``,
-``benchmarks/scoring.py``), not the product path: no config uses it, and inference scores with
-:class:`scripts.scoring.ANDiInferer`.
+``benchmarks/scoring_speed.py``), not the product path: no config uses it, and inference scores with
+:class:`scripts.scoring.ANDiInferer`. It ships in the bundle all the same, as ``scripts.reference``, because the
+equivalence check against the authors' own functions (``../shared/tools/authors_equiv/compare.py``, run beside the
+bundle on its ``scripts`` package) imports it from there.
 
 One timestep after another, batched over all slices of the volume (empty ones included), in float32; every d_t is
 kept (stacked) and the geometric mean is taken at the end. The noise of timestep t is drawn exactly as
@@ -11,8 +13,8 @@ difference of the two means as Eq. 2 and Eq. 6 write them: mu_q(x_t, x_0) from x
 the predicted noise. That is not the authors' computation either: their ``Diffusion.normative_diffusion`` takes both
 means from x_t and a noise with one formula (``ddpm_mu_t``), mu_q from the true noise and mu_theta from the
 predicted one, and subtracts them. All three are algebraically the same, but in float32 a difference of means
-cancels digits that the log of the geometric mean then magnifies: ``benchmarks/scoring.py`` prints how far the means
-form lands from the noise form, and ``../shared/tools/authors_equiv/compare.py`` bounds each against the authors'.
+cancels digits that the log of the geometric mean then magnifies: ``benchmarks/scoring_speed.py`` prints how far the
+means form lands from the noise form, and ``../shared/tools/authors_equiv/compare.py`` bounds each against the authors'.
 """
 
 from __future__ import annotations

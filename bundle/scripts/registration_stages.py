@@ -34,7 +34,7 @@ class RegistrationSettings:
     """Settings of ``register_study``: a rigid stage (modality -> reference) and an affine one (reference -> atlas).
 
     The defaults are tuned on the lgg_native study for <= 60 s per 4-modality study on 2 CPU cores while keeping the
-    registered brain mask's Dice with the atlas brain >= 0.90 (see ``benchmarks/registration.py``).
+    registered brain mask's Dice with the atlas brain >= 0.90 (see ``benchmarks/registration_speed.py``).
     """
 
     rigid: StageSettings = field(default_factory=StageSettings)

@@ -1,6 +1,6 @@
 """Scoring speed and memory: the bundle's fast path against the authors' procedure, on one made study.
 
-    python benchmarks/scoring.py [--weights bundle/models/model.pt] [--t_stride 10] [--strides 1,2,5,10]
+    python -m benchmarks.scoring_speed [--weights bundle/models/model.pt] [--t_stride 10] [--strides 1,2,5,10]
                                  [--batch_sizes 4,8,16,64]
 
 Both paths use the same weights, the same preprocessed study and the same noise (``ANDiInferer.noise_for``):
@@ -31,19 +31,17 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO / "bundle") not in sys.path:  # `scripts`, as MONAI's bundle runner imports it
-    sys.path.insert(0, str(REPO / "bundle"))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from scripts.checkpoints import load_network  # noqa: E402
-from scripts.diffusion import make_scheduler  # noqa: E402
-from scripts.metrics import Subject, evaluate_subjects  # noqa: E402
-from scripts.networks import make_network  # noqa: E402
-from scripts.reference import reference_slices, reference_volume  # noqa: E402
-from scripts.scoring import ANDiInferer, brain_slices  # noqa: E402
+from benchmarks import REPO
+from benchmarks.bench.main import benchmark_parser, run_benchmark
+from scripts.checkpoints import load_network
+from scripts.diffusion import make_scheduler
+from scripts.metrics import Subject, evaluate_subjects
+from scripts.networks import make_network
+from scripts.reference import reference_slices, reference_volume
+from scripts.scoring import ANDiInferer, brain_slices
 
 
 def _rss_kb(field: str) -> int:
@@ -62,7 +60,7 @@ def _reset_peak() -> None:
 
 def make_study(folder: Path, seed: int) -> Path:
     """Preprocess one made tumour study as inference does; save image (C, H, W, D), label and brain to npz."""
-    from scripts.configs import parsed
+    from benchmarks.bench.configs import parsed
     from scripts.synthetic import make_study as synth
     from scripts.synthetic import write_study
 
@@ -126,7 +124,8 @@ def run_worker(
 ) -> dict:
     cmd = [
         sys.executable,
-        __file__,
+        "-m",
+        "benchmarks.scoring_speed",
         "--worker",
         mode,
         "--study",
@@ -150,7 +149,7 @@ def run_worker(
     ]
     if args.compile:
         cmd.append("--compile")
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=True)
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -228,8 +227,9 @@ def means_form_error(args: argparse.Namespace, study: Path, n_slices: int = 16) 
     return float((means - exact).abs().max()) / span, float((noise - exact).abs().max()) / span
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line (see the module's docstring); ``--worker`` and its options are the measuring process's."""
+    p = benchmark_parser(__doc__)
     p.add_argument("--weights", default=str(REPO / "bundle" / "models" / "model.pt"))
     p.add_argument("--preset", default="cpu")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -245,7 +245,90 @@ def main() -> None:
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--study", help=argparse.SUPPRESS)
     p.add_argument("--output", help=argparse.SUPPRESS)
-    args = p.parse_args()
+    return p.parse_args(argv)
+
+
+def compare_paths(args: argparse.Namespace, study: Path, tmp: Path) -> tuple[dict, dict, dict[str, float]]:
+    """The reference and the fast path (fp32, bf16, as configured), each in its own process: their seconds and peak
+    memory, how far they land apart; returns (results, maps, figures of the last line)."""
+    results, maps = {}, {}
+    for mode in ("reference", "fast_fp32", "fast_bf16", "fast"):
+        results[mode] = run_worker(mode, study, tmp / f"{mode}.pt", args, args.t_stride)
+        maps[mode] = torch.load(tmp / f"{mode}.pt", weights_only=True)
+        r = results[mode]
+        print(f"{mode:10s} seconds={r['seconds']:8.2f} peak_mem_mb={r['peak_mb']:9.1f} bf16={r['amp']}")
+    ref, fp32, bf16 = (maps[k].amax(0) for k in ("reference", "fast_fp32", "fast_bf16"))
+    span = float(ref.max() - ref.min())
+    diff = float((fp32 - ref).abs().max())
+    corr = float(torch.corrcoef(torch.stack([bf16.flatten(), fp32.flatten()]))[0, 1])
+    auprc_fp32, auprc_bf16 = auprc(maps["fast_fp32"], study), auprc(maps["fast_bf16"], study)
+    speedup = results["reference"]["seconds"] / results["fast"]["seconds"]
+    mem_ratio = results["fast"]["peak_mb"] / max(results["reference"]["peak_mb"], 1e-9)
+    print(f"fp32 fast vs reference: max |diff| = {diff:.3e} ({diff / span:.2e} of the map's range {span:.3e})")
+    print(
+        f"bf16 vs fp32 fast path: correlation {corr:.5f}; AUPRC (made data) fp32 {auprc_fp32:.4f}, "
+        f"bf16 {auprc_bf16:.4f}"
+    )
+    return (
+        results,
+        maps,
+        {
+            "speedup": speedup,
+            "mem_ratio": mem_ratio,
+            "diff": diff / span,
+            "auprc_delta": auprc_bf16 - auprc_fp32,
+        },
+    )
+
+
+def print_flops(args: argparse.Namespace, shape: tuple[int, ...], n_brain: int, n_t: int, fast: dict) -> None:
+    """The fast path's seconds and pairs per second, and its TFLOP/s beside the device's bf16 peak."""
+    flops = flops_per_pair(args, tuple(shape[:3]))
+    study_tflop = flops * n_brain * n_t / 1e12
+    achieved = study_tflop / fast["seconds"]
+    print(
+        f"fast path: {fast['seconds']:.2f} s per study, "
+        f"{n_brain * n_t / fast['seconds']:.0f} slice-timestep pairs per second, "
+        f"peak memory {fast['peak_mb']:.0f} MB"
+    )
+    peak = peak_tflops(args)
+    print(
+        f"network FLOPs (torch.utils.flop_counter): {flops / 1e9:.2f} GFLOP per slice-timestep pair; "
+        f"{study_tflop:.1f} TFLOP per study here ({n_brain} brain slices x {n_t} timesteps), "
+        f"{flops * n_brain * 125 / 1e12:.1f} TFLOP at the paper's 125; fast path {achieved:.2f} TFLOP/s"
+        + (f" = {100 * achieved / peak:.1f}% of the device's bf16 peak {peak:.0f} TFLOP/s" if peak else "")
+    )
+
+
+def print_batch_sweep(args: argparse.Namespace, study: Path, tmp: Path, fast: dict) -> None:
+    """Seconds and peak memory of the fast path at each of ``--batch_sizes`` pairs per call."""
+    sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
+    if sizes:
+        print("\n| pairs per call (fast path) | seconds | peak memory (MB) |")
+        print("| --- | --- | --- |")
+        for size in sizes:
+            r = fast if size == args.batch_size else None
+            r = r or run_worker("fast", study, tmp / f"batch{size}.pt", args, args.t_stride, size)
+            print(f"| {size} | {r['seconds']:.2f} | {r['peak_mb']:.1f} |")
+
+
+def print_stride_table(args: argparse.Namespace, study: Path, tmp: Path, fast: dict, fast_map: torch.Tensor) -> None:
+    """Seconds and AUPRC of the fast path at each of ``--strides``."""
+    strides = [int(s) for s in args.strides.split(",") if s.strip()]
+    if strides:
+        print("\n| t stride | timesteps | seconds (fast path) | AUPRC (made data, no median filter) |")
+        print("| --- | --- | --- | --- |")
+        for stride in strides:
+            r, a = fast, fast_map
+            if stride != args.t_stride:
+                r = run_worker("fast", study, tmp / f"stride{stride}.pt", args, stride)
+                a = torch.load(tmp / f"stride{stride}.pt", weights_only=True)
+            n = len(range(args.t_lower, args.t_upper, stride))
+            print(f"| {stride} | {n} | {r['seconds']:.2f} | {auprc(a, study):.4f} |")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     if args.worker:
         worker(args)
         return
@@ -266,69 +349,21 @@ def main() -> None:
             f"# study {shape} (C, H, W, D), {n_brain} brain slices; t in range({args.t_lower}, {args.t_upper}) "
             f"stride {args.t_stride}: {n_t} timesteps"
         )
-        results, maps = {}, {}
-        for mode in ("reference", "fast_fp32", "fast_bf16", "fast"):
-            results[mode] = run_worker(mode, study, tmp / f"{mode}.pt", args, args.t_stride)
-            maps[mode] = torch.load(tmp / f"{mode}.pt", weights_only=True)
-            r = results[mode]
-            print(f"{mode:10s} seconds={r['seconds']:8.2f} peak_mem_mb={r['peak_mb']:9.1f} bf16={r['amp']}")
-        ref, fp32, bf16 = (maps[k].amax(0) for k in ("reference", "fast_fp32", "fast_bf16"))
-        span = float(ref.max() - ref.min())
-        diff = float((fp32 - ref).abs().max())
-        corr = float(torch.corrcoef(torch.stack([bf16.flatten(), fp32.flatten()]))[0, 1])
-        auprc_fp32, auprc_bf16 = auprc(maps["fast_fp32"], study), auprc(maps["fast_bf16"], study)
-        speedup = results["reference"]["seconds"] / results["fast"]["seconds"]
-        mem_ratio = results["fast"]["peak_mb"] / max(results["reference"]["peak_mb"], 1e-9)
-        print(f"fp32 fast vs reference: max |diff| = {diff:.3e} ({diff / span:.2e} of the map's range {span:.3e})")
-        print(
-            f"bf16 vs fp32 fast path: correlation {corr:.5f}; AUPRC (made data) fp32 {auprc_fp32:.4f}, "
-            f"bf16 {auprc_bf16:.4f}"
-        )
-        flops = flops_per_pair(args, tuple(shape[:3]))
-        study_tflop = flops * n_brain * n_t / 1e12
-        achieved = study_tflop / results["fast"]["seconds"]
-        print(
-            f"fast path: {results['fast']['seconds']:.2f} s per study, "
-            f"{n_brain * n_t / results['fast']['seconds']:.0f} slice-timestep pairs per second, "
-            f"peak memory {results['fast']['peak_mb']:.0f} MB"
-        )
-        peak = peak_tflops(args)
-        print(
-            f"network FLOPs (torch.utils.flop_counter): {flops / 1e9:.2f} GFLOP per slice-timestep pair; "
-            f"{study_tflop:.1f} TFLOP per study here ({n_brain} brain slices x {n_t} timesteps), "
-            f"{flops * n_brain * 125 / 1e12:.1f} TFLOP at the paper's 125; fast path {achieved:.2f} TFLOP/s"
-            + (f" = {100 * achieved / peak:.1f}% of the device's bf16 peak {peak:.0f} TFLOP/s" if peak else "")
-        )
+        results, maps, last = compare_paths(args, study, tmp)
+        print_flops(args, shape, n_brain, n_t, results["fast"])
         means_err, noise_err = means_form_error(args, study)
         print(
             "d_t precision, float32 reference on 16 slices against float64 arithmetic on the same network outputs: "
             f"from the two means (Eq. 6, the authors' form) {means_err:.2e} of the range; "
             f"from the noises (the bundle's form) {noise_err:.2e}"
         )
-        sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
-        if sizes:
-            print("\n| pairs per call (fast path) | seconds | peak memory (MB) |")
-            print("| --- | --- | --- |")
-            for size in sizes:
-                r = results["fast"] if size == args.batch_size else None
-                r = r or run_worker("fast", study, tmp / f"batch{size}.pt", args, args.t_stride, size)
-                print(f"| {size} | {r['seconds']:.2f} | {r['peak_mb']:.1f} |")
-        strides = [int(s) for s in args.strides.split(",") if s.strip()]
-        if strides:
-            print("\n| t stride | timesteps | seconds (fast path) | AUPRC (made data, no median filter) |")
-            print("| --- | --- | --- | --- |")
-            for stride in strides:
-                r, a = results["fast"], maps["fast"]
-                if stride != args.t_stride:
-                    r = run_worker("fast", study, tmp / f"stride{stride}.pt", args, stride)
-                    a = torch.load(tmp / f"stride{stride}.pt", weights_only=True)
-                n = len(range(args.t_lower, args.t_upper, stride))
-                print(f"| {stride} | {n} | {r['seconds']:.2f} | {auprc(a, study):.4f} |")
+        print_batch_sweep(args, study, tmp, results["fast"])
+        print_stride_table(args, study, tmp, results["fast"], maps["fast"])
         print(
-            f"\nspeedup={speedup:.2f} peak_mem_ratio={mem_ratio:.4f} max_abs_diff_fp32={diff / span:.2e} "
-            f"auprc_delta_bf16={auprc_bf16 - auprc_fp32:+.4f}"
+            f"\nspeedup={last['speedup']:.2f} peak_mem_ratio={last['mem_ratio']:.4f} "
+            f"max_abs_diff_fp32={last['diff']:.2e} auprc_delta_bf16={last['auprc_delta']:+.4f}"
         )
 
 
 if __name__ == "__main__":
-    main()
+    run_benchmark(main)

@@ -1,6 +1,6 @@
 """Training throughput: slices per second of one optimisation step, per network preset, fp32 and bf16 autocast.
 
-    python benchmarks/training.py [--presets cpu,paper] [--batch_size 16] [--steps 5] [--device cpu]
+    python -m benchmarks.training_speed [--presets cpu,paper] [--batch_size 16] [--steps 5] [--device cpu]
 
 Each step is what ``train.yaml`` runs: pyramidal noise from ``NoisePrepareBatch``, the network under
 ``AutocastDiffusionInferer`` (bf16 autocast on or off; channels-last where the config turns it on, i.e. on CUDA;
@@ -11,21 +11,15 @@ depend on the content). The first two steps are warm-up; the median of the timed
 
 from __future__ import annotations
 
-import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO / "bundle") not in sys.path:
-    sys.path.insert(0, str(REPO / "bundle"))
+import torch
 
-import torch  # noqa: E402
-
-from scripts.diffusion import make_scheduler  # noqa: E402
-from scripts.networks import make_network  # noqa: E402
-from scripts.training import AutocastDiffusionInferer, NoisePrepareBatch  # noqa: E402
+from benchmarks.bench.main import benchmark_parser, run_benchmark
+from scripts.diffusion import make_scheduler
+from scripts.networks import make_network
+from scripts.training import AutocastDiffusionInferer, NoisePrepareBatch
 
 
 def step_seconds(
@@ -59,7 +53,7 @@ def step_seconds(
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = benchmark_parser(__doc__)
     p.add_argument("--presets", default="cpu,paper")
     p.add_argument("--batch_size", type=int, default=16)
     p.add_argument("--steps", type=int, default=5)
@@ -88,4 +82,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_benchmark(main)

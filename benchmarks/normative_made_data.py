@@ -1,6 +1,6 @@
 """Thresholds calibrated on healthy studies, the normative z-map, study scores and channel fusions, on MADE data.
 
-    python benchmarks/normative.py --work_dir /work/normative         # about 25 minutes on 2 CPU cores
+    python -m benchmarks.normative_made_data --work_dir /work/normative         # about 25 minutes on 2 CPU cores
 
 Every figure comes from **made (synthetic) data**: the shipped demo weights (trained on the demo's 22 + 2 made healthy
 studies), ``--n_healthy`` new made healthy studies for calibration and as many again held out (never seen by the
@@ -34,34 +34,32 @@ import io
 import json
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.bench import REPO  # noqa: E402
-from benchmarks.bench.jobs import bundle_command  # noqa: E402
-from benchmarks.bench.report import fmt, markdown_table  # noqa: E402
-from benchmarks.bench.settings import DATA_NOTE  # noqa: E402
-from scripts.calibration import (  # noqa: E402
+from benchmarks import REPO
+from benchmarks.bench.configs import parsed
+from benchmarks.bench.jobs import bundle_command
+from benchmarks.bench.main import benchmark_parser, run_benchmark
+from benchmarks.bench.report import fmt, markdown_table, write_report
+from benchmarks.bench.settings import DATA_NOTE
+from scripts.calibration import (
     HealthyMapCollector,
     HealthyStudy,
     calibrate,
     load_calibration,
     segmentation_fpr,
 )
-from scripts.configs import parsed  # noqa: E402
-from scripts.files import atomic_write_bytes  # noqa: E402
-from scripts.grid import voxel_ml  # noqa: E402
-from scripts.intensity import brain_mask  # noqa: E402
-from scripts.metrics import average_precision, binary_curve, dice, roc_auc  # noqa: E402
-from scripts.postprocess import MedianFilter, ReduceChannels, guard_segmentation, yen_segmentation  # noqa: E402
-from scripts.synthetic import make_dataset  # noqa: E402
-from scripts.triage import study_scores  # noqa: E402
+from scripts.files import atomic_write_bytes
+from scripts.grid import voxel_ml
+from scripts.intensity import brain_mask
+from scripts.metrics import average_precision, binary_curve, dice, roc_auc
+from scripts.postprocess import MedianFilter, ReduceChannels, guard_segmentation, yen_segmentation
+from scripts.synthetic import make_dataset
+from scripts.triage import study_scores
 
 FAMILIES = {
     "tumour": "tumour-like",
@@ -157,7 +155,7 @@ def analyse(work: Path, maps: dict[str, Path], groups: dict[str, list[dict]], fu
     settings = parsed("calibration_settings", ["inference.yaml"], t_stride=t_stride, channel_reduction=fusion)
     weights = parsed("checkpoint", ["inference.yaml"])
     path = work / "calibration" / f"stride{t_stride}_{fusion}" / "calibration.json"
-    value = calibrate(calibration, path, settings, weights, made_by=f"benchmarks/normative.py ({DATA_NOTE})")
+    value = calibrate(calibration, path, settings, weights, made_by=f"benchmarks/normative_made_data.py ({DATA_NOTE})")
     cal = load_calibration(path, settings, weights, required=True)
     model = cal.normative
     held = [reduced(maps[s["name"]], fusion) for s in groups["held_out"]]
@@ -272,7 +270,8 @@ def report(results: dict[str, dict], example: Path, args: argparse.Namespace, mi
     lines = [
         f"# Calibrated thresholds, the normative z-map and study scores, on {DATA_NOTE}",
         "",
-        f"`python benchmarks/normative.py --work_dir {args.work_dir}` ({time.strftime('%Y-%m-%d')}, 2 CPU cores, "
+        f"`python -m benchmarks.normative_made_data --work_dir {args.work_dir}` ({time.strftime('%Y-%m-%d')}, "
+        "2 CPU cores, "
         f"{minutes:.0f} min). Every figure is on {note}: the shipped demo weights; {args.n_healthy} new made healthy "
         f"studies for calibration and {args.n_healthy} held out; 4 made test studies per lesion family "
         f"(benchmarks/faithful.py's); t = 75, 75 + {args.t_stride}, ... < 200 (`--t_stride {args.t_stride}`), "
@@ -354,7 +353,7 @@ def report(results: dict[str, dict], example: Path, args: argparse.Namespace, mi
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = benchmark_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--work_dir", default="/work/normative")
     parser.add_argument("--n_healthy", type=int, default=12, help="healthy studies for calibration, and held out")
     parser.add_argument("--t_stride", type=int, default=25)
@@ -370,15 +369,15 @@ def main() -> None:
         results[fusion] = analyse(work, maps, groups, fusion, args.t_stride)
     example, _ = example_run(work, groups, args.t_stride, "max")
     text = report(results, example, args, (time.time() - start) / 60)
-    atomic_write_bytes(text.encode(), work / "normative.md")
+    write_report(text, work / "normative.md")
     print(text)
     if args.doc:
         docs = REPO / "bundle" / "docs"
         (docs / "images").mkdir(exist_ok=True)
         shutil.copyfile(example / "tumour_000" / "overview.png", docs / "images" / "overview_zmap_made_data.png")
-        atomic_write_bytes(text.encode(), docs / "normative_made_data.md")
+        write_report(text, docs / "normative_made_data.md")
     log(f"written to {work / 'normative.md'}")
 
 
 if __name__ == "__main__":
-    main()
+    run_benchmark(main)

@@ -2,7 +2,7 @@
 
 Usage (from the repository root)::
 
-    python benchmarks/registration.py [STUDY_FOLDER] [--runs N] [--threads T]
+    python -m benchmarks.registration_speed [STUDY_FOLDER] [--runs N] [--threads T]
 
 STUDY_FOLDER defaults to ../shared/data/cases/lgg_native (relative to the repository root): four modalities on
 different grids with skull, plus a brain mask (``bet_t1c_mask``) on the t1c grid. Prints the seconds per study of
@@ -14,20 +14,18 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "bundle"))
-
-from scripts.atlas import load_atlas  # noqa: E402
-from scripts.registration import register_study  # noqa: E402
-from scripts.registration_stages import RegistrationSettings, StageSettings  # noqa: E402
-from scripts.studies import find_study_files  # noqa: E402
+from benchmarks import REPO
+from benchmarks.bench.main import benchmark_parser, run_benchmark
+from scripts.atlas import load_atlas
+from scripts.registration import register_study
+from scripts.registration_stages import RegistrationSettings, StageSettings
+from scripts.studies import find_study_files
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -54,7 +52,7 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = benchmark_parser(__doc__)
     parser.add_argument("study", nargs="?", default=str(REPO.parent / "shared" / "data" / "cases" / "lgg_native"))
     parser.add_argument("--runs", type=int, default=3, help="number of timed registrations (median reported)")
     parser.add_argument("--threads", type=int, default=0, help="SimpleITK threads (0: SimpleITK's default)")
@@ -92,4 +90,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_benchmark(main)

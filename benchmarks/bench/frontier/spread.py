@@ -1,0 +1,90 @@
+"""The spread table of the frontier: AUPRC of chosen rows over noise seeds, mean ± SD, and the paired difference of
+the new default against the old."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.bench.frontier import log
+from benchmarks.bench.frontier.cache import LogCache, cache_path
+from benchmarks.bench.frontier.networks import Network, base_inferer
+from benchmarks.bench.frontier.quality import MEDIAN_FILTER, describe, subset_auprc, subsets
+from benchmarks.bench.frontier.studies import Study
+from benchmarks.bench.report import fmt, markdown_table
+from benchmarks.bench.settings import DATA_NOTE
+from benchmarks.bench.spread import fmt_spread, mean_sd
+
+
+def spread(args, work: Path, studies: list[Study], networks: list[Network], caches: dict) -> str:
+    """AUPRC of the ``--spread_subsets`` rows over ``--seeds`` noise seeds: mean ± SD of the per-seed means over the
+    studies (median filter 5 and off), and the paired difference of the new default against the old. ``caches``:
+    seed 0's full caches when the main run made them (network -> study -> LogCache)."""
+    full = list(range(args.t_lower, args.t_upper))
+    sets = subsets(args.t_lower, args.t_upper)
+    names = [n for n in args.spread_subsets.split(",") if n]
+    wanted = sorted({t for n in names for t in sets[n]})
+    per_seed: dict[str, list[dict[int, float]]] = {}  # "network:subset" -> per seed: median filter -> mean AUPRC
+    for seed in range(args.seeds):
+        base = base_inferer(seed)
+        for network in networks:
+            own = caches.get(network.name, {}) if seed == 0 else {}
+            cache = {}
+            for study in studies:
+                if study.name in own:
+                    cache[study.name] = own[study.name]
+                    continue
+                path = cache_path(work, seed, network.name, study.name, wanted, full)
+                cache[study.name] = LogCache(path, wanted, tuple(study.slices().shape))
+                cache[study.name].fill(base, study, network)
+            indices = {n: [cache[studies[0].name].timesteps.index(t) for t in sets[n]] for n in names}
+            store = work / f"spread_auprc_{network.name}_seed{seed}.json"
+            scores = subset_auprc(cache, studies, indices, store)
+            for n in names:
+                means = {mf: float(np.mean([v[mf] for v in scores[n].values()])) for mf in (MEDIAN_FILTER, 0)}
+                per_seed.setdefault(f"{network.name}:{n}", []).append(means)
+            log(
+                f"seed {seed} {network.name}: "
+                + ", ".join(f"{n} {per_seed[f'{network.name}:{n}'][-1][MEDIAN_FILTER]:.3f}" for n in names)
+            )
+    rows = []
+    for key, runs in per_seed.items():
+        subset = key.split(":")[1]
+        rows.append(
+            [
+                key,
+                f"{describe(sets[subset])} ({len(sets[subset])})",
+                ", ".join(fmt(r[MEDIAN_FILTER]) for r in runs),
+                fmt_spread([r[MEDIAN_FILTER] for r in runs]),
+                fmt_spread([r[0] for r in runs]),
+            ]
+        )
+    text = [
+        f"## Spread over noise seeds ({DATA_NOTE})",
+        "",
+        f"{args.seeds} noise seeds (0 .. {args.seeds - 1}; each study its own noise per (seed, study, t), as inference "
+        f"draws it); per seed the mean AUPRC over the {len(studies)} made studies "
+        f"({', '.join(s.name for s in studies)}); "
+        "then mean ± SD (sample SD) over the seeds.",
+        "",
+        markdown_table(
+            ["row", "timesteps", f"AUPRC MF {MEDIAN_FILTER} per seed", f"AUPRC MF {MEDIAN_FILTER}", "AUPRC MF off"],
+            rows,
+        ),
+    ]
+    new, old = args.new_default, args.old_default
+    if new in per_seed and old in per_seed:
+        for mf in (MEDIAN_FILTER, 0):
+            diffs = [a[mf] - b[mf] for a, b in zip(per_seed[new], per_seed[old], strict=True)]
+            mean, sd = mean_sd(diffs)
+            noise = not np.isfinite(sd) or abs(mean) <= 2 * sd / np.sqrt(len(diffs))
+            text.append(
+                f"- {new} minus {old} (paired by seed), MF {mf or 'off'}: {fmt_spread(diffs)} over {len(diffs)} seeds: "
+                + (
+                    "within two standard errors of 0, not told apart from noise"
+                    if noise
+                    else "beyond two standard errors"
+                )
+            )
+    return "\n".join(text) + "\n"
