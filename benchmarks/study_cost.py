@@ -144,6 +144,20 @@ class Traced:
         return out
 
 
+def traced(transform: object, name: str, log: dict, study: list[int], base: list[float]) -> None:
+    """Make ``transform`` record what :class:`Traced` records, in place: its class becomes a subclass of the same name
+    whose call is traced, so that it stays what it was for MONAI (a MapTransform that ``Invertd`` can invert)."""
+    cls = type(transform)
+
+    def __call__(self, *args, **kwargs):
+        reset_peak()
+        out = cls.__call__(self, *args, **kwargs)
+        log[(study[0], name)] = (rss_mb("VmRSS") - base[0], rss_mb("VmHWM") - base[0])
+        return out
+
+    transform.__class__ = type(cls.__name__, (cls,), {"__call__": __call__, "__module__": cls.__module__})
+
+
 def held_per_step(datalist: Path, out_dir: Path, t_stride: int, calibration: Path | None) -> tuple[list, list]:
     """Run the studies of ``datalist`` with ``run inference``'s own objects in this process (``calibration``: the
     calibration file, or None for none). Returns the step names, and per study ``(name, {step: (held MB, peak MB)},
@@ -165,7 +179,8 @@ def held_per_step(datalist: Path, out_dir: Path, t_stride: int, calibration: Pat
             names = ["pre#" + re.split("#|::", str(r))[-1] for r in p[key]["transforms"]]
         else:
             names = ["post#" + name for name in p.get_parsed_content("post_steps")]
-        compose.transforms = [Traced(n, t, log, study, base) for n, t in zip(names, compose.transforms, strict=True)]
+        for name, transform in zip(names, compose.transforms, strict=True):
+            traced(transform, name, log, study, base)
         steps += names
         if key == "preprocessing":
             steps.append("score (inferer)")
