@@ -15,6 +15,7 @@ from collections.abc import Mapping
 
 from scripts.files import atomic_write_bytes
 from scripts.fingerprint import describe
+from scripts.studies import check_writable
 
 RUN_RECORD_FILE = "run.json"
 
@@ -58,8 +59,8 @@ class RunRecord:
         """Write ``run.json`` atomically (rank 0); returns its path, or None on other ranks."""
         if self.rank != 0:
             return None
+        check_writable(self.output_dir)  # one line, not a traceback, when it cannot be written
         path = os.path.join(self.output_dir, RUN_RECORD_FILE)
-        os.makedirs(self.output_dir, exist_ok=True)
         text = json.dumps(self.content(), indent=4, sort_keys=True, default=str) + "\n"
         atomic_write_bytes(text.encode(), path)
         return path
