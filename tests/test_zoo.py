@@ -310,8 +310,4 @@ def test_the_demo_command_scores_with_the_cpu_profile_and_the_shipped_calibratio
     if not (BUNDLE / "models" / "calibration.json").is_file():
         pytest.skip("models/calibration.json is absent")
     calibration = parser.get_parsed_content("calibration")
-    if calibration is None:
-        # Known since 0.5.0 (issue 20): calibrations record resize_antialias, scoring_noise_per_study, clamp_x0 and
-        # zero_background, which the shipped one (made for 0.4.0) lacks, and the resize changed; it must be remade
-        # with `run calibrate` (the model card says how). Until then the demo writes no z-map, and this test says so.
-        pytest.xfail("the shipped calibration does not fit the demo command's settings: remake it (issue 20)")
+    assert calibration is not None, "the shipped calibration does not fit the demo command: remake it (model card)"
