@@ -41,7 +41,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -130,23 +130,11 @@ def whole_process(
     return seconds, peak_kb / 1024
 
 
-class Traced:
-    """A step (a transform, or the inferer) that records, after each call, the process's resident MB over ``base``
-    and its peak during the call over ``base``, in ``log[(study, step)]``."""
-
-    def __init__(self, name: str, fn: Callable, log: dict, study: list[int], base: list[float]) -> None:
-        self.name, self.fn, self.log, self.study, self.base = name, fn, log, study, base
-
-    def __call__(self, *args, **kwargs):
-        reset_peak()
-        out = self.fn(*args, **kwargs)
-        self.log[(self.study[0], self.name)] = (rss_mb("VmRSS") - self.base[0], rss_mb("VmHWM") - self.base[0])
-        return out
-
-
 def traced(transform: object, name: str, log: dict, study: list[int], base: list[float]) -> None:
-    """Make ``transform`` record what :class:`Traced` records, in place: its class becomes a subclass of the same name
-    whose call is traced, so that it stays what it was for MONAI (a MapTransform that ``Invertd`` can invert)."""
+    """Make ``transform`` (a step, or the inferer) record, after each call, the process's resident MB over ``base`` and
+    its peak during the call over ``base``, in ``log[(study, name)]``. In place: its class becomes a subclass of the
+    same name whose call is traced, so that it stays what it was for MONAI (a MapTransform that ``Invertd`` can
+    invert)."""
     cls = type(transform)
 
     def __call__(self, *args, **kwargs):
@@ -184,7 +172,7 @@ def held_per_step(datalist: Path, out_dir: Path, t_stride: int, calibration: Pat
         steps += names
         if key == "preprocessing":
             steps.append("score (inferer)")
-    batch.engine.inferer = Traced("score (inferer)", batch.engine.inferer, log, study, base)
+    traced(batch.engine.inferer, "score (inferer)", log, study, base)
     after: list[float] = []
     score_one = batch.score
 
