@@ -63,19 +63,26 @@ def threshold_grid(grid: Sequence[float] = AUTHORS_CEIL_GRID) -> np.ndarray:
 
 @dataclass
 class Subject:
-    """One evaluated subject on the scoring grid.
+    """One study on the scoring grid, as :class:`scripts.collect.MapCollector` keeps it for evaluation and
+    calibration.
 
     Attributes:
         name: the study's name.
-        a: anomaly map (H, W, D), float32, before any median filter.
-        label: reference segmentation (H, W, D); see :func:`binarize_label`.
+        a: anomaly map (H, W, D), float32: evaluation's before any median filter, calibration's after inference's.
+        label: reference segmentation (H, W, D), see :func:`binarize_label`; None for a study without one (the
+            metrics need one).
         mask: brain mask (H, W, D), bool.
+        healthy: the voxels counted as healthy (H, W, D), bool: the brain less the label dilated by
+            :data:`scripts.collect.LABEL_MARGIN` (calibration); None where not kept.
+        voxel_ml: the volume of one voxel in ml (1 mm^3 unless given).
     """
 
     name: str
     a: np.ndarray
-    label: np.ndarray
+    label: np.ndarray | None
     mask: np.ndarray
+    healthy: np.ndarray | None = None
+    voxel_ml: float = 1e-3
 
 
 @dataclass
