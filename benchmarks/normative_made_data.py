@@ -46,17 +46,12 @@ from benchmarks.bench.jobs import bundle_command
 from benchmarks.bench.main import benchmark_parser, run_benchmark
 from benchmarks.bench.report import fmt, markdown_table, write_report
 from benchmarks.bench.settings import DATA_NOTE
-from scripts.calibration import (
-    HealthyMapCollector,
-    HealthyStudy,
-    calibrate,
-    load_calibration,
-    segmentation_fpr,
-)
+from scripts.calibration import calibrate, load_calibration, segmentation_fpr
+from scripts.collect import MapCollector
 from scripts.files import atomic_write_bytes
 from scripts.grid import voxel_ml
 from scripts.intensity import brain_mask
-from scripts.metrics import average_precision, binary_curve, dice, roc_auc
+from scripts.metrics import Subject, average_precision, binary_curve, dice, roc_auc
 from scripts.postprocess import MedianFilter, ReduceChannels, guard_segmentation, yen_segmentation
 from scripts.synthetic import make_dataset
 from scripts.triage import study_scores
@@ -124,15 +119,13 @@ def score_all(work: Path, groups: dict[str, list[dict]], t_stride: int) -> dict[
     return out
 
 
-def reduced(path: Path, fusion: str) -> HealthyStudy:
+def reduced(path: Path, fusion: str) -> Subject:
     """A study's map after the fusion and the median filter (inference's post-processing), with its brain."""
     with np.load(path) as z:
         maps, brain, label, ml = z["maps"], z["brain"], z["label"], float(z["voxel_ml"])
     a = ReduceChannels(fusion)(torch.as_tensor(maps))
     a = MedianFilter(MEDIAN_FILTER)(a)[0].numpy()
-    study = HealthyStudy(path.stem, a.astype(np.float32), brain, brain & ~label, ml)
-    study.label = label & brain  # type: ignore[attr-defined]
-    return study
+    return Subject(path.stem, a.astype(np.float32), label & brain, brain, healthy=brain & ~label, voxel_ml=ml)
 
 
 def threshold_at_sensitivity(values: np.ndarray, sensitivity: float) -> float:
@@ -151,7 +144,9 @@ def study_auroc(healthy: list[float], anomalous: list[float]) -> tuple[float, fl
 
 def analyse(work: Path, maps: dict[str, Path], groups: dict[str, list[dict]], fusion: str, t_stride: int) -> dict:
     """Every figure of one fusion (see the module docstring)."""
-    calibration = HealthyMapCollector([reduced(maps[s["name"]], fusion) for s in groups["calibration"]])
+    calibration = MapCollector()
+    for s in groups["calibration"]:
+        calibration.add(reduced(maps[s["name"]], fusion))
     settings = parsed("calibration_settings", ["inference.yaml"], t_stride=t_stride, channel_reduction=fusion)
     weights = parsed("checkpoint", ["inference.yaml"])
     path = work / "calibration" / f"stride{t_stride}_{fusion}" / "calibration.json"
@@ -161,7 +156,7 @@ def analyse(work: Path, maps: dict[str, Path], groups: dict[str, list[dict]], fu
     held = [reduced(maps[s["name"]], fusion) for s in groups["held_out"]]
     anomalous = [reduced(maps[s["name"]], fusion) for s in groups["anomalous"]]
     for s in held + anomalous:
-        s.z = model.zmap(s.a, s.brain)  # type: ignore[attr-defined]
+        s.z = model.zmap(s.a, s.mask)  # type: ignore[attr-defined]
     result: dict = {"value": value, "fpr": {}, "families": {}, "study": {}, "where": {}}
     # realised false-positive rates on held-out healthy studies
     for name in ("anomaly", "zmap"):
@@ -170,7 +165,7 @@ def analyse(work: Path, maps: dict[str, Path], groups: dict[str, list[dict]], fu
             result["fpr"][(name, fpr)] = segmentation_fpr(held, m, thr, 1, "volume")
     # where false positives fall (held-out healthy, FPR 1e-3)
     mean_log = model.location
-    brain_any = np.any([s.brain for s in calibration.studies], axis=0)
+    brain_any = np.any([s.mask for s in calibration.subjects], axis=0)
     high = brain_any & (mean_log >= np.quantile(mean_log[brain_any], 0.95))
     from scipy import ndimage
 
@@ -178,15 +173,15 @@ def analyse(work: Path, maps: dict[str, Path], groups: dict[str, list[dict]], fu
         thr = cal.threshold(name, 1e-3)
         in_high = in_edge = total = brain_high = brain_edge = brain_total = 0
         for s in held:
-            edge = s.brain & ~ndimage.binary_erosion(s.brain, iterations=2)
-            seg, _ = yen_segmentation(s.a if name == "anomaly" else s.z, s.brain, 1, thr, "volume")
-            fp = seg.astype(bool) & s.brain
+            edge = s.mask & ~ndimage.binary_erosion(s.mask, iterations=2)
+            seg, _ = yen_segmentation(s.a if name == "anomaly" else s.z, s.mask, 1, thr, "volume")
+            fp = seg.astype(bool) & s.mask
             in_high += np.count_nonzero(fp & high)
             in_edge += np.count_nonzero(fp & edge)
             total += np.count_nonzero(fp)
-            brain_high += np.count_nonzero(s.brain & high)
+            brain_high += np.count_nonzero(s.mask & high)
             brain_edge += np.count_nonzero(edge)
-            brain_total += np.count_nonzero(s.brain)
+            brain_total += np.count_nonzero(s.mask)
         result["where"][name] = {
             "high": in_high / max(1, total),
             "edge": in_edge / max(1, total),
@@ -199,8 +194,8 @@ def analyse(work: Path, maps: dict[str, Path], groups: dict[str, list[dict]], fu
         members = [s for s in anomalous if s.name.startswith(family + "_")]
         row: dict = {}
         for name in ("anomaly", "zmap"):
-            scores = np.concatenate([(s.a if name == "anomaly" else s.z)[s.brain] for s in members])
-            targets = np.concatenate([s.label[s.brain] for s in members])
+            scores = np.concatenate([(s.a if name == "anomaly" else s.z)[s.mask] for s in members])
+            targets = np.concatenate([s.label[s.mask] for s in members])
             row[f"auprc_{name}"] = average_precision(binary_curve(scores, targets))
             thr = threshold_at_sensitivity(scores[targets], SENSITIVITY)
             row[f"fp_{name}"] = float(
@@ -209,25 +204,25 @@ def analyse(work: Path, maps: dict[str, Path], groups: dict[str, list[dict]], fu
             for fpr in (1e-2, 1e-3):
                 t = cal.threshold(name, fpr)
                 d = [
-                    dice(yen_segmentation(s.a if name == "anomaly" else s.z, s.brain, 1, t, "volume")[0], s.label)
+                    dice(yen_segmentation(s.a if name == "anomaly" else s.z, s.mask, 1, t, "volume")[0], s.label)
                     for s in members
                 ]
                 row[f"dice_{name}_{fpr:g}"] = float(np.nanmean(d))
         yen = []
         for s in members:
-            seg, _ = yen_segmentation(s.a, s.brain, 1, None, "volume")
-            seg, _, _ = guard_segmentation(seg, s.brain, 0.5)
+            seg, _ = yen_segmentation(s.a, s.mask, 1, None, "volume")
+            seg, _, _ = guard_segmentation(seg, s.mask, 0.5)
             yen.append(dice(seg, s.label))
         row["dice_yen"] = float(np.nanmean(yen))
         row["lesion_ml"] = float(np.median([np.count_nonzero(s.label) * s.voxel_ml for s in members]))
         result["families"][family] = row
 
     # study-level scores
-    def candidates(s: HealthyStudy) -> dict[str, float]:
-        seg_a = yen_segmentation(s.a, s.brain, 1, cal.threshold("anomaly", 1e-3), "volume")[0]
-        seg_z = yen_segmentation(s.z, s.brain, 1, cal.threshold("zmap", 1e-3), "volume")[0]
-        out = study_scores(s.a, s.brain, s.z, seg_a, s.voxel_ml)
-        out["zmap_volume_ml"] = study_scores(s.a, s.brain, None, seg_z, s.voxel_ml)["lesion_volume_ml"]
+    def candidates(s: Subject) -> dict[str, float]:
+        seg_a = yen_segmentation(s.a, s.mask, 1, cal.threshold("anomaly", 1e-3), "volume")[0]
+        seg_z = yen_segmentation(s.z, s.mask, 1, cal.threshold("zmap", 1e-3), "volume")[0]
+        out = study_scores(s.a, s.mask, s.z, seg_a, s.voxel_ml)
+        out["zmap_volume_ml"] = study_scores(s.a, s.mask, None, seg_z, s.voxel_ml)["lesion_volume_ml"]
         return out
 
     held_scores = [candidates(s) for s in held]

@@ -12,15 +12,15 @@ from runner import TINY_ARGS, run_bundle, tiny_dataset, tiny_weights
 
 from scripts.calibration import (
     Calibration,
-    HealthyMapCollector,
-    HealthyStudy,
     calibrate,
     load_calibration,
     segmentation_fpr,
     segmentation_threshold,
     threshold_at_fpr,
 )
+from scripts.collect import MapCollector
 from scripts.errors import StudyError
+from scripts.metrics import Subject
 from scripts.normative import NormativeModel, NormativeSums, fit_normative
 from scripts.postprocess import EPDIFF_WEIGHTS, ReduceChannels
 from scripts.triage import ScoresTable, study_scores
@@ -28,7 +28,7 @@ from scripts.triage import ScoresTable, study_scores
 SHAPE = (24, 24, 12)
 
 
-def healthy_study(seed: int, name: str | None = None, edge_gain: float = 1.0) -> HealthyStudy:
+def healthy_study(seed: int, name: str | None = None, edge_gain: float = 1.0) -> Subject:
     """A made healthy map: log-normal noise, median-filter-like smooth, with a band ``edge_gain`` times higher (the
     systematically high healthy places, like the ventricles)."""
     rng = np.random.default_rng(seed)
@@ -36,7 +36,7 @@ def healthy_study(seed: int, name: str | None = None, edge_gain: float = 1.0) ->
     a[8:12] *= edge_gain
     brain = np.zeros(SHAPE, dtype=bool)
     brain[2:-2, 2:-2, 1:-1] = True
-    return HealthyStudy(name or f"h{seed}", a * brain, brain, brain.copy(), 1e-3)
+    return Subject(name or f"h{seed}", a * brain, None, brain, healthy=brain.copy(), voxel_ml=1e-3)
 
 
 def test_thresholds_at_fpr_hold_on_held_out_healthy_studies():
@@ -63,24 +63,26 @@ def test_zmap_is_flat_where_healthy_maps_are_high_and_high_at_an_anomaly():
     new = healthy_study(50, edge_gain=20.0)
     band = np.zeros(SHAPE, dtype=bool)
     band[8:12] = True
-    band &= new.brain
-    rest = new.brain & ~band
+    band &= new.mask
+    rest = new.mask & ~band
     raw_ratio = np.log(new.a[band]).mean() - np.log(new.a[rest]).mean()
-    z = model.zmap(new.a, new.brain)
+    z = model.zmap(new.a, new.mask)
     assert raw_ratio > 2.5  # the raw map is systematically high in the band ...
     assert abs(z[band].mean()) < 0.5 and abs(z[rest].mean()) < 0.5  # ... the z-map is not
-    assert np.all(z[~new.brain] == 0)
+    assert np.all(z[~new.mask] == 0)
     lesion = new.a.copy()
     lesion[14:17, 10:13, 5:7] *= 50.0
-    assert model.zmap(lesion, new.brain)[14:17, 10:13, 5:7].mean() > 4.0
+    assert model.zmap(lesion, new.mask)[14:17, 10:13, 5:7].mean() > 4.0
     back = NormativeModel.from_bytes(model.to_bytes())
     np.testing.assert_allclose(back.location, model.location, rtol=1e-3, atol=1e-3)
     with pytest.raises(StudyError, match="grid"):
-        model.zmap(new.a[:, :, :6], new.brain[:, :, :6])
+        model.zmap(new.a[:, :, :6], new.mask[:, :, :6])
 
 
 def test_calibration_file_is_checked_when_read(tmp_path):
-    collector = HealthyMapCollector([healthy_study(s) for s in range(4)])
+    collector = MapCollector(healthy=True)
+    for s in range(4):
+        collector.add(healthy_study(s))
     weights = tmp_path / "model.pt"
     weights.write_bytes(b"weights")
     path = tmp_path / "models" / "calibration.json"

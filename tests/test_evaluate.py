@@ -12,13 +12,15 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from ignite.engine import Engine
 from runner import TINY_NET, tiny_dataset, tiny_weights
+from scipy import ndimage
 from sklearn.metrics import average_precision_score
 
 from benchmarks.bench.configs import config_files
+from scripts.collect import LABEL_MARGIN, MapCollector, load_maps
 from scripts.errors import StudyError
 from scripts.metrics import median_filtered
-from scripts.report import CollectMapsd, MapCollector, load_maps
 from scripts.studies import select_studies
 
 REPO = Path(__file__).resolve().parents[1]
@@ -133,6 +135,13 @@ def test_evaluate_and_calibrate_insert_their_collection_into_inferences_named_st
         text = (REPO / "bundle" / "configs" / name).read_text()
         assert not [step for step in order if f"@post#{step}" in text], f"{name} restates inference's steps"
     assert step_names(order, ["collect"], "mask_brain", rest=False) == ["reduce_channels", "mask_brain", "collect"]
+    for name, after in (("evaluate.yaml", "mask_brain"), ("calibrate.yaml", "median_filter")):
+        config = yaml.safe_load((REPO / "bundle" / "configs" / name).read_text())
+        assert config["post_steps"]["add"] == ["collect"] and config["post_steps"]["after"] == after, name
+        collect, collector = config["post#collect"], config["collector"]
+        assert collect["keys"] == "pred" and collect["names"] == collector["map_key"], f"{name}: not the copy"
+        assert collector["_target_"] == "scripts.collect.MapCollector" and config["handlers"] == ["@collector"]
+    assert inference["evaluator"]["val_handlers"] == "@handlers" and inference["handlers"] == []
     assert step_names(order, ["c"], "median_filter", rest="true") == [*order[:3], "c", *order[3:]]
     with pytest.raises(ValueError, match="post step 'median' is not one of"):
         step_names(order, ["c"], "median")
@@ -149,33 +158,59 @@ def test_evaluate_writes_study_outputs_only_when_asked(write, tmp_path):
     assert parser["studies"]["require_label"] is True and parser["studies"]["overwrite"] is True
     names = [type(t).__name__ for t in parser.get_parsed_content("postprocessing").transforms]
     inference = [type(parser.get_parsed_content(f"post#{n}")).__name__ for n in parser["post_order"]]
-    assert names == ["ReduceChannelsd", "MaskOutsideBraind", "CollectMapsd"] + (
+    assert names == ["ReduceChannelsd", "MaskOutsideBraind", "CopyItemsd"] + (
         inference[2:] if write in (True, "true") else []
     )
     assert "SaveStudyOutputsd" in inference
+    (collector,) = parser.get_parsed_content("handlers")
+    assert isinstance(collector, MapCollector) and collector.require_label and collector.map_key == "collected_map"
+
+
+def made_study() -> dict[str, torch.Tensor]:
+    """A 4-channel image with a brain box, a map and a label with values 4, 0.3 and 0.7 (two count: > 0.5)."""
+    image = torch.zeros(4, 6, 5, 4)
+    image[3, 1:5, 1:4, 1:3] = 1.0
+    label = torch.zeros(1, 6, 5, 4)
+    label[0, 2, 2, 1], label[0, 2, 3, 1], label[0, 3, 2, 1] = 4.0, 0.3, 0.7
+    return {"collected_map": torch.rand(1, 6, 5, 4), "label": label, "image": image}
 
 
 def test_collector_keeps_map_binary_label_and_brain_mask(tmp_path):
-    image = torch.zeros(4, 6, 5, 4)
-    image[3, 1:5, 1:4, 1:3] = 1.0
-    pred = torch.rand(1, 6, 5, 4)
-    label = torch.zeros(1, 6, 5, 4)
-    label[0, 2, 2, 1], label[0, 2, 3, 1], label[0, 3, 2, 1] = 4.0, 0.3, 0.7
-    collector = MapCollector()
-    transform = CollectMapsd("pred", collector, maps_dir=str(tmp_path / "maps"))
-    out = transform({"name": ["s1"], "pred": pred, "label": label, "image": image})
-    assert out["pred"] is pred
+    """The collector as an evaluator handler: each study's batch item (its name) and output item (map, label, image)
+    after the iteration."""
+    study = made_study()
+    collector = MapCollector(map_key="collected_map", require_label=True, maps_dir=str(tmp_path / "maps"))
+    engine = Engine(lambda engine, batch: [{**study, "pred": torch.zeros(1, 9, 9, 9)}])  # pred: inverted elsewhere
+    collector.attach(engine)
+    collector.attach(engine)  # once only
+    engine.run([[{"name": "s1"}]])
     (subject,) = collector.subjects
     saved = load_maps(tmp_path / "maps" / "s1.npz")
     for s in (subject, saved):
         assert s.name == "s1" and s.a.dtype == np.float32 and s.a.shape == (6, 5, 4)
-        np.testing.assert_array_equal(s.a, pred[0].numpy())
+        np.testing.assert_array_equal(s.a, study["collected_map"][0].numpy())
         assert s.label.dtype == bool and sorted(map(tuple, np.argwhere(s.label))) == [(2, 2, 1), (3, 2, 1)]
-        np.testing.assert_array_equal(s.mask, image[3].numpy() > 0)
+        np.testing.assert_array_equal(s.mask, study["image"][3].numpy() > 0)
+    assert subject.healthy is None and subject.voxel_ml == 1e-3
     with pytest.raises(StudyError, match="twice"):
-        transform({"name": "s1", "pred": pred, "label": label, "image": image})
+        collector.collect({"name": "s1", **study})
     with pytest.raises(StudyError, match="s2: no label"):
-        transform({"name": "s2", "pred": pred, "image": image})
+        collector.collect({"name": "s2", **study, "label": None})
+
+
+def test_collector_keeps_healthy_voxels_away_from_the_label():
+    """Calibration's options: the brain less the label dilated by LABEL_MARGIN; the whole brain without a label."""
+    study = made_study()
+    study["image"][3] = 1.0
+    collector = MapCollector(map_key="collected_map", healthy=True)
+    labelled = collector.collect({"name": "labelled", **study})
+    healthy = MapCollector(map_key="collected_map", healthy=True).collect({"name": "healthy", **study, "label": None})
+    assert healthy.label is None and healthy.healthy.all() and labelled.mask.all()
+    lesion = np.zeros((6, 5, 4), bool)
+    lesion[2, 2, 1] = lesion[3, 2, 1] = True
+    away = ~ndimage.binary_dilation(lesion, iterations=LABEL_MARGIN)
+    np.testing.assert_array_equal(labelled.healthy, away)
+    assert 0 < labelled.healthy.sum() < labelled.mask.sum()
 
 
 def test_evaluate_refuses_studies_without_label(tiny_labelled, tmp_path):

@@ -17,9 +17,9 @@ import numpy as np
 from benchmarks.bench.data import Data
 from benchmarks.bench.jobs import BenchmarkError, Step, bundle_command, cached_step
 from benchmarks.bench.settings import DATA_NOTE, FAMILIES, Settings
+from scripts.collect import load_maps
 from scripts.errors import StudyError
 from scripts.metrics import dice, median_filtered
-from scripts.report import load_maps
 from scripts.values import read_value_file
 
 

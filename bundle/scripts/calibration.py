@@ -1,9 +1,9 @@
 """``run calibrate`` for ANDi: thresholds at target false-positive rates and the normative model, from healthy studies.
 
 The healthy validation studies are scored with the trained weights and post-processed as inference does (channel
-reduction, brain mask, median filter). :class:`HealthyMapCollector` keeps each map and its healthy brain voxels (a
-study's labelled voxels, dilated, are left out, so labelled validation studies such as BraTS' can serve). Then
-:func:`calibrate`:
+reduction, brain mask, median filter). :class:`scripts.collect.MapCollector` (with ``healthy``) keeps each map and
+its healthy brain voxels (a study's labelled voxels, dilated by :data:`scripts.collect.LABEL_MARGIN`, are left out, so
+labelled validation studies such as BraTS' can serve). Then :func:`calibrate`:
 
 * fits the normative model of ``scripts.normative`` on every study;
 * for the anomaly map and for the z-map, finds at each target false-positive rate (default 1e-2, 1e-3, 1e-4) the
@@ -21,24 +21,18 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Hashable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
-from monai.config import KeysCollection
-from monai.transforms import MapTransform
-from scipy import ndimage
 from scripts import as_bool
+from scripts.collect import MapCollector
 from scripts.errors import StudyError
 from scripts.files import atomic_write_bytes
-from scripts.grid import voxel_ml
-from scripts.intensity import brain_mask
-from scripts.metrics import binarize_label
+from scripts.metrics import Subject
 from scripts.normative import NormativeModel, NormativeSums, fit_normative
 from scripts.postprocess import yen_segmentation
-from scripts.studies import study_name
 from scripts.triage import study_scores
 from scripts.values import file_sha256, is_unset, read_value_file, write_value_file
 
@@ -47,84 +41,23 @@ logger = logging.getLogger(__name__)
 TARGET_FPRS: tuple[float, ...] = (1e-2, 1e-3, 1e-4)
 MAPS: tuple[str, ...] = ("anomaly", "zmap")
 NORMATIVE_FILE = "normative.npz"
-LABEL_MARGIN = 3
-"""Voxels within this many voxels of a validation study's label are not counted as healthy."""
-
-
-@dataclass
-class HealthyStudy:
-    """One healthy study on the scoring grid: its map ``a``, brain mask and healthy voxels, each (H, W, D)."""
-
-    name: str
-    a: np.ndarray
-    brain: np.ndarray
-    healthy: np.ndarray
-    voxel_ml: float = 0.0
-
-
-@dataclass
-class HealthyMapCollector:
-    """The healthy studies scored so far, in order."""
-
-    studies: list[HealthyStudy] = field(default_factory=list)
-
-    def add(self, study: HealthyStudy) -> None:
-        if any(s.name == study.name for s in self.studies):
-            raise StudyError(f"study {study.name} was scored twice; study names must be unique")
-        self.studies.append(study)
-
-
-class CollectHealthyd(MapTransform):
-    """Add the post-processed map ``data[key]`` (1, H, W, D) of a healthy study to ``collector``, with the brain of
-    ``data[image_key]`` and, when the study has a label, the brain less the label dilated by :data:`LABEL_MARGIN`."""
-
-    def __init__(
-        self,
-        keys: KeysCollection,
-        collector: HealthyMapCollector,
-        image_key: str = "image",
-        label_key: str = "label",
-        name_key: str = "name",
-    ) -> None:
-        super().__init__(keys)
-        self.collector, self.image_key, self.label_key, self.name_key = collector, image_key, label_key, name_key
-
-    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            a = d[key]
-            brain = brain_mask(d[self.image_key])[0].cpu().numpy()
-            healthy = brain.copy()
-            if d.get(self.label_key) is not None:
-                label = binarize_label(d[self.label_key][0].detach().cpu().numpy())
-                healthy &= ~ndimage.binary_dilation(label, iterations=LABEL_MARGIN)
-            self.collector.add(
-                HealthyStudy(
-                    study_name(d, self.name_key),
-                    a[0].detach().cpu().numpy().astype(np.float32),
-                    brain,
-                    healthy,
-                    voxel_ml(d[self.image_key]),
-                )
-            )
-        return d
 
 
 def segmentation_fpr(
-    studies: Sequence[HealthyStudy], maps: Sequence[np.ndarray], threshold: float, dilation_radius: int, voxel_set: str
+    studies: Sequence[Subject], maps: Sequence[np.ndarray], threshold: float, dilation_radius: int, voxel_set: str
 ) -> float:
-    """The share of the pooled healthy voxels that inference's segmentation at ``threshold`` marks (threshold, then
-    the dilation; cut to the brain with voxel set "brain"). ``maps[i]`` is study i's map (H, W, D)."""
+    """The share of the pooled healthy voxels (``study.healthy``) that inference's segmentation at ``threshold`` marks
+    (threshold, then the dilation; cut to the brain with voxel set "brain"). ``maps[i]`` is study i's map (H, W, D)."""
     marked = total = 0
     for study, a in zip(studies, maps, strict=True):
-        seg, _ = yen_segmentation(a, study.brain, dilation_radius, threshold, voxel_set)
+        seg, _ = yen_segmentation(a, study.mask, dilation_radius, threshold, voxel_set)
         marked += int(np.count_nonzero(seg.astype(bool) & study.healthy))
         total += int(np.count_nonzero(study.healthy))
     return marked / max(1, total)
 
 
 def threshold_at_fpr(
-    studies: Sequence[HealthyStudy],
+    studies: Sequence[Subject],
     maps: Sequence[np.ndarray],
     target_fpr: float,
     dilation_radius: int = 1,
@@ -164,7 +97,7 @@ def threshold_at_fpr(
 
 
 def leave_one_out_zmaps(
-    studies: Sequence[HealthyStudy], sigma_voxels: float, min_scale: float
+    studies: Sequence[Subject], sigma_voxels: float, min_scale: float
 ) -> tuple[NormativeModel, list[np.ndarray]]:
     """(the model of every study, each study's z-map under the model of the others)."""
     parts = [NormativeSums.of(s.a, s.healthy) for s in studies]
@@ -173,10 +106,10 @@ def leave_one_out_zmaps(
         total = total + part
     model = fit_normative(total, sigma_voxels, min_scale)
     if len(studies) == 1:
-        return model, [model.zmap(studies[0].a, studies[0].brain)]
+        return model, [model.zmap(studies[0].a, studies[0].mask)]
     zmaps = []
     for study, part in zip(studies, parts, strict=True):
-        zmaps.append(fit_normative(total - part, sigma_voxels, min_scale).zmap(study.a, study.brain))
+        zmaps.append(fit_normative(total - part, sigma_voxels, min_scale).zmap(study.a, study.mask))
     return model, zmaps
 
 
@@ -201,7 +134,7 @@ class Calibration:
 
 
 def calibrate(
-    collector: HealthyMapCollector,
+    collector: MapCollector,
     path: str | os.PathLike,
     settings: Mapping[str, object],
     weights: str | os.PathLike | None,
@@ -213,11 +146,14 @@ def calibrate(
     record: Mapping[str, object] | None = None,
     made_by: str = "ANDi run calibrate",
 ) -> dict:
-    """Fit the model and the thresholds on the collected healthy studies; write ``normative.npz`` (beside ``path``)
-    and then the calibration file ``path``. Returns the calibration's value (what ``calibration.json`` holds)."""
-    studies = collector.studies
+    """Fit the model and the thresholds on the collected healthy studies (``collector.subjects``, each with its
+    ``healthy`` voxels: a collector made with ``healthy``); write ``normative.npz`` (beside ``path``) and then the
+    calibration file ``path``. Returns the calibration's value (what ``calibration.json`` holds)."""
+    studies = collector.subjects
     if not studies:
         raise StudyError("no healthy study could be scored: nothing to calibrate on")
+    if any(s.healthy is None for s in studies):
+        raise ValueError("calibration needs each study's healthy voxels: collect them with MapCollector(healthy=True)")
     fprs = [float(f) for f in (target_fprs if isinstance(target_fprs, Sequence) else [target_fprs])]
     if not all(0.0 < f < 1.0 for f in fprs):
         raise StudyError(f"target_fprs must lie in (0, 1), got {fprs}")
@@ -233,7 +169,7 @@ def calibrate(
             logger.info("%s at FPR %g: threshold %.6g (marks %.3g of the healthy voxels)", name, fpr, thr, rate)
     npz = Path(path).parent / NORMATIVE_FILE
     atomic_write_bytes(model.to_bytes(), npz)
-    healthy_scores = [study_scores(s.a, s.brain, z, None, s.voxel_ml) for s, z in zip(studies, zmaps, strict=True)]
+    healthy_scores = [study_scores(s.a, s.mask, z, None, s.voxel_ml) for s, z in zip(studies, zmaps, strict=True)]
     value = {
         "target_fprs": fprs,
         "thresholds": thresholds,

@@ -15,11 +15,10 @@ brain before the median filter, as the bundle's inference does):
 * **pooled ceil Dice**: the best Dice of all voxels pooled at one threshold (score >= threshold), found exactly from
   the cumulative counts of the sorted scores, where Dice = 2 TP / (2 TP + FP + FN) at every distinct score. Big
   lesions weigh more; this is not the paper's definition and is reported under its own name.
-* **Dice_Yen**: each subject thresholded with its own Yen threshold on its voxel set plus one 3D dilation
-  (:func:`scripts.postprocess.yen_segmentation`, as inference does), after the guard that inference applies
-  (:func:`scripts.postprocess.guard_segmentation`: a segmentation that marks more than ``max_segmented_fraction``
-  of the brain is not a finding and counts as empty); Dice per subject, mean over subjects. The share of the brain
-  that the raw Yen segmentation marks is kept per subject.
+* **Dice_Yen**: each subject thresholded with its own Yen threshold on its voxel set plus one 3D dilation, after
+  the guard (a segmentation that marks more than ``max_segmented_fraction`` of the brain is not a finding and counts
+  as empty); Dice per subject, mean over subjects. The share of the brain that the raw Yen segmentation marks is kept
+  per subject.
 * **per-subject Dice** at the ceil threshold.
 
 Labels: a voxel is anomalous when its label is above 0.5, so any positive integer label (BraTS 1, 2, 4) counts and
@@ -27,6 +26,10 @@ a soft label counts above 0.5. Under ``"volume"`` the whole label counts, as in 
 voxel outside the brain mask is a target that the map must find); under ``"brain"`` labelled voxels outside the
 brain are not anomalous, since no voxel outside the brain is scored. Dice of a subject with no anomalous voxel is
 undefined (NaN) and left out of the means.
+
+The brain mask, the median filter and the segmentation are inference's own post-processing transforms
+(:func:`post_transforms`: ``MaskOutsideBraind``, ``MedianFilterd`` and ``ThresholdSegmentd`` of
+:mod:`scripts.postprocess`), run at each median filter setting on each stored map.
 """
 
 from __future__ import annotations
@@ -36,7 +39,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from scripts.postprocess import VOXEL_SETS, MedianFilter, guard_segmentation, yen_segmentation
+from monai.transforms import Compose
+from scripts.postprocess import VOXEL_SETS, MaskOutsideBraind, MedianFilter, MedianFilterd, ThresholdSegmentd
 
 MEDIAN_FILTER_SIZES: tuple[int, ...] = (0, 3, 5)
 CURVE_POINTS = 2000  # points kept of each precision-recall curve for plotting
@@ -59,19 +63,26 @@ def threshold_grid(grid: Sequence[float] = AUTHORS_CEIL_GRID) -> np.ndarray:
 
 @dataclass
 class Subject:
-    """One evaluated subject on the scoring grid.
+    """One study on the scoring grid, as :class:`scripts.collect.MapCollector` keeps it for evaluation and
+    calibration.
 
     Attributes:
         name: the study's name.
-        a: anomaly map (H, W, D), float32, before any median filter.
-        label: reference segmentation (H, W, D); see :func:`binarize_label`.
+        a: anomaly map (H, W, D), float32: evaluation's before any median filter, calibration's after inference's.
+        label: reference segmentation (H, W, D), see :func:`binarize_label`; None for a study without one (the
+            metrics need one).
         mask: brain mask (H, W, D), bool.
+        healthy: the voxels counted as healthy (H, W, D), bool: the brain less the label dilated by
+            :data:`scripts.collect.LABEL_MARGIN` (calibration); None where not kept.
+        voxel_ml: the volume of one voxel in ml (1 mm^3 unless given).
     """
 
     name: str
     a: np.ndarray
-    label: np.ndarray
+    label: np.ndarray | None
     mask: np.ndarray
+    healthy: np.ndarray | None = None
+    voxel_ml: float = 1e-3
 
 
 @dataclass
@@ -289,6 +300,34 @@ def _subsample(precision: np.ndarray, recall: np.ndarray, n: int = CURVE_POINTS)
     return precision[keep], recall[keep]
 
 
+def post_transforms(
+    median_filter: int = 0,
+    dilation_radius: int = 1,
+    voxel_set: str = "brain",
+    max_segmented_fraction: float | None = None,
+) -> Compose:
+    """Inference's steps ``mask_brain``, ``median_filter`` and ``segment`` (``configs/inference.yaml``), the same
+    transforms at one median filter setting, on a dict of ``"pred"`` (the map, (1, H, W, D) float32) and ``"brain"``
+    (the brain mask, (1, H, W, D) bool); they write ``"seg"`` (1, H, W, D) and ``"seg_info"``. The map is 0 outside
+    the brain before the median filter with voxel set ``"brain"``; a segmentation that the guard rejects is counted
+    (``seg_info["rejected"]``), not logged as inference does for the study it writes."""
+    return Compose(
+        [
+            MaskOutsideBraind("pred", mask_key="brain", enabled=voxel_set == "brain"),
+            MedianFilterd("pred", size=int(median_filter)),
+            ThresholdSegmentd(
+                "pred",
+                seg_key="seg",
+                image_key="brain",
+                dilation_radius=dilation_radius,
+                voxel_set=voxel_set,
+                max_segmented_fraction=max_segmented_fraction,
+                log_rejected=False,
+            ),
+        ]
+    )
+
+
 def evaluate_subjects(
     subjects: Iterable[Subject],
     median_filter: int = 0,
@@ -311,6 +350,7 @@ def evaluate_subjects(
     """
     if voxel_set not in VOXEL_SETS:
         raise ValueError(f"voxel_set must be one of {VOXEL_SETS}, got {voxel_set!r}")
+    post = post_transforms(median_filter, dilation_radius, voxel_set, max_segmented_fraction)
     scores, targets, per_subject = [], [], []
     for s in subjects:
         mask = np.asarray(s.mask, dtype=bool)
@@ -319,10 +359,10 @@ def evaluate_subjects(
             target = target & mask
         if s.a.shape != mask.shape or target.shape != mask.shape:
             raise ValueError(f"{s.name}: map {s.a.shape}, label {np.shape(s.label)}, mask {mask.shape} differ")
-        a = s.a * mask if voxel_set == "brain" else s.a
-        a = median_filtered(a, median_filter)
-        seg, thr = yen_segmentation(a, mask, dilation_radius, voxel_set=voxel_set)
-        seg, fraction, rejected = guard_segmentation(seg, mask, max_segmented_fraction)
+        a = torch.as_tensor(np.asarray(s.a, dtype=np.float32))[None]
+        d = post({"name": s.name, "pred": a, "brain": torch.as_tensor(mask)[None]})
+        a = torch.as_tensor(d["pred"])[0].numpy()
+        info = d["seg_info"]
         per_subject.append(
             SubjectMetrics(
                 name=s.name,
@@ -330,10 +370,10 @@ def evaluate_subjects(
                 brain_voxels=int(mask.sum()),
                 label_voxels=int(target.sum()),
                 dice_ceil=float("nan"),
-                dice_yen=dice(seg.astype(bool), target),
-                yen_threshold=thr,
-                segmented_fraction=fraction,
-                rejected=rejected,
+                dice_yen=dice(torch.as_tensor(d["seg"])[0].numpy() > 0.5, target),
+                yen_threshold=info["threshold"],
+                segmented_fraction=info["brain_fraction"],
+                rejected=info["rejected"],
             )
         )
         scores.append(a[mask] if voxel_set == "brain" else a.ravel())

@@ -269,6 +269,8 @@ class ThresholdSegmentd(MapTransform):
         name_key: the study's name, for the log.
         rule: how the threshold was chosen, for the record (default: "yen", or "fixed" with ``threshold``; e.g.
             "calibrated at FPR 0.001").
+        log_rejected: log a segmentation that the guard rejects (inference, which writes it empty); false where the
+            rejections are counted instead (the evaluation's metrics, :func:`scripts.metrics.post_transforms`).
     """
 
     def __init__(
@@ -282,6 +284,7 @@ class ThresholdSegmentd(MapTransform):
         max_segmented_fraction: float | None = None,
         name_key: str = "name",
         rule: str | None = None,
+        log_rejected: bool | str = True,
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
@@ -295,6 +298,7 @@ class ThresholdSegmentd(MapTransform):
         self.max_segmented_fraction = as_optional_float(max_segmented_fraction)
         self.name_key = name_key
         self.rule = rule or ("fixed" if threshold is not None else "yen")
+        self.log_rejected = as_bool(log_rejected)
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)
@@ -305,7 +309,7 @@ class ThresholdSegmentd(MapTransform):
                 a[0].detach().cpu().numpy(), brain, self.dilation_radius, self.threshold, self.voxel_set
             )
             seg, fraction, rejected = guard_segmentation(seg, brain, self.max_segmented_fraction)
-            if rejected:
+            if rejected and self.log_rejected:
                 logger.warning(
                     "%s: the segmentation would mark %.0f%% of the brain (limit %.0f%%): the map has no separate tail "
                     "of anomalous values, so the threshold fell among healthy ones. It is not a finding and is "

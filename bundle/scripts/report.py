@@ -1,9 +1,9 @@
 """The ``evaluate`` workflow's reporting: labelled studies in, metrics tables and precision-recall curves out.
 
-* :class:`MapCollector` / :class:`CollectMapsd`: a post-processing transform that keeps each subject's reduced map,
-  label and brain mask on the scoring grid (and optionally saves them as ``maps/<name>.npz``);
-* :class:`EvaluationReport`: computes :mod:`scripts.metrics` for each median filter setting and writes
-  ``metrics_per_subject.csv``, ``metrics.md``, ``metrics.json`` and ``pr_curves.png``, each atomically.
+The subjects are those that :class:`scripts.collect.MapCollector` keeps while the evaluator runs: each study's reduced
+map, label and brain mask on the scoring grid (and, with its ``maps_dir``, ``maps/<name>.npz``).
+:class:`EvaluationReport` computes :mod:`scripts.metrics` for each median filter setting and writes
+``metrics_per_subject.csv``, ``metrics.md``, ``metrics.json`` and ``pr_curves.png``, each atomically.
 """
 
 from __future__ import annotations
@@ -14,19 +14,14 @@ import json
 import logging
 import math
 import os
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import numpy as np
-import torch
-from monai.config import KeysCollection
-from monai.transforms import MapTransform
 from scripts import as_optional_float
+from scripts.collect import MapCollector
 from scripts.errors import StudyError
 from scripts.files import atomic_write_bytes
-from scripts.intensity import brain_mask
-from scripts.metrics import AUTHORS_CEIL_GRID, MEDIAN_FILTER_SIZES, Metrics, Subject, binarize_label, evaluate_all
-from scripts.studies import study_name
+from scripts.metrics import AUTHORS_CEIL_GRID, MEDIAN_FILTER_SIZES, Metrics, evaluate_all
 
 logger = logging.getLogger(__name__)
 
@@ -34,75 +29,6 @@ CSV_FILE = "metrics_per_subject.csv"
 MARKDOWN_FILE = "metrics.md"
 JSON_FILE = "metrics.json"
 CURVES_FILE = "pr_curves.png"
-
-
-def load_maps(path: str | os.PathLike) -> Subject:
-    """A :class:`~scripts.metrics.Subject` from a ``maps/<name>.npz`` written by :class:`CollectMapsd`."""
-    with np.load(path) as z:
-        return Subject(name=str(z["name"]), a=z["a"], label=z["label"], mask=z["mask"])
-
-
-class MapCollector:
-    """Keeps the evaluated subjects, in the order they are scored."""
-
-    def __init__(self) -> None:
-        self.subjects: list[Subject] = []
-
-    def add(self, subject: Subject) -> None:
-        if any(s.name == subject.name for s in self.subjects):
-            raise StudyError(f"study {subject.name} was evaluated twice; study names must be unique")
-        self.subjects.append(subject)
-
-
-class CollectMapsd(MapTransform):
-    """Add each subject's map ``data[key]`` (1, H, W, D, float32), its label ``data[label_key]`` made binary
-    (label > 0.5, :func:`~scripts.metrics.binarize_label`) and the brain mask of ``data[image_key]`` to
-    ``collector`` as numpy (H, W, D): about 6 bytes a voxel, 15 MB a study on the 128 x 128 x 155 grid. The data
-    pass through unchanged.
-
-    With ``maps_dir``, also write them (and the grid's affine) to ``maps_dir/<name>.npz`` atomically, so the
-    metrics can be recomputed (:func:`load_maps`).
-    """
-
-    def __init__(
-        self,
-        keys: KeysCollection,
-        collector: MapCollector,
-        label_key: str = "label",
-        image_key: str = "image",
-        name_key: str = "name",
-        maps_dir: str | None = None,
-    ) -> None:
-        super().__init__(keys)
-        self.collector = collector
-        self.label_key, self.image_key, self.name_key = label_key, image_key, name_key
-        self.maps_dir = Path(maps_dir) if maps_dir else None
-
-    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
-        d = dict(data)
-        name = study_name(d, self.name_key) if self.name_key in d else f"study_{len(self.collector.subjects):04d}"
-        if d.get(self.label_key) is None:
-            raise StudyError(f"study {name}: no label to evaluate against")
-        for key in self.key_iterator(d):
-            a = d[key]
-            if a.shape[0] != 1:
-                raise ValueError(f"study {name}: expected a one-channel map (1, H, W, D), got {tuple(a.shape)}")
-            subject = Subject(
-                name=name,
-                a=a[0].detach().cpu().numpy().astype(np.float32),
-                label=binarize_label(d[self.label_key][0].detach().cpu().numpy()),
-                mask=brain_mask(d[self.image_key])[0].cpu().numpy(),
-            )
-            self.collector.add(subject)
-            if self.maps_dir is not None:
-                affine = getattr(a, "affine", None)
-                affine = np.eye(4) if affine is None else np.asarray(affine.cpu().numpy(), dtype=np.float64)
-                buffer = io.BytesIO()
-                np.savez_compressed(
-                    buffer, name=name, a=subject.a, label=subject.label, mask=subject.mask, affine=affine
-                )
-                atomic_write_bytes(buffer.getvalue(), self.maps_dir / f"{name}.npz")
-        return d
 
 
 def _fmt(value: float, digits: int = 4) -> str:
@@ -228,7 +154,7 @@ class EvaluationReport:
     """Compute the metrics of the collected subjects and write the report files to ``output_dir``.
 
     Args:
-        collector: filled by :class:`CollectMapsd` while the evaluator runs.
+        collector: the :class:`~scripts.collect.MapCollector` that the evaluator fills (each study with its label).
         output_dir: where ``metrics_per_subject.csv``, ``metrics.md``, ``metrics.json``, ``pr_curves.png`` go.
         median_filters: median filter sizes to evaluate (paper: off, 3, 5).
         dilation_radius: dilation after the Yen threshold.
