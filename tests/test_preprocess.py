@@ -172,3 +172,29 @@ def test_antialias_in_pieces_equals_resizes_own():
         pieces = Resize(size, mode="bilinear", anti_aliasing=False)(AntiAlias(size, slab=3)(x))
         torch.testing.assert_close(torch.as_tensor(pieces), torch.as_tensor(ref), rtol=0, atol=1e-6)
     assert AntiAlias((60, 50, -1))(x) is x  # nothing shrinks: nothing to smooth
+
+
+@pytest.mark.parametrize("inplace", [False, True])
+def test_scale_by_percentile_divides_each_channel_by_its_nonzero_percentile(inplace):
+    """Against numpy: each channel over the 99th percentile of its non-zero voxels, background 0, an empty channel
+    unchanged. In place, the pipeline's own tensor is divided (same storage, same values); otherwise the input is left
+    as it was. Fails for "percentile over all voxels" (the zeros pull it down), "copies despite inplace" (the
+    memory it saves), and "divides the caller's tensor" without it."""
+    from scripts.intensity import ScaleByPercentiled
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand((3, 20, 18, 16), generator=g) * 500 + 1
+    x[:, :6] = 0  # background
+    x[2] = 0  # an empty channel
+    data = {"image": MetaTensor(x.clone())}
+    before = data["image"].clone()
+    out = ScaleByPercentiled("image", percentile=99.0, inplace=inplace)(data)["image"]
+    v = x.numpy()
+    expected = v.copy()
+    for c in range(2):
+        expected[c] = v[c] / np.float32(np.percentile(v[c][v[c] != 0], 99.0))
+    np.testing.assert_allclose(out.numpy(), expected, rtol=1e-6, atol=0)
+    assert isinstance(out, MetaTensor) and out.dtype == torch.float32
+    assert (out.data_ptr() == data["image"].data_ptr()) is inplace
+    if not inplace:
+        assert torch.equal(data["image"], before)

@@ -53,6 +53,7 @@ from scripts.diffusion import (
 from scripts.noise import get_noise_fn
 from scripts.progress import progress
 from scripts.slices import brain_slices
+from torch import nn
 
 AGGREGATIONS = ("geometric", "arithmetic")
 LOG_FLOOR = float(torch.finfo(torch.float32).tiny)
@@ -69,7 +70,9 @@ def timestep_range(t_lower: int = 75, t_upper: int = 200, t_stride: int = 1) -> 
     return list(range(int(t_lower), int(t_upper), int(t_stride)))
 
 
-def activation_bytes_per_pair(network: Callable, shape: Sequence[int], device: torch.device, amp: bool) -> float:
+def activation_bytes_per_pair(
+    network: nn.Module | Callable, shape: Sequence[int], device: torch.device, amp: bool
+) -> float:
     """Memory one slice-timestep pair needs in a forward pass of ``network`` on slices of ``shape`` (C, H, W).
 
     On CUDA it is measured: peak memory of a probe batch of 8 pairs, less what was allocated before, over 8.
@@ -86,8 +89,8 @@ def activation_bytes_per_pair(network: Callable, shape: Sequence[int], device: t
             network(x, timesteps=torch.zeros(8, dtype=torch.long, device=device))
         torch.cuda.synchronize(device)
         return max(1.0, (torch.cuda.max_memory_allocated(device) - base) / 8)
-    modules = network.modules() if isinstance(network, torch.nn.Module) else ()
-    convs = [m for m in modules if isinstance(m, torch.nn.Conv2d)]  # pytype: disable=module-attr
+    modules = network.modules() if isinstance(network, nn.Module) else ()
+    convs = [m for m in modules if isinstance(m, nn.Conv2d)]
     widest = max((m.out_channels for m in convs), default=c)
     return 12.0 * widest * h * w * 4
 

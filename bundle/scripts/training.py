@@ -18,6 +18,7 @@ from monai.engines.utils import DiffusionPrepareBatch
 from monai.inferers import DiffusionInferer
 from scripts.diffusion import DiffusionRange, eps_from_prediction, schedule_terms
 from scripts.noise import get_noise_fn
+from torch import nn
 
 
 class NoisePrepareBatch(DiffusionPrepareBatch):
@@ -132,7 +133,7 @@ class WarmStartEMAHandler(EMAHandler):
     for ``EMAHandler``.
     """
 
-    def __init__(self, model: torch.nn.Module, momentum: float = 0.005, warmup: str = "copy", warmup_steps: int = 2000):
+    def __init__(self, model: nn.Module, momentum: float = 0.005, warmup: str = "copy", warmup_steps: int = 2000):
         super().__init__(model, momentum=momentum)
         if warmup not in EMA_WARMUPS:
             raise ValueError(f"ema_warmup must be one of {EMA_WARMUPS}, got {warmup!r}")
