@@ -170,3 +170,28 @@ def test_memory_budget_sets_pairs_per_call():
     large = ANDiInferer(make_scheduler(), memory_budget_mb=50).pairs_per_call(net, x0)
     assert 1 <= small < large
     assert ANDiInferer(make_scheduler(), batch_size=17).pairs_per_call(net, x0) == 17
+
+
+@pytest.mark.parametrize("all_slices", [True, False])
+@pytest.mark.parametrize("study_noise", [False, True])
+def test_score_volume_equals_scoring_its_gathered_slices(all_slices, study_noise):
+    """A volume's map is exactly its scored slices put back, slices not scored 0, whether every slice is scored (then
+    ``score_volume`` scores a view of the volume, no copy) or only the brain slices (gathered). A plain tensor comes
+    back for a MetaTensor. Fails for "the view is not permuted back", "slices put back at the wrong depth" and "the
+    map keeps the image's metadata" (which ``post#invert`` would undo a second time)."""
+    from monai.data import MetaTensor
+
+    torch.manual_seed(0)
+    net = make_network("tiny", in_channels=2).eval()
+    volume = torch.rand((2, 32, 32, 12))
+    volume[..., :3] = 0
+    options = {"batch_size": 5, "amp": False, "all_slices": all_slices, "study_noise": study_noise}
+    inferer = ANDiInferer(make_scheduler(), 75, 200, 40, zero_background=True, **options)
+    keep = torch.arange(12) if all_slices else brain_slices(volume)
+    with torch.inference_mode():
+        slices = volume[..., keep].permute(3, 0, 1, 2).contiguous()
+        expected = torch.zeros(volume.shape)
+        expected[..., keep] = inferer.score_slices(slices, net, **inferer.volume_options(volume)).permute(1, 2, 3, 0)
+        got = inferer(MetaTensor(volume.clone()), net)
+    assert type(got) is torch.Tensor and got.is_contiguous()
+    assert torch.equal(got, expected)

@@ -38,6 +38,7 @@ import hashlib
 from collections.abc import Callable, Sequence
 
 import torch
+from monai.data import MetaTensor
 from monai.inferers import Inferer
 from monai.networks.schedulers import DDPMScheduler
 from scripts import as_bool, as_flag_or_auto
@@ -175,10 +176,14 @@ class BrainSliceInferer(Inferer):
 
     def score_volume(self, volume: torch.Tensor, network: Callable) -> torch.Tensor:
         """Per-channel map a_m for one volume (C, H, W, D); slices not scored get 0. Returns (C, H, W, D)."""
+        volume = volume.as_tensor() if isinstance(volume, MetaTensor) else volume  # the map is a plain tensor
         keep = torch.arange(volume.shape[-1], device=volume.device) if self.all_slices else brain_slices(volume)
         if keep.numel() == 0:
             return torch.zeros(volume.shape, dtype=torch.float32, device=volume.device)
-        slices = volume[..., keep].permute(3, 0, 1, 2).float()  # (K, C, H, W)
+        if keep.numel() == volume.shape[-1]:  # every slice: a view of the volume and the maps in its layout, no copy
+            scores = self.score_slices(volume.permute(3, 0, 1, 2).float(), network, **self.volume_options(volume))
+            return scores.float().permute(1, 2, 3, 0).contiguous()
+        slices = volume[..., keep].permute(3, 0, 1, 2).float()  # (K, C, H, W): the brain slices, gathered
         scores = self.score_slices(slices, network, **self.volume_options(volume)).float()
         del slices  # one volume-sized buffer fewer while the output is assembled
         out = torch.zeros(volume.shape, dtype=torch.float32, device=volume.device)
