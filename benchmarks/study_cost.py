@@ -29,7 +29,8 @@ scores):
 
 Memory is in MB of 2^20 bytes (MiB). The last lines read
 ``peak_before_mb=<a> peak_after_mb=<b> seconds_before=<c> seconds_after=<d>`` and
-``peak_mb_1=<a> peak_mb_1_calibrated=<b> peak_mb_<n>=<c> peak_mb_<n>_calibrated=<d>``.
+``peak_mb_1=<a> peak_mb_1_calibrated=<b> peak_mb_<n>=<c> peak_mb_<n>_calibrated=<d> floor_mb=<e>``, the last being the
+whole process on a tiny made study (:func:`process_floor`).
 """
 
 from __future__ import annotations
@@ -230,7 +231,26 @@ def batch_report(work: Path, datalist: Path, t_stride: int, n_batch: int, calibr
             seconds, peak = whole_process(listed, work / f"whole_{n}{label}", t_stride, None, options=extra)
             peaks[f"peak_mb_{n}{label}"] = peak
             print(f"\nwhole `run inference` process ({what}): {seconds:.1f} s, peak resident {peak:.0f} MB")
-    print("\n" + " ".join(f"{k}={v:.0f}" for k, v in peaks.items()))
+    floor = process_floor(work, t_stride)
+    print(
+        f"\nthe process floor (`run inference` of one {' x '.join(map(str, FLOOR_SHAPE))} made study, no registration, "
+        f"no calibration): peak resident {floor:.0f} MB; the BraTS-sized study adds "
+        + ", ".join(f"{k} {v - floor:.0f} MB" for k, v in peaks.items())
+    )
+    print("\n" + " ".join(f"{k}={v:.0f}" for k, v in {**peaks, "floor_mb": floor}.items()))
+
+
+FLOOR_SHAPE = (48, 48, 32)
+"""The made study of :func:`process_floor`, at 5 mm (a brain-sized head): its data cost nothing beside the process."""
+
+
+def process_floor(work: Path, t_stride: int) -> float:
+    """Peak resident MB of ``run inference`` on one tiny made study (:data:`FLOOR_SHAPE`, not registered, no
+    calibration): what the process costs whatever the study (the imports, the configs, the network, the scoring's
+    activations)."""
+    datalist = make_dataset(work / "floor_data", 0, 1, seed=13, shape=FLOOR_SHAPE, spacing=(5.0, 5.0, 5.0))
+    options = ["--register", "false", "--calibration_file", str(work / "no_calibration.json")]
+    return whole_process(datalist, work / "floor", t_stride, None, options=options)[1]
 
 
 def main() -> None:

@@ -3,11 +3,18 @@
 import numpy as np
 import pytest
 import torch
+from monai.data import MetaTensor
 from scipy import ndimage
 from skimage.filters import threshold_yen
 from skimage.morphology import ball
 
-from scripts.postprocess import MedianFilter, ReduceChannels, ThresholdSegmentd, yen_segmentation
+from scripts.postprocess import (
+    MaskOutsideBraind,
+    MedianFilter,
+    ReduceChannels,
+    ThresholdSegmentd,
+    yen_segmentation,
+)
 
 
 def test_reduce_channels():
@@ -135,3 +142,19 @@ def test_the_guard_is_off_for_null_from_a_command_line():
     for off in (None, "null", "None", ""):
         assert ThresholdSegmentd(keys="pred", max_segmented_fraction=off).max_segmented_fraction is None
     assert ThresholdSegmentd(keys="pred", max_segmented_fraction="0.4").max_segmented_fraction == 0.4
+
+
+def test_mask_outside_brain_in_place_gives_the_masked_copys_values_bit_for_bit():
+    """``inplace`` (``post#mask_native``) multiplies the map itself and gives exactly what the copy gives, signed
+    zeros of negative z-values included; without it the input map is left as it was. Fails for "zeroes with a
+    fill" (+0 where the copy gives -0, a different file) and for "masks the caller's map" without ``inplace``."""
+    g = torch.Generator().manual_seed(1)
+    brain = torch.rand((1, 9, 8, 7), generator=g) > 0.4
+    zmap = MetaTensor(torch.randn((1, 9, 8, 7), generator=g))
+    copy = MaskOutsideBraind(["zmap"], mask_key="brain")({"zmap": zmap, "brain": brain})["zmap"]
+    assert not torch.equal(copy, zmap)  # the input is untouched
+    own = zmap.clone()
+    done = MaskOutsideBraind(["zmap"], mask_key="brain", inplace=True)({"zmap": own, "brain": brain})["zmap"]
+    assert done.data_ptr() == own.data_ptr() and isinstance(done, MetaTensor)
+    assert torch.equal(done, copy) and torch.equal(torch.signbit(done), torch.signbit(copy))
+    assert bool(torch.signbit(copy[~brain]).any())  # the case the fill would get wrong is there

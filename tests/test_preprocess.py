@@ -17,6 +17,7 @@ from runner import preprocessing
 from scripts.data import HealthySliceDataset
 from scripts.fingerprint import fingerprint
 from scripts.histogram import save_landmarks
+from scripts.intensity import ScaleByPercentiled
 from scripts.slices import healthy_slice_indices
 
 SHAPE = (240, 240, 12)  # the BraTS in-plane size, resized to 128 as in the paper
@@ -180,8 +181,6 @@ def test_scale_by_percentile_divides_each_channel_by_its_nonzero_percentile(inpl
     unchanged. In place, the pipeline's own tensor is divided (same storage, same values); otherwise the input is left
     as it was. Fails for "percentile over all voxels" (the zeros pull it down), "copies despite inplace" (the
     memory it saves), and "divides the caller's tensor" without it."""
-    from scripts.intensity import ScaleByPercentiled
-
     g = torch.Generator().manual_seed(3)
     x = torch.rand((3, 20, 18, 16), generator=g) * 500 + 1
     x[:, :6] = 0  # background

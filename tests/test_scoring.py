@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from monai.data import MetaTensor
 
 from scripts.diffusion import DiffusionRange, deviation_from_noise, make_scheduler, q_sample, schedule_terms
 from scripts.networks import make_network
@@ -179,8 +180,6 @@ def test_score_volume_equals_scoring_its_gathered_slices(all_slices, study_noise
     ``score_volume`` scores a view of the volume, no copy) or only the brain slices (gathered). A plain tensor comes
     back for a MetaTensor. Fails for "the view is not permuted back", "slices put back at the wrong depth" and "the
     map keeps the image's metadata" (which ``post#invert`` would undo a second time)."""
-    from monai.data import MetaTensor
-
     torch.manual_seed(0)
     net = make_network("tiny", in_channels=2).eval()
     volume = torch.rand((2, 32, 32, 12))

@@ -224,7 +224,9 @@ class MaskOutsideBraind(MapTransform):
     """Set ``data[key]`` to 0 outside the brain: where every channel of ``data[mask_key]`` is 0.
 
     ``data[mask_key]`` is a brain mask or an image (C, H, W, D) on the same grid as ``data[key]``. With ``enabled``
-    false the data pass through (the authors' unmasked maps, ``voxel_set: volume``).
+    false the data pass through (the authors' unmasked maps, ``voxel_set: volume``). With ``inplace`` a floating-point
+    map of the mask's shape is multiplied in place (the same values, one map less at the peak: ``post#mask_native``,
+    where the maps are ``post#invert``'s own, three of 34 MB for a BraTS-sized study); otherwise a masked copy.
     """
 
     def __init__(
@@ -232,11 +234,13 @@ class MaskOutsideBraind(MapTransform):
         keys: KeysCollection,
         mask_key: str = "image",
         enabled: bool | str = True,
+        inplace: bool | str = False,
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.mask_key = mask_key
         self.enabled = as_bool(enabled)
+        self.inplace = as_bool(inplace)
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)
@@ -244,7 +248,11 @@ class MaskOutsideBraind(MapTransform):
             return d
         mask = brain_mask(d[self.mask_key])
         for key in self.key_iterator(d):
-            d[key] = d[key] * mask.to(d[key].device)
+            a, m = d[key], mask.to(d[key].device)
+            if self.inplace and a.is_floating_point() and a.shape == m.shape:
+                d[key] = a.mul_(m)
+            else:
+                d[key] = a * m
         return d
 
 

@@ -320,7 +320,7 @@ class ANDiInferer(BrainSliceInferer):
         pairs = len(self.timesteps) * k
         chunk = self.pairs_per_call(network, x_0)
         timesteps = torch.tensor(self.timesteps, device=x_0.device)
-        noise: dict[int, torch.Tensor] = {}  # timestep index -> noise of all slices, only for the current chunk
+        noise: dict[int, torch.Tensor] = {}  # timestep index -> noise (K, C, H, W): the chunk's timesteps
         bar = progress(total=pairs, desc=f"{k} slices x {len(self.timesteps)} timesteps", unit="pair")
         for start in range(0, pairs, chunk):
             idx = torch.arange(start, min(start + chunk, pairs), device=x_0.device)
@@ -333,6 +333,8 @@ class ANDiInferer(BrainSliceInferer):
                     noise[ti] = self.noise_for(self.timesteps[ti], x_0.shape, x_0.device, study)
                 sel = t_idx == ti
                 eps[sel] = noise[ti][s_idx[sel]]
+            last = int(t_idx[-1])  # timestep-major: only the chunk's last timestep can run on into the next chunk
+            noise = {last: noise[last]}  # a finished timestep's noise (K, C, H, W) is freed before the network runs
             x0_chunk = x_0[s_idx]
             terms = schedule_terms(self.scheduler, t_values, device=x_0.device)
             x_t = q_sample(x0_chunk, eps, terms)
