@@ -174,7 +174,7 @@ def calibrate_masking_threshold(
     studies: Sequence[dict[str, str]],
     transform: Callable[[dict], dict],
     inferer: AutoDDPMInferer,
-    network: Callable,
+    network: torch.nn.Module | Callable,
     percentile: float = 99.0,
     slices_per_study: int = 16,
     device: torch.device | str | None = None,
