@@ -155,6 +155,7 @@ def held_per_step(datalist: Path, out_dir: Path, t_stride: int, calibration: Pat
     overrides["overwrite"] = True
     overrides["calibration_file"] = str(calibration or out_dir / "no_calibration.json")
     p = config_parser(["inference.yaml"], **overrides)
+    p.get_parsed_content("heap_rule")  # as `run inference`'s second step does (glibc's mmap threshold)
     batch = p.get_parsed_content("batch")
     scores_table = p.get_parsed_content("scores_table")
     if calibration is not None and p.get_parsed_content("calibration") is None:
