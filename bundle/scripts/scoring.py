@@ -180,12 +180,13 @@ class BrainSliceInferer(Inferer):
         keep = torch.arange(volume.shape[-1], device=volume.device) if self.all_slices else brain_slices(volume)
         if keep.numel() == 0:
             return torch.zeros(volume.shape, dtype=torch.float32, device=volume.device)
-        if keep.numel() == volume.shape[-1]:  # every slice: a view of the volume and the maps in its layout, no copy
-            scores = self.score_slices(volume.permute(3, 0, 1, 2).float(), network, **self.volume_options(volume))
-            return scores.float().permute(1, 2, 3, 0).contiguous()
-        slices = volume[..., keep].permute(3, 0, 1, 2).float()  # (K, C, H, W): the brain slices, gathered
+        every = keep.numel() == volume.shape[-1]
+        # (K, C, H, W): every slice as a view of the volume (no copy), else the brain slices gathered
+        slices = (volume if every else volume[..., keep]).permute(3, 0, 1, 2).float()
         scores = self.score_slices(slices, network, **self.volume_options(volume)).float()
         del slices  # one volume-sized buffer fewer while the output is assembled
+        if every:  # the maps in the volume's layout: no copy either
+            return scores.permute(1, 2, 3, 0).contiguous()
         out = torch.zeros(volume.shape, dtype=torch.float32, device=volume.device)
         out[..., keep] = scores.permute(1, 2, 3, 0)
         return out
