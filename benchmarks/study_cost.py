@@ -2,6 +2,7 @@
 what stays allocated, step by step and study by study, in a batch of studies with and without a calibration.
 
     python -m benchmarks.study_cost [--work_dir /tmp/andi_study_cost] [--t_stride 25] [--batch 8] [--skip_before]
+        [--python RUNTIME_VENV/bin/python]
 
 The study is MADE (synthetic) data: one tumour-like study of 240 x 240 x 155 voxels at 1 mm (``scripts.synthetic``),
 on the atlas lattice. Two measurements, with the shipped demo weights and the inference config's defaults:
@@ -27,6 +28,9 @@ scores):
    step's peak over the same base. A step whose "held after" rises from study to study keeps something per study;
 4. **whole process**: ``run inference`` on the one study and on the batch under ``/usr/bin/time -v``.
 
+The whole-process runs use ``--python``: give the interpreter of a venv made as a user who scores studies makes it
+(``pip install torch==2.13.0 && pip install -e .``, no extras), since the test and demo extras bring scikit-learn and
+pandas, which MONAI imports whenever they are installed. The in-process sections use this interpreter.
 Memory is in MB of 2^20 bytes (MiB). The last lines read
 ``peak_before_mb=<a> peak_after_mb=<b> seconds_before=<c> seconds_after=<d>`` and
 ``peak_mb_1=<a> peak_mb_1_calibrated=<b> peak_mb_<n>=<c> peak_mb_<n>_calibrated=<d> floor_mb=<e>``, the last being the
@@ -105,6 +109,10 @@ def stages(study: dict[str, str], out_dir: Path, t_stride: int, overrides: dict[
     return rows
 
 
+PYTHON = [sys.executable]
+"""The interpreter of the whole-process runs (``--python``): by default this one."""
+
+
 def whole_process(
     datalist: Path,
     out_dir: Path,
@@ -114,12 +122,12 @@ def whole_process(
     configs: Sequence[str] = ("inference.yaml",),
     options: Sequence[str] = (),
 ) -> tuple[float, float]:
-    """(wall seconds, peak resident MB) of ``run <workflow>`` (inference) on the datalist, from ``/usr/bin/time -v``;
-    ``options`` are further command-line overrides."""
+    """(wall seconds, peak resident MB) of ``run <workflow>`` (inference) on the datalist, from ``/usr/bin/time -v``
+    with the interpreter :data:`PYTHON`; ``options`` are further command-line overrides."""
     config_list = config_files(configs)
     if extra is not None:
         config_list.append(str(extra))
-    cmd = ["/usr/bin/time", "-v", sys.executable, "-m", "monai.bundle", "run", workflow, "--config_file",
+    cmd = ["/usr/bin/time", "-v", PYTHON[0], "-m", "monai.bundle", "run", workflow, "--config_file",
            str(config_list), "--bundle_root", "bundle", "--dataset_dir", str(datalist), "--output_dir", str(out_dir),
            "--t_stride", str(t_stride), "--overwrite", "true", *options]  # fmt: skip
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env={**os.environ, "ANDI_PROGRESS": "0"})
@@ -129,6 +137,13 @@ def whole_process(
     wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): ([\d:.]+)", proc.stderr).group(1)
     seconds = sum(float(x) * 60**i for i, x in enumerate(reversed(wall.split(":"))))
     return seconds, peak_kb / 1024
+
+
+def environment(python: str) -> str:
+    """Which of the packages MONAI imports when present (and the bundle itself does not need) ``python`` has."""
+    code = "import importlib.util as u; print(*[m for m in ('sklearn', 'pandas', 'nilearn') if u.find_spec(m)])"
+    found = subprocess.run([python, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    return "with " + ", ".join(found) if found else "without scikit-learn, pandas and nilearn"
 
 
 def traced(transform: object, name: str, log: dict, study: list[int], base: list[float]) -> None:
@@ -260,7 +275,15 @@ def main() -> None:
     ap.add_argument("--t_stride", type=int, default=25, help="5 timesteps: the other stages do not depend on it")
     ap.add_argument("--batch", type=int, default=8, help="studies in the batch of sections 3 and 4")
     ap.add_argument("--skip_before", action="store_true", help="only sections 3 and 4 (no stage tables)")
+    ap.add_argument(
+        "--python",
+        default=sys.executable,
+        help="the interpreter of the whole-process runs, e.g. that of a venv with only `pip install -e .` (what a user"
+        " who scores studies installs): the test and demo extras bring scikit-learn and pandas, which MONAI imports",
+    )
     args = ap.parse_args()
+    PYTHON[0] = args.python
+    print(f"whole-process interpreter: {args.python} ({environment(args.python)})\n")
     work = Path(args.work_dir)
     datalist = make_dataset(work / "data", n_healthy=2, n_anomalous=args.batch, seed=13, n_validation=2)
     calibration = calibration_for(datalist, work, args.t_stride)

@@ -20,6 +20,7 @@ from pathlib import Path
 import fire
 from scripts import MODALITIES, cohorts, histogram
 from scripts import zoo_submission as zoo
+from scripts.atlas import nilearn_data_dir
 from scripts.datalists import SPLITS_DIR, DatalistError, make_brats21_datalist
 from scripts.errors import StudyError
 from scripts.synthetic import make_dataset, make_study, write_study
@@ -28,8 +29,13 @@ SIZES = {"full": ((240, 240, 155), (1.0, 1.0, 1.0)), "small": ((96, 96, 62), (2.
 
 
 def _size(size: str) -> tuple[tuple[int, int, int], tuple[float, float, float]]:
+    """The made study's shape and spacing, once the templates it is made from are known to be there."""
     if size not in SIZES:
         raise fire.core.FireError(f"--size must be one of {sorted(SIZES)}, got {size!r}")
+    try:
+        nilearn_data_dir()  # the MNI152 templates of nilearn, an optional package (the 'demo' extra)
+    except FileNotFoundError as err:
+        raise fire.core.FireError(str(err)) from err
     return SIZES[size]
 
 

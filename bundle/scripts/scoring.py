@@ -315,9 +315,11 @@ class ANDiInferer(BrainSliceInferer):
         """Aggregated per-channel deviation maps for slices ``x_0`` (K, C, H, W) on the preprocessed image's scale;
         returns (K, C, H, W) float32. The deviations are those of the diffusion's range. ``study``: the key of the
         noise (:meth:`noise_for`; None: per (seed, t))."""
-        x_0 = self.diffusion_range.to_diffusion(x_0.float())
+        # x_0 stays on the image's scale (it may be a view of the study's volume); each chunk is mapped to the
+        # diffusion's range as it is gathered, so that no volume-sized copy of it is held beside the noise
+        to_diffusion = self.diffusion_range.to_diffusion
         k = x_0.shape[0]
-        acc = torch.zeros_like(x_0)
+        acc = torch.zeros(x_0.shape, dtype=torch.float32, device=x_0.device)
         pairs = len(self.timesteps) * k
         chunk = self.pairs_per_call(network, x_0)
         timesteps = torch.tensor(self.timesteps, device=x_0.device)
@@ -336,7 +338,7 @@ class ANDiInferer(BrainSliceInferer):
                 eps[sel] = noise[ti][s_idx[sel]]
             last = int(t_idx[-1])  # timestep-major: only the chunk's last timestep can run on into the next chunk
             noise = {last: noise[last]}  # a finished timestep's noise (K, C, H, W) is freed before the network runs
-            x0_chunk = x_0[s_idx]
+            x0_chunk = to_diffusion(x_0[s_idx].float())
             terms = schedule_terms(self.scheduler, t_values, device=x_0.device)
             x_t = q_sample(x0_chunk, eps, terms)
             prediction = self.network_call(network, x_t, timesteps=t_values)
@@ -352,8 +354,9 @@ class ANDiInferer(BrainSliceInferer):
             acc.index_add_(0, s_idx, d_t)
             bar.update(idx.numel())
         bar.close()
+        noise.clear()  # the last timestep's noise, before the output is made
         acc /= len(self.timesteps)
         out = acc.exp_() if self.aggregation == "geometric" else acc
         if self.zero_background:  # UAD-IMAG: 0 where the input is at its minimum (background)
-            out[x_0 == self.diffusion_range.low] = 0
+            out[to_diffusion(x_0.float()) == self.diffusion_range.low] = 0
         return out
