@@ -126,3 +126,22 @@ def test_the_preprocessing_gives_the_same_image_with_one_copy_as_with_monais_ste
     back_b = Invertd("pred", monai_steps, orig_keys="image")(pred_b)["pred"]
     assert back.shape[1:] == shape and torch.equal(back.as_tensor(), back_b.as_tensor())
     assert torch.equal(back.affine, back_b.affine)
+
+
+@pytest.mark.parametrize("channel_dim", [0, 1])
+@pytest.mark.parametrize("threshold", [0.0, 0.5, -1.0])
+def test_brain_mask_one_channel_at_a_time_equals_any_channel_above_the_threshold_in_magnitude(
+    channel_dim: int, threshold: float
+) -> None:
+    """``brain_mask`` without a float copy of the image gives ``(|image| > threshold).any(channel)``, with NaN, -0 and
+    negative voxels. Planted bugs: "only the first channel", "x > threshold (forgets negative voxels)", "NaN counted
+    as brain"."""
+    from scripts.intensity import brain_mask
+
+    g = torch.Generator().manual_seed(3)
+    image = torch.randn((3, 4, 5, 6), generator=g) * (torch.rand((3, 4, 5, 6), generator=g) > 0.5)
+    image[0, 0, 0, :2] = torch.tensor([float("nan"), -0.0])
+    image[1, 0, 0, 0] = float("nan")
+    expected = (image.abs() > threshold).any(dim=channel_dim, keepdim=True)
+    assert torch.equal(brain_mask(image, threshold, channel_dim), expected)
+    assert torch.equal(brain_mask(image > 0, threshold, channel_dim), (image > 0).any(dim=channel_dim, keepdim=True))

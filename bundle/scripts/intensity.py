@@ -24,8 +24,14 @@ def brain_mask(image: torch.Tensor, threshold: float = 0.0, channel_dim: int = 0
     A bool ``image`` is taken as a mask already.
     """
     image = torch.as_tensor(image)
-    inside = image if image.dtype == torch.bool else image.abs() > threshold
-    return inside.any(dim=channel_dim, keepdim=True)
+    if image.dtype == torch.bool:
+        return image.any(dim=channel_dim, keepdim=True)
+    # |x| > threshold, one channel at a time: bool temporaries of one channel, no float copy of the image
+    inside = torch.zeros_like(image.narrow(channel_dim, 0, 1), dtype=torch.bool)
+    for c in range(image.shape[channel_dim]):
+        channel = image.narrow(channel_dim, c, 1)
+        inside |= (channel > threshold) | (channel < -threshold)
+    return inside
 
 
 class BrainMaskd(MapTransform):

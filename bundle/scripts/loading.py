@@ -121,7 +121,7 @@ class CheckStudyd(MapTransform):
             if key not in self.modalities:
                 continue
             inside = image > 0
-            values = image[inside]
+            values = torch.masked_select(image, inside)  # not image[inside]: no int64 index of every brain voxel
             if values.numel() == 0:
                 raise StudyError(f"{source_name(d[key])}: no voxel above zero (an empty image)")
             mean, spread = float(values.mean()), float(values.std()) if values.numel() > 1 else 0.0
