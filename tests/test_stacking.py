@@ -145,3 +145,23 @@ def test_brain_mask_one_channel_at_a_time_equals_any_channel_above_the_threshold
     expected = (image.abs() > threshold).any(dim=channel_dim, keepdim=True)
     assert torch.equal(brain_mask(image, threshold, channel_dim), expected)
     assert torch.equal(brain_mask(image > 0, threshold, channel_dim), (image > 0).any(dim=channel_dim, keepdim=True))
+
+
+def test_the_checks_slab_statistics_equal_numpys_over_the_positive_voxels() -> None:
+    """``CheckStudyd``'s statistics, a slab of slices at a time in float64: numpy's count, mean and sample deviation of
+    the voxels above zero, and every NaN or infinite voxel counted across slab boundaries. Planted bugs: "the last slab
+    dropped", "the population deviation (n)", "zero voxels counted"."""
+    from scripts.errors import StudyError
+    from scripts.loading import SLAB, CheckStudyd, positive_stats
+
+    g = torch.Generator().manual_seed(5)
+    image = (torch.randn((1, 7, 6, 2 * SLAB + 3), generator=g) * 30 + 40).clamp_min(0)
+    values = image.numpy()[image.numpy() > 0].astype(np.float64)
+    count, mean, std = positive_stats(image)
+    assert count == values.size and mean == pytest.approx(values.mean(), rel=1e-12)
+    assert std == pytest.approx(values.std(ddof=1), rel=1e-9)
+    assert positive_stats(torch.zeros((1, 2, 2, 3))) == (0, 0.0, 0.0)
+    bad = image.clone()
+    bad[0, 0, 0, [0, SLAB, 2 * SLAB + 2]] = torch.tensor([float("nan"), float("inf"), -float("inf")])
+    with pytest.raises(StudyError, match="holds 3 NaN or infinite voxels"):
+        CheckStudyd(["t1"], modalities=["t1"], min_brain_ml=0)({"t1": MetaTensor(bad)})

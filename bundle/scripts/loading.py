@@ -83,6 +83,31 @@ class LoadStudyd(MapTransform):
         return d
 
 
+SLAB = 16
+"""Slices (last axis) a voxel check looks at together: its temporaries are a slab's, not a volume's."""
+
+
+def slabs(image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """``image`` (..., D) in views of :data:`SLAB` slices along its last axis."""
+    return image.split(SLAB, dim=-1) if image.ndim else (image,)
+
+
+def positive_stats(image: torch.Tensor) -> tuple[int, float, float]:
+    """(count, mean, standard deviation) of the voxels of ``image`` above zero, summed in float64 a slab at a time
+    (no copy of the voxels); the deviation is the sample's (n - 1), 0 for fewer than two voxels."""
+    count, total, squares = 0, 0.0, 0.0
+    for slab in slabs(image):
+        values = torch.masked_select(slab, slab > 0).double()
+        count += values.numel()
+        total += float(values.sum())
+        squares += float((values * values).sum())
+    if count == 0:
+        return 0, 0.0, 0.0
+    mean = total / count
+    variance = (squares - total * mean) / (count - 1) if count > 1 else 0.0
+    return count, mean, max(variance, 0.0) ** 0.5
+
+
 class CheckStudyd(MapTransform):
     """The voxel checks of a loaded study, on the arrays :class:`LoadStudyd` read (``keys``; missing ones skipped):
 
@@ -114,20 +139,19 @@ class CheckStudyd(MapTransform):
         d = dict(data)
         brain = None
         for key in self.key_iterator(d):
-            image = torch.as_tensor(d[key])
-            finite = torch.isfinite(image)
-            if not bool(finite.all()):
-                raise StudyError(f"{source_name(d[key])}: holds {int((~finite).sum())} NaN or infinite voxels")
+            image = torch.as_tensor(d[key]).as_subclass(torch.Tensor)
+            not_finite = sum(int((~torch.isfinite(slab)).sum()) for slab in slabs(image))
+            if not_finite:
+                raise StudyError(f"{source_name(d[key])}: holds {not_finite} NaN or infinite voxels")
             if key not in self.modalities:
                 continue
             inside = image > 0
-            values = torch.masked_select(image, inside)  # not image[inside]: no int64 index of every brain voxel
-            if values.numel() == 0:
+            count, mean, spread = positive_stats(image)
+            if count == 0:
                 raise StudyError(f"{source_name(d[key])}: no voxel above zero (an empty image)")
-            mean, spread = float(values.mean()), float(values.std()) if values.numel() > 1 else 0.0
             if spread <= self.min_relative_spread * abs(mean):
                 raise StudyError(
-                    f"{source_name(d[key])}: a constant image (its {values.numel()} non-zero voxels are all about "
+                    f"{source_name(d[key])}: a constant image (its {count} non-zero voxels are all about "
                     f"{mean:.4g}); expected an MR image"
                 )
             brain = inside if brain is None or brain.shape != inside.shape else brain | inside
