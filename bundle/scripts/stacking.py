@@ -52,8 +52,8 @@ class ConcatItemsd(monai.transforms.ConcatItemsd):
         mutable = isinstance(data, MutableMapping)
         if not (self.release and mutable and items and all(isinstance(x, torch.Tensor) for x in items)):
             return super().__call__(data)
-        if len({type(x) for x in items}) > 1:
-            return super().__call__(data)  # MONAI's error
+        if len({type(x) for x in items}) > 1 or len({x.device for x in items}) > 1 or len(set(keys)) < len(keys):
+            return super().__call__(data)  # MONAI's error, or a key named twice
         dim = self.dim % items[0].ndim
         shape = list(items[0].shape)
         shape[dim] = sum(x.shape[dim] for x in items)
