@@ -27,17 +27,17 @@ PathLike = str | os.PathLike
 
 
 def nilearn_data_dir() -> Path:
-    """The folder of the nilearn wheel that holds the MNI152 2009a templates (found without importing nilearn)."""
-    missing = FileNotFoundError(
-        "nilearn is not installed: the MNI152 templates of its wheel are needed (pip install nilearn, or the "
-        "bundle's 'demo' extra)"
-    )
-    if importlib.util.find_spec("nilearn") is None:  # an optional package (see pyproject.toml's 'demo' extra)
-        raise missing
-    spec = importlib.util.find_spec("nilearn.datasets")
-    if spec is None or not spec.submodule_search_locations:
-        raise missing
-    return Path(next(iter(spec.submodule_search_locations))) / "data"
+    """The folder of the nilearn wheel that holds the MNI152 2009a templates, found without importing nilearn (a
+    submodule's ``find_spec`` would import the package). nilearn is optional: pyproject.toml's 'demo' extra."""
+    spec = importlib.util.find_spec("nilearn")
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    folder = Path(locations[0]) / "datasets" / "data" if locations else None
+    if folder is None or not folder.is_dir():
+        raise FileNotFoundError(
+            "nilearn is not installed: the MNI152 templates of its wheel are needed (pip install nilearn, or the "
+            "bundle's 'demo' extra)"
+        )
+    return folder
 
 
 def atlas_path(atlas: str | PathLike | None = None) -> Path:

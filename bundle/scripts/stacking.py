@@ -32,7 +32,8 @@ class ConcatItemsd(monai.transforms.ConcatItemsd):
         release: copy each item into one preallocated buffer and remove it from ``data`` itself once copied (the
             mapping given is changed): the items and their concatenation are then not held side by side. The values,
             dtype and metadata (the first item's, as ``torch.cat`` of MetaTensors gives) are those of MONAI's
-            transform. Items that are not all tensors, or a ``data`` that cannot be changed, get MONAI's own path.
+            transform. Items that are not all tensors of one type and device, a key named twice, or a ``data`` that
+            cannot be changed get MONAI's own path.
     """
 
     def __init__(
@@ -47,13 +48,18 @@ class ConcatItemsd(monai.transforms.ConcatItemsd):
         self.release = as_bool(release)
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
-        keys = list(self.key_iterator(dict(data)))
+        keys = list(self.key_iterator(data))
         items = [data[k] for k in keys]
-        mutable = isinstance(data, MutableMapping)
-        if not (self.release and mutable and items and all(isinstance(x, torch.Tensor) for x in items)):
+        releasable = (
+            self.release
+            and isinstance(data, MutableMapping)
+            and items
+            and all(isinstance(x, torch.Tensor) for x in items)
+            and len({(type(x), x.device) for x in items}) == 1  # else MONAI's error (or cross-device copy)
+            and len(set(keys)) == len(keys)  # a key named twice cannot be popped twice
+        )
+        if not releasable:
             return super().__call__(data)
-        if len({type(x) for x in items}) > 1 or len({x.device for x in items}) > 1 or len(set(keys)) < len(keys):
-            return super().__call__(data)  # MONAI's error, or a key named twice
         dim = self.dim % items[0].ndim
         shape = list(items[0].shape)
         shape[dim] = sum(x.shape[dim] for x in items)
@@ -84,7 +90,7 @@ class Orientationd(monai.transforms.Orientationd):
             along the last axis), flip each channel and write it back into the image's own buffer, one channel's copy
             at a time, and give the image the metadata of MONAI's orientation of its first channel (the same for every
             channel). The image given is changed. An orientation that also permutes axes, a lazy call, or an image
-            that is not a float MetaTensor of several channels gets MONAI's own path (a new tensor).
+            that is not a MetaTensor of several channels gets MONAI's own path (a new tensor).
         Other arguments: as MONAI's.
     """
 
