@@ -19,7 +19,7 @@ from scripts.antialias import SliceResized
 from scripts.diffusion import make_scheduler, schedule_terms
 from scripts.fingerprint import fingerprint
 from scripts.metrics import Subject, dice_at_thresholds, evaluate_subjects
-from scripts.scoring import LOG_FLOOR, ANDiInferer
+from scripts.scoring import LOG_FLOOR, ANDiInferer, NoiseStream
 from scripts.training import ShuffledPassSampler, WarmStartEMAHandler
 
 
@@ -82,8 +82,8 @@ def test_only_exact_zeros_reach_the_log_floor():
     eps[0, 0, 1, 1] = 0.5
 
     class GivenNoise(ANDiInferer):
-        def noise_for(self, t, shape, device, study=None):
-            return eps.clone()
+        def noise_stream(self, t, shape, device, study=None):
+            return NoiseStream(None, shape, whole=eps.clone())
 
     inferer = GivenNoise(make_scheduler(), 75, 80, 1, batch_size=3, amp=False, channels_last=False)
     x0 = torch.full((1, 1, 2, 2), 0.5)  # 2x - 1 = 0: x_t = sqrt(1 - alpha_bar) eps, and the network says eps_hat = 0

@@ -12,6 +12,7 @@ from scripts.postprocess import (
     MaskOutsideBraind,
     MedianFilter,
     ReduceChannels,
+    ReduceChannelsd,
     ThresholdSegmentd,
     yen_segmentation,
 )
@@ -23,6 +24,25 @@ def test_reduce_channels():
     torch.testing.assert_close(ReduceChannels("mean")(a), a.mean(0, keepdim=True))
     with pytest.raises(ValueError):
         ReduceChannels("min")
+
+
+@pytest.mark.parametrize("mode", ["max", "mean", "weighted"])
+def test_reduce_channels_release_frees_the_per_channel_map(mode):
+    """Planted bugs: "releases the reduced map" (its values would be gone) and "never releases" (the inferer's
+    per-channel maps stay held through every later post step, as the engine keeps them). The reduced map equals the
+    one made without release; the per-channel map's storage, which the engine's output still shares, is emptied."""
+    torch.manual_seed(0)
+    batch = MetaTensor(torch.rand(1, 4, 6, 5, 3))  # the inferer's output, as the engine holds it
+    item = batch[0]  # the decollated view the post-processing gets
+    options = {"keys": "pred", "mode": mode, "weights": {"max": 0.2, "mean": 0.5, "flair": 0.3}}
+    kept = ReduceChannelsd(**options)({"pred": item.clone()})["pred"]
+    reduced = ReduceChannelsd(**options, release=True)({"pred": item})["pred"]
+    torch.testing.assert_close(reduced, kept, rtol=0, atol=0)
+    assert batch.untyped_storage().nbytes() == 0
+    assert reduced.untyped_storage().nbytes() == reduced.numel() * 4
+    alone = torch.rand(1, 6, 5, 3)  # one channel: max returns a new map; the input alone is freed
+    out = ReduceChannelsd(keys="pred", release=True)({"pred": alone})["pred"]
+    assert out.untyped_storage().nbytes() == out.numel() * 4
 
 
 def test_median_filter_removes_a_lone_voxel_and_keeps_a_block():

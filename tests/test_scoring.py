@@ -7,7 +7,8 @@ from monai.data import MetaTensor
 from scripts.diffusion import DiffusionRange, deviation_from_noise, make_scheduler, q_sample, schedule_terms
 from scripts.networks import make_network
 from scripts.reference import reference_slices
-from scripts.scoring import ANDiInferer, brain_slices, timestep_range
+from scripts.noise import gaussian_noise, get_noise_fn
+from scripts.scoring import ANDiInferer, NoiseStream, brain_slices, timestep_range
 from scripts.training import NoisePrepareBatch
 
 
@@ -194,3 +195,52 @@ def test_score_volume_equals_scoring_its_gathered_slices(all_slices, study_noise
         got = inferer(MetaTensor(volume.clone()), net)
     assert type(got) is torch.Tensor and got.is_contiguous()
     assert torch.equal(got, expected)
+
+
+@pytest.mark.parametrize("noise_type", ["gaussian", "pyramid"])
+@pytest.mark.parametrize("shape", [(9, 4, 16, 16), (7, 3, 10, 10)])
+def test_noise_stream_does_not_depend_on_the_chunks(noise_type, shape):
+    """Planted bugs: "restarts the generator per chunk" (every chunk the first slices' noise) and "hands out
+    slices out of order" fail here. Slices taken 1, 3, 5 at a time equal the whole draw, for Gaussian noise (drawn per
+    slice) and for the pyramid (drawn at once), also where a slice's size is not a multiple of 16 (3 x 10 x 10)."""
+    fn = get_noise_fn(noise_type)
+
+    def stream() -> NoiseStream:
+        return NoiseStream(fn, shape, torch.Generator().manual_seed(3))
+
+    whole = stream().take(shape[0])
+    for n in (1, 3, 5):
+        s = stream()
+        chunks = [s.take(min(n, shape[0] - i)) for i in range(0, shape[0], n)]
+        assert torch.equal(torch.cat(chunks), whole)
+    assert not torch.equal(whole[:3], whole[3:6])
+    with pytest.raises(ValueError, match="9 slices|7 slices"):
+        stream().take(shape[0] + 1)
+
+
+def test_gaussian_stream_is_the_whole_draw_for_the_bundles_slices():
+    """A regression pin on 0.6.2's maps: for slices of 4 x 128 x 128 (a multiple of 16 values), torch's CPU draw of
+    all slices at once equals the per-slice draws, so scoring chunk by chunk keeps the demo's maps bit for bit.
+    If a torch release breaks this, the maps change (statistically the same noise): update the demo checksums."""
+    shape = (5, 4, 128, 128)
+    whole = torch.randn(shape, generator=torch.Generator().manual_seed(11))
+    assert torch.equal(NoiseStream(gaussian_noise, shape, torch.Generator().manual_seed(11)).take(5), whole)
+
+
+def test_scoring_draws_only_a_chunk_of_noise_at_a_time(monkeypatch):
+    """Planted bug: "draws every slice's noise of a timestep at once" (a volume-sized buffer beside the
+    accumulator: 40 MB for a BraTS study). With Gaussian noise, no take exceeds the pairs of one network call, and
+    every slice of every timestep is taken exactly once."""
+    taken = []
+    original = NoiseStream.take
+
+    def take(self, n):
+        taken.append(int(n))
+        return original(self, n)
+
+    monkeypatch.setattr(NoiseStream, "take", take)
+    inferer = ANDiInferer(make_scheduler(), 75, 85, 3, batch_size=4, amp=False, channels_last=False)
+    x0 = torch.rand(10, 2, 8, 8)
+    inferer.score_slices(x0, toy_network)
+    assert max(taken) <= 4
+    assert sum(taken) == 10 * len(inferer.timesteps)

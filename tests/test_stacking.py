@@ -71,8 +71,9 @@ def test_stack_without_release_is_monais_and_leaves_the_dictionary_alone() -> No
 
 @pytest.mark.parametrize("affine", [LPS, np.eye(4), np.diag([1.0, -1.0, -1.0, 1.0])])
 def test_orientation_in_place_equals_monais_and_inverts_the_same(affine) -> None:
-    """Planted bugs it fails on: "flips only the first channel", "keeps the old affine or operation" (the metadata
-    and the inversion differ), "copies despite inplace" (not the same buffer)."""
+    """Planted bugs it fails on: "flips only the first channel", "flips one axis too few", "keeps the old affine or
+    operation" (the metadata and the inversion differ), "copies despite inplace" (not the same buffer, forward or
+    inverse)."""
     image = ConcatItemsd(["m0", "m1", "m2", "m3"], "image")(modalities(affine))["image"]
     ptr = image.data_ptr()
     monai_orient = Orientationd("image", axcodes="RAS", labels=None)
@@ -81,12 +82,25 @@ def test_orientation_in_place_equals_monais_and_inverts_the_same(affine) -> None
     out = Compose([ours])({"image": image})["image"]
     same_meta(out, expected)
     assert out is image and out.data_ptr() == ptr
-    inverted = Invertd("pred", Compose([ours]), orig_keys="image")({"image": out, "pred": out.clone()})["pred"]
+    pred = out[:1].clone()  # a one-channel map on the oriented grid, as post#invert gets it
+    inverted = Invertd("pred", Compose([ours]), orig_keys="image")({"image": out, "pred": pred})["pred"]
     expected_inv = Invertd("pred", Compose([monai_orient]), orig_keys="image")(
-        {"image": expected, "pred": expected.clone()}
+        {"image": expected, "pred": expected[:1].clone()}
     )["pred"]
     same_meta(inverted, expected_inv)
-    assert torch.equal(inverted.as_tensor(), ConcatItemsd(["m0", "m1", "m2", "m3"], "i")(modalities(affine))["i"])
+    assert inverted.data_ptr() == pred.data_ptr(), "the inverse made a new map despite inplace"
+    source = ConcatItemsd(["m0", "m1", "m2", "m3"], "i")(modalities(affine))["i"]
+    assert torch.equal(inverted.as_tensor(), source[:1].as_tensor())
+
+
+@pytest.mark.parametrize("dims", [[1], [2, 3], [1, 2, 3], []])
+def test_flip_in_place_equals_torch_flip(dims) -> None:
+    """Planted bugs: "misses the middle plane pair" and "swaps a plane with itself off by one" (odd and even
+    sizes: 5 and 4), "flips a dimension not asked for"."""
+    x = torch.rand(2, 5, 4, 3)
+    want = x.flip(dims) if dims else x.clone()
+    ptr = x.data_ptr()
+    assert torch.equal(stacking.flip_in_place(x, dims), want) and x.data_ptr() == ptr
 
 
 def test_orientation_that_permutes_axes_takes_monais_new_tensor() -> None:

@@ -157,7 +157,7 @@ class CheckStudyd(MapTransform):
             brain = inside if brain is None or brain.shape != inside.shape else brain | inside
         if brain is not None:
             reference = d[next(k for k in self.modalities if k in d)]
-            ml = float(brain.sum()) * voxel_ml(reference)
+            ml = int(torch.count_nonzero(brain)) * voxel_ml(reference)  # a bool sum would make an int64 copy
             if ml < self.min_brain_ml:
                 raise StudyError(
                     f"{source_name(reference)}: the brain (voxels above zero) is {ml:.1f} ml, far too small for a "

@@ -19,10 +19,11 @@ log map. The maps then equal the authors' to float32 precision (``../shared/tool
 bundle's earlier floor, 1e-12, moved real pixels (real d_t fall below it: 236 of 1,310,720 in the equivalence check).
 
 Slice-timestep pairs are batched together in chunks of ``batch_size`` pairs; the aggregation is a running sum
-(of logs), so memory does not grow with the number of timesteps. Noise for timestep t is drawn for all slices
-at once from a generator seeded with ``(seed, t)``, or with ``(seed, study, t)`` under ``study_noise`` (the configs'
-default: every study its own noise, as the authors draw fresh noise per volume, and one study always the same map),
-so the result does not depend on the chunking.
+(of logs), so memory does not grow with the number of timesteps. Noise for timestep t comes from a generator seeded
+with ``(seed, t)``, or with ``(seed, study, t)`` under ``study_noise`` (the configs' default: every study its own
+noise, as the authors draw fresh noise per volume, and one study always the same map). Gaussian noise is drawn slice
+by slice, in slice order, as the chunks need it (:class:`NoiseStream`), so only a chunk's noise is held; other noise
+is drawn for all slices at once. Either way the result does not depend on the chunking.
 
 d_t is evaluated in the second, algebraically identical form (``scripts.diffusion.deviation_from_noise``; the tests
 check it against the first): subtracting the two means in float32 cancels digits, and the log then magnifies that
@@ -51,7 +52,7 @@ from scripts.diffusion import (
     schedule_terms,
     x0_from_prediction,
 )
-from scripts.noise import get_noise_fn
+from scripts.noise import NoiseFn, gaussian_noise, get_noise_fn
 from scripts.progress import progress
 from scripts.slices import brain_slices
 from torch import nn
@@ -201,6 +202,45 @@ class BrainSliceInferer(Inferer):
         return torch.stack([self.score_volume(v, network) for v in inputs])
 
 
+class NoiseStream:
+    """The noise of one timestep for slices 0..K-1 (``shape`` (K, C, H, W)), handed out in slice order, ``n`` slices
+    at a time (:meth:`take`).
+
+    Gaussian noise (:func:`scripts.noise.gaussian_noise`) is drawn one slice at a time from ``generator`` as it is
+    taken: slice k is the generator's k-th draw of shape (C, H, W), so a chunk costs its own memory, not the volume's,
+    and the values do not depend on how the slices are chunked. Any other noise (a pyramid is normalised over its
+    whole batch) is drawn for all K slices at the first :meth:`take` and handed out as views. ``whole``: noise given
+    instead, (K, C, H, W).
+    """
+
+    def __init__(
+        self,
+        noise_fn: NoiseFn | None,
+        shape: Sequence[int],
+        generator: torch.Generator | None = None,
+        device: torch.device | str = "cpu",
+        whole: torch.Tensor | None = None,
+    ) -> None:
+        self.noise_fn, self.shape, self.generator, self.device = noise_fn, tuple(shape), generator, device
+        self.whole = whole
+        self.position = 0  # the next slice handed out
+
+    def take(self, n: int) -> torch.Tensor:
+        """The next ``n`` slices' noise, (n, C, H, W) float32."""
+        start, stop = self.position, self.position + int(n)
+        if stop > self.shape[0]:
+            raise ValueError(f"the noise has {self.shape[0]} slices; slices {start}..{stop - 1} were asked for")
+        self.position = stop
+        if self.whole is None and self.noise_fn is gaussian_noise:
+            out = torch.empty((stop - start, *self.shape[1:]), device=self.device)
+            for slice_noise in out:  # one draw per slice, into the chunk's own buffer
+                torch.randn(self.shape[1:], generator=self.generator, device=self.device, out=slice_noise)
+            return out
+        if self.whole is None:
+            self.whole = self.noise_fn(self.shape, generator=self.generator, device=self.device)
+        return self.whole[start:stop]
+
+
 class ANDiInferer(BrainSliceInferer):
     """Score a multi-modal volume with a trained noise-prediction network; returns per-channel maps a_m.
 
@@ -279,16 +319,24 @@ class ANDiInferer(BrainSliceInferer):
             raise ValueError(f"at_timesteps needs one or more timesteps in 0..{n - 1}, got {list(timesteps)}")
         return other
 
-    def noise_for(self, t: int, shape: Sequence[int], device: torch.device, study: str | None = None) -> torch.Tensor:
-        """The scoring noise of timestep ``t`` for every slice, shape (K, C, H, W); reproducible per (seed, t), or
-        per (seed, study, t) when a ``study`` key is given (:meth:`study_key`)."""
+    def noise_stream(
+        self, t: int, shape: Sequence[int], device: torch.device, study: str | None = None
+    ) -> NoiseStream:
+        """The scoring noise of timestep ``t`` for slices (K, C, H, W), as a :class:`NoiseStream` that hands it out in
+        slice order; reproducible per (seed, t), or per (seed, study, t) when a ``study`` key is given
+        (:meth:`study_key`)."""
         if study is None:
             seed = self.seed * 1_000_003 + int(t)
         else:
             digest = hashlib.sha256(f"{self.seed}:{study}:{int(t)}".encode()).digest()
             seed = int.from_bytes(digest[:8], "little") & (2**63 - 1)
         generator = torch.Generator(device=device).manual_seed(seed)
-        return self.noise_fn(tuple(shape), generator=generator, device=device)
+        return NoiseStream(self.noise_fn, shape, generator, device)
+
+    def noise_for(self, t: int, shape: Sequence[int], device: torch.device, study: str | None = None) -> torch.Tensor:
+        """The scoring noise of timestep ``t`` for every slice at once, (K, C, H, W): what :meth:`score_slices` draws
+        chunk by chunk (:meth:`noise_stream`)."""
+        return self.noise_stream(t, shape, device, study).take(shape[0])
 
     @staticmethod
     def study_key(volume: torch.Tensor) -> str:
@@ -323,21 +371,20 @@ class ANDiInferer(BrainSliceInferer):
         pairs = len(self.timesteps) * k
         chunk = self.pairs_per_call(network, x_0)
         timesteps = torch.tensor(self.timesteps, device=x_0.device)
-        noise: dict[int, torch.Tensor] = {}  # timestep index -> noise (K, C, H, W): the chunk's timesteps
+        noise: dict[int, NoiseStream] = {}  # timestep index -> its noise, handed out in slice order
         bar = progress(total=pairs, desc=f"{k} slices x {len(self.timesteps)} timesteps", unit="pair")
         for start in range(0, pairs, chunk):
             idx = torch.arange(start, min(start + chunk, pairs), device=x_0.device)
-            t_idx, s_idx = idx // k, idx % k  # timestep-major order: a chunk spans few timesteps
+            t_idx, s_idx = idx // k, idx % k  # timestep-major order: a chunk spans few timesteps, slices in order
             t_values = timesteps[t_idx]
-            noise = {ti: noise.get(ti) for ti in t_idx.unique().tolist()}
             eps = torch.empty((idx.numel(), *x_0.shape[1:]), device=x_0.device)
-            for ti in noise:
-                if noise[ti] is None:
-                    noise[ti] = self.noise_for(self.timesteps[ti], x_0.shape, x_0.device, study)
+            for ti in t_idx.unique().tolist():  # ascending: the chunk's slices of each timestep follow on in order
+                if ti not in noise:
+                    noise[ti] = self.noise_stream(self.timesteps[ti], x_0.shape, x_0.device, study)
                 sel = t_idx == ti
-                eps[sel] = noise[ti][s_idx[sel]]
+                eps[sel] = noise[ti].take(int(sel.sum()))
             last = int(t_idx[-1])  # timestep-major: only the chunk's last timestep can run on into the next chunk
-            noise = {last: noise[last]}  # a finished timestep's noise (K, C, H, W) is freed before the network runs
+            noise = {last: noise[last]}  # a finished timestep's stream is let go before the network runs
             x0_chunk = to_diffusion(x_0[s_idx].float())
             terms = schedule_terms(self.scheduler, t_values, device=x_0.device)
             x_t = q_sample(x0_chunk, eps, terms)

@@ -4,9 +4,9 @@
 * :class:`ConcatItemsd`: MONAI's ``ConcatItemsd`` with ``release``: each modality is copied into the stacked
   buffer and then dropped from the dictionary it came in, so that the four modalities and their stack are never held
   side by side (about 136 MB less for 4 x 240 x 240 x 155 float32 voxels);
-* :class:`Orientationd`: MONAI's ``Orientationd`` with ``inplace``: an orientation that only flips axes is done one
-  channel at a time, each flipped channel written back into the image's own buffer, and the image takes the
-  metadata MONAI's orientation gives (affine, applied operation), so that ``Invertd`` undoes it as before.
+* :class:`Orientationd`: MONAI's ``Orientationd`` with ``inplace``: an orientation that only flips axes flips the
+  image in its own buffer, a plane at a time, and the image takes the metadata MONAI's orientation gives (affine,
+  applied operation), so that ``Invertd`` undoes it as before; the inverse flips ``Invertd``'s maps in place too.
 
 Both give the values and metadata of MONAI's own transforms, bit for bit (``tests/test_stacking.py``). Both change
 what they are given: the preprocessing sets them on its own dictionary and image, which nothing else holds.
@@ -15,7 +15,7 @@ what they are given: the preprocessing sets them on its own dictionary and image
 from __future__ import annotations
 
 import functools
-from collections.abc import Hashable, Mapping, MutableMapping
+from collections.abc import Hashable, Mapping, MutableMapping, Sequence
 
 import monai.transforms
 import torch
@@ -82,15 +82,43 @@ class ConcatItemsd(monai.transforms.ConcatItemsd):
         return d
 
 
+def flip_in_place(x: torch.Tensor, dims: Sequence[int]) -> torch.Tensor:
+    """``x`` flipped along each of ``dims``, in its own buffer: planes are swapped pairwise through one plane's copy
+    (``torch.flip`` would allocate a second ``x``). Returns ``x``."""
+    for dim in dims:
+        n = x.shape[dim]
+        for i in range(n // 2):
+            low, high = x.select(dim, i), x.select(dim, n - 1 - i)
+            kept = low.clone()
+            low.copy_(high)
+            high.copy_(kept)
+    return x
+
+
+def flipped_axes(before: torch.Tensor, after: torch.Tensor) -> list[int] | None:
+    """The spatial axes (1-based, as in a (C, H, W, D) image) that an orientation flipped, read from the affines
+    (4 x 4) before and after it: axis i is flipped where its column is negated. None when the orientation did more
+    than flip (axes permuted)."""
+    dims = []
+    for i in range(before.shape[0] - 1):
+        if torch.allclose(after[:-1, i], before[:-1, i]):
+            continue
+        if not torch.allclose(after[:-1, i], -before[:-1, i]):
+            return None
+        dims.append(i + 1)
+    return dims
+
+
 class Orientationd(monai.transforms.Orientationd):
     """MONAI's ``Orientationd``, with ``inplace``.
 
     Args:
         inplace: when the orientation only flips axes (the usual case: BraTS and most scanners store axial slices
-            along the last axis), flip each channel and write it back into the image's own buffer, one channel's copy
-            at a time, and give the image the metadata of MONAI's orientation of its first channel (the same for every
-            channel). The image given is changed. An orientation that also permutes axes, a lazy call, or an image
-            that is not a MetaTensor of several channels gets MONAI's own path (a new tensor).
+            along the last axis), flip the image in its own buffer (:func:`flip_in_place`), and give it the metadata
+            that MONAI's orientation gives a one-byte stand-in of its shape and metadata (affine, applied operation).
+            The same in :meth:`inverse` (``Invertd``). The image given is changed, and so is a map given to the
+            inverse: in the bundle's pipeline that map is the resize inverse's own new tensor. An orientation that
+            also permutes axes, a lazy call, or an image that is not a MetaTensor gets MONAI's own path (a new tensor).
         Other arguments: as MONAI's.
     """
 
@@ -106,15 +134,24 @@ class Orientationd(monai.transforms.Orientationd):
             d[key] = self.orient_in_place(d[key])
         return d
 
-    def orient_in_place(self, img: torch.Tensor) -> torch.Tensor:
-        """``img`` (C, H, W, D) oriented: itself, flipped channel by channel, when the orientation only flips."""
-        if not isinstance(img, MetaTensor) or img.shape[0] < 2 or img.pending_operations:
-            return self.ornt_transform(img, lazy=False)
-        first = self.ornt_transform(img[:1], lazy=False)
-        if first.shape[1:] != img.shape[1:] or first.as_tensor().stride() != img.as_tensor()[:1].stride():
-            return self.ornt_transform(img, lazy=False)  # the axes are permuted: MONAI's new tensor
-        values = img.as_tensor()
-        values[:1] = first.as_tensor()
-        for c in range(1, img.shape[0]):  # channel c is read (as a MetaTensor, for its affine) before it is written
-            values[c : c + 1] = self.ornt_transform(img[c : c + 1], lazy=False).as_tensor()
-        return img.copy_meta_from(first)
+    def inverse(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        if not self.inplace:
+            return super().inverse(data)
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.orient_in_place(d[key], inverse=True)
+        return d
+
+    def orient_in_place(self, img: torch.Tensor, inverse: bool = False) -> torch.Tensor:
+        """``img`` (C, H, W, D) oriented (``inverse``: the orientation undone): itself, flipped in place, when the
+        orientation only flips."""
+        monai_path = self.ornt_transform.inverse if inverse else functools.partial(self.ornt_transform, lazy=False)
+        if not isinstance(img, MetaTensor) or img.pending_operations:
+            return monai_path(img)
+        stand_in = MetaTensor(torch.zeros((1, *img.shape[1:]), dtype=torch.uint8)).copy_meta_from(img)
+        oriented = monai_path(stand_in)  # MONAI's metadata of the result, on 1 byte a voxel
+        dims = flipped_axes(img.affine, oriented.affine) if oriented.shape[1:] == img.shape[1:] else None
+        if dims is None:
+            return monai_path(img)  # the axes are permuted: MONAI's new tensor
+        flip_in_place(img.as_tensor(), dims)
+        return img.copy_meta_from(oriented)
