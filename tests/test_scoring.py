@@ -6,8 +6,8 @@ from monai.data import MetaTensor
 
 from scripts.diffusion import DiffusionRange, deviation_from_noise, make_scheduler, q_sample, schedule_terms
 from scripts.networks import make_network
-from scripts.reference import reference_slices
 from scripts.noise import gaussian_noise, get_noise_fn
+from scripts.reference import reference_slices
 from scripts.scoring import ANDiInferer, NoiseStream, brain_slices, timestep_range
 from scripts.training import NoisePrepareBatch
 

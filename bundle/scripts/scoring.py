@@ -319,9 +319,7 @@ class ANDiInferer(BrainSliceInferer):
             raise ValueError(f"at_timesteps needs one or more timesteps in 0..{n - 1}, got {list(timesteps)}")
         return other
 
-    def noise_stream(
-        self, t: int, shape: Sequence[int], device: torch.device, study: str | None = None
-    ) -> NoiseStream:
+    def noise_stream(self, t: int, shape: Sequence[int], device: torch.device, study: str | None = None) -> NoiseStream:
         """The scoring noise of timestep ``t`` for slices (K, C, H, W), as a :class:`NoiseStream` that hands it out in
         slice order; reproducible per (seed, t), or per (seed, study, t) when a ``study`` key is given
         (:meth:`study_key`)."""
