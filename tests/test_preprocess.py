@@ -17,7 +17,7 @@ from runner import preprocessing
 from scripts.data import HealthySliceDataset
 from scripts.fingerprint import fingerprint
 from scripts.histogram import save_landmarks
-from scripts.intensity import ScaleByPercentiled
+from scripts.intensity import ScaleByPercentiled, nonzero_values
 from scripts.slices import healthy_slice_indices
 
 SHAPE = (240, 240, 12)  # the BraTS in-plane size, resized to 128 as in the paper
@@ -197,3 +197,19 @@ def test_scale_by_percentile_divides_each_channel_by_its_nonzero_percentile(inpl
     assert (out.data_ptr() == data["image"].data_ptr()) is inplace
     if not inplace:
         assert torch.equal(data["image"], before)
+
+
+@pytest.mark.parametrize("shape", [(40, 7, 5), (16, 3), (17,), (3, 4, 5, 6)])
+def test_nonzero_values_are_the_masked_values_in_order(shape):
+    """Planted bugs: "drops the last partial block of rows" (40 and 17 rows are not multiples of 16), "gathers in
+    another order" (the values must be x[x != 0]'s, element for element), "keeps -0 or NaN out" (both are != 0 as
+    the mask has it: NaN != 0 is True, -0.0 != 0 is False)."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(shape, generator=g)
+    x[torch.rand(shape, generator=g) < 0.4] = 0.0
+    x.view(-1)[1] = float("nan")
+    x.view(-1)[2] = -0.0
+    got, want = nonzero_values(x), x[x != 0]
+    assert got.shape == want.shape and torch.equal(got.isnan(), want.isnan())
+    assert torch.equal(got[~got.isnan()], want[~want.isnan()])
+    assert nonzero_values(torch.zeros(5, 3)).numel() == 0 and nonzero_values(torch.tensor(2.0)).tolist() == [2.0]
