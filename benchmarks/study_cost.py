@@ -247,6 +247,7 @@ def batch_report(work: Path, datalist: Path, t_stride: int, n_batch: int, calibr
             seconds, peak = whole_process(listed, work / f"whole_{n}{label}", t_stride, None, options=extra)
             peaks[f"peak_mb_{n}{label}"] = peak
             print(f"\nwhole `run inference` process ({what}): {seconds:.1f} s, peak resident {peak:.0f} MB")
+    heap_rule_cost(work, datalist, t_stride, calibration)
     floor = process_floor(work, t_stride)
     print(
         f"\nthe process floor (`run inference` of one {' x '.join(map(str, FLOOR_SHAPE))} made study, no registration, "
@@ -254,6 +255,24 @@ def batch_report(work: Path, datalist: Path, t_stride: int, n_batch: int, calibr
         + ", ".join(f"{k} {v - floor:.0f} MB" for k, v in peaks.items())
     )
     print("\n" + " ".join(f"{k}={v:.0f}" for k, v in {**peaks, "floor_mb": floor}.items()))
+
+
+def heap_rule_cost(work: Path, datalist: Path, t_stride: int, calibration: Path) -> None:
+    """The heap rule's price (``mmap_threshold_mb``, ``scripts/memory.py``): one calibrated study's whole process with
+    the configured rule and with glibc's own (``--mmap_threshold_mb 0``), one after the other, twice, in the order
+    on, off, off, on; the medians' seconds and peaks. Freed buffers of 1 MB or more go back to the system at once,
+    so each new buffer's pages are faulted in again: fewer MB held, more seconds."""
+    listed = subset(datalist, 1)
+    runs: dict[str, list[tuple[float, float]]] = {"1 (configured)": [], "0 (glibc's own)": []}
+    for label in ("1 (configured)", "0 (glibc's own)", "0 (glibc's own)", "1 (configured)"):
+        options = ["--calibration_file", str(calibration)] + (["--mmap_threshold_mb", "0"] if "glibc" in label else [])
+        runs[label].append(whole_process(listed, work / "heap_rule", t_stride, None, options=options))
+    print(f"\n## The heap rule's price ({DATA_NOTE}, one study with a calibration, --t_stride {t_stride})\n")
+    rows = []
+    for label, pairs in runs.items():
+        seconds, peaks = sorted(p[0] for p in pairs), sorted(p[1] for p in pairs)
+        rows.append([label, " / ".join(f"{x:.1f}" for x in seconds), " / ".join(f"{x:.0f}" for x in peaks)])
+    print(markdown_table(["mmap_threshold_mb", "wall seconds (2 runs)", "peak resident MB (2 runs)"], rows))
 
 
 FLOOR_SHAPE = (48, 48, 32)
