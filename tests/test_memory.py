@@ -52,6 +52,7 @@ def test_the_heap_rule_gives_freed_megabyte_buffers_back_to_the_system():
     assert retained_mb(0) >= 150
     assert retained_mb(1) < 10
     assert set_mmap_threshold(None) is False and set_mmap_threshold(0) is False
+    assert set_mmap_threshold("null") is False, "a command line's null arrives as a string: glibc's own rule"
 
 
 def test_inference_evaluation_and_calibration_apply_the_heap_rule_first():

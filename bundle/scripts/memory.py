@@ -16,6 +16,8 @@ import ctypes.util
 import gc
 from functools import cache
 
+from scripts import as_optional_float
+
 M_MMAP_THRESHOLD = -3
 """glibc's ``mallopt`` parameter (``malloc.h``): the size from which an allocation is its own ``mmap``."""
 
@@ -30,7 +32,7 @@ def _libc_function(name: str):
         return None
 
 
-def set_mmap_threshold(megabytes: float | None) -> bool:
+def set_mmap_threshold(megabytes: float | str | None) -> bool:
     """Serve every allocation of ``megabytes`` or more with its own ``mmap`` (glibc's ``mallopt(M_MMAP_THRESHOLD)``),
     so that a freed buffer of that size goes back to the system at once. By default glibc starts at 128 kB and raises
     the threshold to the size of each mmapped block freed, up to 32 MB: after the first study most feature maps and
@@ -41,12 +43,13 @@ def set_mmap_threshold(megabytes: float | None) -> bool:
     Made data, one BraTS-sized study, ``--t_stride 200``: the whole ``run inference`` process peaked at about 60 MB
     less with 1 MB (``bundle/docs/benchmarks.md``).
     """
+    megabytes = as_optional_float(megabytes)  # `--mmap_threshold_mb null` arrives as the string "null"
     if not megabytes:
         return False
     mallopt = _libc_function("mallopt")
     if mallopt is None:
         return False
-    return bool(mallopt(M_MMAP_THRESHOLD, int(float(megabytes) * 2**20)))
+    return bool(mallopt(M_MMAP_THRESHOLD, int(megabytes * 2**20)))
 
 
 def release(engine=None) -> None:
