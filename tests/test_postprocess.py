@@ -45,6 +45,15 @@ def test_reduce_channels_release_frees_the_per_channel_map(mode):
     assert out.untyped_storage().nbytes() == out.numel() * 4
 
 
+def test_reduce_channels_release_keeps_a_map_that_is_a_view_of_the_image():
+    """Planted bug: "frees storage another item shares" (an inferer whose map is the image itself, e.g. a baseline
+    that returns a view of its input: the image would be emptied under the later steps)."""
+    image = torch.rand(2, 6, 5, 3)
+    out = ReduceChannelsd(keys="pred", release=True)({"pred": image[:1], "image": image})
+    assert image.untyped_storage().nbytes() == image.numel() * 4
+    torch.testing.assert_close(out["pred"], image[:1])
+
+
 def test_median_filter_removes_a_lone_voxel_and_keeps_a_block():
     a = torch.zeros((1, 12, 12, 12))
     a[0, 2, 2, 2] = 10.0

@@ -190,7 +190,8 @@ class ReduceChannelsd(MapTransform):
 
     Args:
         release: once a map is reduced, free the memory of the per-channel map it came from (its storage is emptied,
-            so every tensor that shares it becomes empty), unless the reduced map shares it. In a MONAI engine the
+            so every tensor that shares it becomes empty), unless the reduced map or another item of the dictionary
+            shares it (an inferer whose map is a view of the image). In a MONAI engine the
             inferer's output stays referenced (``engine.state.output``) until the whole post-processing has run,
             so without this the per-channel maps (C x 10 MB for a BraTS-sized study on the 128 x 128 grid) are held
             beside every later step's work. Only for a pipeline where nothing reads the per-channel map after this
@@ -217,7 +218,8 @@ class ReduceChannelsd(MapTransform):
             reduced = self.op(d[key])
             if self.release and isinstance(d[key], torch.Tensor):
                 storage = d[key].untyped_storage()
-                if storage.data_ptr() != reduced.untyped_storage().data_ptr():
+                others = [v for k, v in d.items() if k != key and isinstance(v, torch.Tensor)] + [reduced]
+                if all(v.untyped_storage().data_ptr() != storage.data_ptr() for v in others):
                     storage.resize_(0)
             d[key] = reduced
         return d
