@@ -12,6 +12,7 @@ import pytest
 from monai.data import DataLoader, Dataset
 from runner import tiny_dataset
 
+from benchmarks.bench.configs import config_parser
 from scripts.batch import BatchReport, StudyBatch, failures_file, run_studies
 from scripts.errors import Failure, StudiesFailed, StudyError
 from scripts.files import atomic_path, atomic_write_bytes
@@ -101,6 +102,19 @@ def test_select_studies_gives_each_study_to_one_rank(five_studies, tmp_path):
     for rank, world_size in ((2, 2), (-1, 2)):
         with pytest.raises(ValueError, match=f"rank {rank} is outside world size {world_size}"):
             select_studies(five_studies, out, register=False, rank=rank, world_size=world_size)
+
+
+def test_inference_leaves_labels_out_and_evaluation_and_calibration_read_them(five_studies, tmp_path):
+    """Planted bugs: "inference reads the label" (34 MB of a BraTS-sized study that nothing uses), "calibration or
+    evaluation loses its label" (calibration's healthy voxels would include the lesion; evaluation would have nothing
+    to score against) and "a label both required and left out" (no error)."""
+    assert all("label" in s for s in select_studies(five_studies, tmp_path / "a", register=False).studies)
+    dropped = select_studies(five_studies, tmp_path / "b", register=False, labels=False).studies
+    assert len(dropped) == 5 and not any("label" in s for s in dropped)
+    with pytest.raises(ValueError, match="require_label needs labels"):
+        select_studies(five_studies, tmp_path / "c", register=False, labels=False, require_label=True)
+    for configs, want in ((["inference.yaml"], False), (["evaluate.yaml"], True), (["calibrate.yaml"], True)):
+        assert config_parser(configs)["studies"]["labels"] is want, configs
 
 
 def test_atomic_path_leaves_nothing_when_the_writer_raises(tmp_path):

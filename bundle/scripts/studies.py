@@ -406,11 +406,14 @@ def select_studies(
     require_label: bool | str = False,
     modalities: Sequence[str] = MODALITIES,
     dicom_modalities: Mapping[str, Sequence[str]] | None = None,
+    labels: bool | str = True,
 ) -> StudySelection:
     """The studies of ``dataset_dir`` (:func:`scan_studies`), each checked with :func:`check_study` (a study that
     fails is recorded, not fatal), less those whose ``<output_dir>/<name>/<done_file>`` exists already (unless
     ``overwrite``), so a stopped run resumes. Unless ``register`` is false, the modalities of a study may lie on
-    different grids (registration aligns them). With ``require_label``, a study without a label fails. A BIDS
+    different grids (registration aligns them). With ``require_label``, a study without a label fails; without
+    ``labels``, a study's label is left out (not read, not checked): for ``run inference``, which does not use it (a
+    BraTS-sized label is 34 MB as the preprocessing reads it). A BIDS
     dataset's outputs make a derivatives dataset: ``output_dir`` gets its ``dataset_description.json``.
 
     A ``dataset_dir`` of DICOM files (and no NIfTI) is read by ``scripts.dicom_series``: each DICOM study's series are
@@ -424,7 +427,9 @@ def select_studies(
         StudyError: the dataset is unusable as a whole (see :func:`scan_studies`), or ``output_dir`` cannot be
             written.
     """
-    overwrite, require_label = as_bool(overwrite), as_bool(require_label)
+    overwrite, require_label, labels = as_bool(overwrite), as_bool(require_label), as_bool(labels)
+    if require_label and not labels:
+        raise ValueError("require_label needs labels: a label cannot be required and left out")
     same_grid = as_flag_or_auto(register) is False
     if not 0 <= int(rank) < int(world_size):
         raise ValueError(f"rank {rank} is outside world size {world_size}")
@@ -454,6 +459,8 @@ def select_studies(
         if len(study) == 1:  # a DICOM study done already (not converted again)
             selection.skipped.append(name)
             continue
+        if not labels:
+            study = {key: value for key, value in study.items() if key != "label"}
         try:
             check_study(study, modalities, same_grid=same_grid)
             if require_label and "label" not in study:
