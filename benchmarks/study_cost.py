@@ -260,8 +260,9 @@ def batch_report(work: Path, datalist: Path, t_stride: int, n_batch: int, calibr
 def heap_rule_cost(work: Path, datalist: Path, t_stride: int, calibration: Path) -> None:
     """The heap rule's price (``mmap_threshold_mb``, ``scripts/memory.py``): one calibrated study's whole process with
     the configured rule and with glibc's own (``--mmap_threshold_mb 0``), one after the other, twice, in the order
-    on, off, off, on; the medians' seconds and peaks. Freed buffers of 1 MB or more go back to the system at once,
-    so each new buffer's pages are faulted in again: fewer MB held, more seconds."""
+    on, off, off, on; both runs' seconds and peaks of each setting, each in ascending order. Freed buffers of 1 MB or
+    more go back to the system at once, so each new buffer's pages are faulted in again: fewer MB held, more
+    seconds."""
     listed = subset(datalist, 1)
     runs: dict[str, list[tuple[float, float]]] = {"1 (configured)": [], "0 (glibc's own)": []}
     for label in ("1 (configured)", "0 (glibc's own)", "0 (glibc's own)", "1 (configured)"):

@@ -106,9 +106,15 @@ def test_flip_in_place_equals_torch_flip(dims) -> None:
 def test_orientation_that_permutes_axes_takes_monais_new_tensor() -> None:
     """Planted bug: "flips in place when the axes are permuted" (the values would be wrong for a swapped header)."""
     image = ConcatItemsd(["m0", "m1"], "image")(modalities(PERMUTED, shape=(1, 6, 6, 4)))["image"]
-    expected = Orientationd("image", axcodes="RAS", labels=None)({"image": image.clone()})["image"]
-    out = stacking.Orientationd("image", axcodes="RAS", labels=None, inplace=True)({"image": image})["image"]
+    monai_orient = Orientationd("image", axcodes="RAS", labels=None)
+    expected = monai_orient({"image": image.clone()})["image"]
+    ours = stacking.Orientationd("image", axcodes="RAS", labels=None, inplace=True)
+    out = ours({"image": image})["image"]
     same_meta(out, expected)
+    pred = out[:1].clone()  # the inverse of a permutation takes MONAI's path too, from the image's own operations
+    inverted = Invertd("pred", Compose([ours]), orig_keys="image")({"image": out, "pred": pred})["pred"]
+    want = Invertd("pred", Compose([monai_orient]), orig_keys="image")({"image": expected, "pred": pred.clone()})
+    same_meta(inverted, want["pred"])
 
 
 def test_the_preprocessing_gives_the_same_image_with_one_copy_as_with_monais_steps(tmp_path: Path) -> None:
