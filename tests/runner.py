@@ -21,17 +21,9 @@ TINY_ARGS: list[str] = ["--network_preset", TINY_NET, "--image_size", "32", "--r
 
 
 def weights_settings(**changes: object) -> dict:
-    """The settings ``configs/inference.yaml`` expects recorded with the weights, for ``TINY_ARGS`` (32 x 32 slices)."""
-    settings = {
-        "method": "ANDi",
-        "diffusion_range": [-1, 1],
-        "modalities": ["t1", "t1c", "t2", "flair"],
-        "image_size": 32,
-        "num_train_timesteps": 1000,
-        "beta_start": 0.0001,
-        "beta_end": 0.02,
-    }
-    return {**settings, **changes}
+    """The settings ``configs/inference.yaml`` records with the weights (``weights_settings``, read from its objects)
+    for ``TINY_ARGS`` (32 x 32 slices), with ``changes`` (config keys, e.g. ``method``) set first."""
+    return parsed("weights_settings", image_size=32, **changes)
 
 
 def tiny_weights(path: Path, seed: int = 0, **changes: object) -> Path:

@@ -432,7 +432,8 @@ def test_flair_threshold_is_tuned_written_and_read_back_by_inference(workflows, 
     content = json.loads(value_file.read_text())
     result = content["value"]
     assert result["studies"] == 1 and 0 < result["dice"] <= 1 and result["threshold"] > 0
-    assert content["settings"]["median_filter_size"] == 5 and content["settings"]["image_size"] == 32
+    assert content["settings"]["post.median_filter.op.size"] == 5
+    assert content["settings"]["pre.resize.resizer.spatial_size"] == [32, 32, -1]
     assert content["weights"] is None and content["weights_sha256"] is None
     # inference (its segmentation step) picks the file up; a threshold given explicitly wins; no file: Yen
     assert parse_workflow(FLAIR, "post#segment", **common, **COMMON).threshold == result["threshold"]
@@ -442,8 +443,8 @@ def test_flair_threshold_is_tuned_written_and_read_back_by_inference(workflows, 
     assert parse_workflow(FLAIR, "post#segment", **absent, **COMMON).threshold is None
     # a file tuned under other settings is refused, naming the file and the difference
     message = refusal(FLAIR, "post#segment", **common, **{**COMMON, "median_filter_size": 3, "image_size": 64})
-    assert str(value_file) in message and "median_filter_size: made with 5, configured 3" in message
-    assert "image_size: made with 32, configured 64" in message
+    assert str(value_file) in message and "post.median_filter.op.size: made with 5, configured 3" in message
+    assert "pre.resize.resizer.spatial_size: made with [32, 32, -1], configured [64, 64, -1]" in message
     # and so is it by the inference workflow itself, before any study is scored
     run = subprocess.run(
         overrides_cmd("inference", FLAIR, **common, **COMMON, median_filter_size=3),
@@ -453,7 +454,7 @@ def test_flair_threshold_is_tuned_written_and_read_back_by_inference(workflows, 
         timeout=300,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
-    assert run.returncode != 0 and "median_filter_size: made with 5, configured 3" in run.stdout + run.stderr
+    assert run.returncode != 0 and "post.median_filter.op.size: made with 5, configured 3" in run.stdout + run.stderr
     assert not (tmp_path / json.loads(data.read_text())["testing"][0]["name"]).exists()
 
 
@@ -479,8 +480,10 @@ def test_autoddpm_masking_threshold_is_calibrated_written_and_read_back_by_infer
     assert len(tau) == 4 and all(t > 0 for t in tau)
     assert content["weights"] == "autoddpm.pt" and content["weights_sha256"] == file_sha256(weights)
     settings = content["settings"]
-    assert settings["t_upper"] == 20 and settings["masking_percentile"] == 99 and settings["calibration_slices"] == 4
-    assert settings["diffusion_range"] == [-1, 1] and settings["scoring_noise"] == "gaussian"
+    assert settings["inferer.t_upper"] == 20 and settings["inferer.masking_percentile"] == 99
+    assert settings["calibration_slices"] == 4  # for the record
+    assert settings["inferer.diffusion_range.low"] == -1
+    assert settings["inferer.noise_fn"] == "scripts.noise.gaussian_noise"
     # inference's inferer picks the file up; tau given explicitly wins; no file: each volume's own percentile
     assert parse_workflow(AUTODDPM, "inferer", **common).masking_threshold == tau
     given = parse_workflow(AUTODDPM, "inferer", **{**common, "masking_threshold": [0.5], "t_upper": 10})
@@ -489,10 +492,11 @@ def test_autoddpm_masking_threshold_is_calibrated_written_and_read_back_by_infer
     assert parse_workflow(AUTODDPM, "inferer", **absent).masking_threshold is None
     # a file made under other settings, or with other weights, is refused
     message = refusal(AUTODDPM, "inferer", **{**common, "t_upper": 10, "seed": 3})
-    assert str(value_file) in message and "t_upper: made with 20, configured 10" in message and "seed:" in message
+    assert str(value_file) in message and "inferer.t_upper: made with 20, configured 10" in message
+    assert "inferer.seed:" in message
     other = tmp_path / "other.pt"
     other.write_bytes(weights.read_bytes()[:-1] + b"x")
     assert "made with other weights" in refusal(AUTODDPM, "inferer", **{**common, "weights": str(other)})
     # calibrating again under other settings replaces the file (the calibration never reads it)
     parse_workflow(AUTODDPM, "calibrate", **{**common, "t_upper": 10})
-    assert json.loads(value_file.read_text())["settings"]["t_upper"] == 10
+    assert json.loads(value_file.read_text())["settings"]["inferer.t_upper"] == 10

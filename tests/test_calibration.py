@@ -146,7 +146,8 @@ def test_calibrate_then_inference_with_a_calibrated_threshold_and_a_zmap(tmp_pat
     run = run_bundle("calibrate", ["inference.yaml", "calibrate.yaml"], *common, "--output_dir", str(tmp_path / "c"))
     assert "calibrated on 3 healthy studies" in run.stdout
     content = json.loads(calibration.read_text())
-    assert content["settings"]["t_lower"] == 100 and content["value"]["target_fprs"] == [0.01, 0.001, 0.0001]
+    assert content["settings"]["inferer.timesteps"] == [100]  # read from the inferer: t_lower 100, t_upper 101
+    assert content["value"]["target_fprs"] == [0.01, 0.001, 0.0001]
     assert content["weights_sha256"] and (calibration.parent / "normative.npz").is_file()
 
     out = tmp_path / "out"

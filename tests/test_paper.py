@@ -6,7 +6,7 @@ import torch
 from monai.networks.blocks.spatialattention import SpatialAttentionBlock
 
 from benchmarks.bench.configs import config_parser
-from scripts.networks import make_network
+from scripts.networks import NETWORK_PRESETS, make_network
 
 
 def test_paper_preset_has_the_authors_shape_and_its_stated_size():
@@ -42,6 +42,7 @@ def test_paper_profile_sets_every_choice_of_the_authors():
     assert inference.get_parsed_content("evaluation_voxel_sets") == ["volume", "brain"]
     training = config_parser(["train.yaml", "paper.yaml"])
     assert training.get_parsed_content("noise_type") == "pyramid_authors"
-    assert training.get_parsed_content("weights_settings")["network_preset"] == "paper"
+    recorded = training.get_parsed_content("training_record")  # the network's shape, for the record
+    assert recorded["network.block_out_channels"] == list(NETWORK_PRESETS["paper"]["channels"])
     diffusion_range = training.get_parsed_content("prepare_batch").diffusion_range
     assert (diffusion_range.low, diffusion_range.high) == (-1.0, 1.0)

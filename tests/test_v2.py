@@ -15,7 +15,7 @@ from monai.networks.schedulers.scheduler import NoiseSchedules
 from runner import TINY_ARGS, config_files, run_bundle, tiny_dataset, weights_settings
 
 from scripts.baselines.sampling import ReverseChainInferer
-from scripts.checkpoints import LEGACY_DEFAULTS, check_settings, load_network
+from scripts.checkpoints import LEGACY_DEFAULTS, check_settings, load_network, upgraded
 from scripts.diffusion import eps_from_prediction, make_scheduler, q_sample, schedule_terms, shifted_cosine_logsnr
 from scripts.errors import StudyError
 from scripts.scoring import ANDiInferer
@@ -133,12 +133,28 @@ def test_scoring_and_the_reverse_chain_read_v_as_its_noise():
     torch.testing.assert_close(steps[0], steps[1], atol=1e-4, rtol=1e-4)
 
 
-def test_a_record_without_the_new_keys_reads_as_linear_beta_epsilon():
-    old = weights_settings()  # as recorded before the schedule and prediction type were
-    assert not set(LEGACY_DEFAULTS) & set(old)
-    check_settings("old.pt", old, {**old, **LEGACY_DEFAULTS})
-    with pytest.raises(StudyError, match="prediction_type: trained with 'epsilon', configured 'v_prediction'"):
-        check_settings("old.pt", old, {**old, **LEGACY_DEFAULTS, "prediction_type": "v_prediction"})
+V_PREDICTION_REFUSED = "scheduler.prediction_type: trained with 'epsilon', configured 'v_prediction'"
+OLDEST_RECORD = {  # weights' settings as recorded before the schedule and prediction type were (the shipped weights')
+    "method": "ANDi",
+    "diffusion_range": [-1, 1],
+    "modalities": ["t1", "t1c", "t2", "flair"],
+    "image_size": 32,
+    "num_train_timesteps": 1000,
+    "beta_start": 0.0001,
+    "beta_end": 0.02,
+}
+
+
+def test_a_record_by_key_reads_as_the_scheduler_it_makes_and_without_the_new_keys_as_linear_beta_epsilon():
+    """Planted bugs it fails on: the legacy defaults not filled in (a record without ``schedule`` refused), the
+    scheduler's arguments read as other ones (beta_end dropped), a v-prediction configuration let through."""
+    assert not set(LEGACY_DEFAULTS) & set(OLDEST_RECORD)
+    check_settings("old.pt", OLDEST_RECORD, weights_settings())
+    with pytest.raises(StudyError, match=V_PREDICTION_REFUSED):
+        check_settings("old.pt", OLDEST_RECORD, weights_settings(prediction_type="v_prediction"))
+    with pytest.raises(StudyError, match="scheduler.schedule_args.beta_end: trained with 0.03, configured 0.02"):
+        check_settings("old.pt", {**OLDEST_RECORD, "beta_end": 0.03}, weights_settings())
+    assert upgraded(weights_settings()) == weights_settings()  # this version's records are read as they are
 
 
 def post_step(record: dict, cls: str) -> dict:
@@ -160,7 +176,8 @@ def test_v2_trains_scores_and_its_weights_are_refused_by_the_default(tmp_path: P
     train += ["--max_epochs", "1", "--epoch_iterations", "2", "--batch_size", "4", "--val_batches", "1", *TINY_ARGS]
     run_bundle("training", ["train.yaml", "v2.yaml"], *train, "--global_batch_size", "4")
     recorded = torch.load(out / "model.pt", weights_only=True)["settings"]
-    assert recorded["prediction_type"] == "v_prediction" and recorded["schedule"] == "truncated_cosine"
+    assert recorded["scheduler.prediction_type"] == "v_prediction"
+    assert recorded["scheduler.schedule"] == "truncated_cosine"
     trained = json.loads((out / "run.json").read_text())
     assert trained["workflow"] == "training"
     noise = trained["objects"]["prepare_batch"]["noise_fn"]
@@ -180,8 +197,8 @@ def test_v2_trains_scores_and_its_weights_are_refused_by_the_default(tmp_path: P
     assert refused.returncode == 1
     errors = [line for line in (refused.stdout + refused.stderr).splitlines() if line.startswith("error: ")]
     assert len(errors) == 1, refused.stderr[-2000:]
-    assert "prediction_type: trained with 'v_prediction', configured 'epsilon'" in errors[0]
-    assert "schedule: trained with 'truncated_cosine', configured 'linear_beta'" in errors[0]
+    assert "scheduler.prediction_type: trained with 'v_prediction', configured 'epsilon'" in errors[0]
+    assert "scheduler.schedule: trained with 'truncated_cosine', configured 'linear_beta'" in errors[0]
     assert "Traceback" not in refused.stderr
 
 
@@ -195,5 +212,5 @@ def test_the_shipped_weights_predate_the_record_and_are_refused_under_v2():
     parser.read_config(config_files(["inference.yaml", "v2.yaml"]))
     parser["bundle_root"] = str(weights.parents[1])
     network, expected = parser.get_parsed_content("network_def"), parser.get_parsed_content("weights_settings")
-    with pytest.raises(StudyError, match="prediction_type: trained with 'epsilon', configured 'v_prediction'"):
+    with pytest.raises(StudyError, match=V_PREDICTION_REFUSED):
         load_network(network, parser.get_parsed_content("weights"), expected=expected)

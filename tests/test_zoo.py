@@ -282,6 +282,7 @@ def test_the_shipped_weights_load_under_the_inference_configs() -> None:
         pytest.skip(f"{WEIGHTS} is absent")
     net = parser.get_parsed_content("trained_network")
     state = torch.load(WEIGHTS, map_location="cpu", weights_only=True)
+    # made before 0.7.0: the scheduler's arguments by key (scripts.checkpoints.upgraded reads them)
     assert state["settings"]["diffusion_range"] == [-1, 1] and state["settings"]["noise_type"] == "pyramid"
     # A regression pin, copied from the code's output (not derived): the shipped demo weights' network. A change means
     # the demo preset (or MONAI's UNet) changed and models/model.pt, its calibration and the model card's figures no

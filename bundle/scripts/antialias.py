@@ -46,6 +46,8 @@ class AntiAlias(Transform):
         slab: slices along the last axis smoothed together when that axis is not smoothed.
     """
 
+    not_settings = ("slab",)  # memory: the same smoothing
+
     def __init__(self, spatial_size: Sequence[int] | int, slab: int = 8) -> None:
         self.spatial_size = spatial_size
         self.slab = int(slab)
@@ -118,6 +120,8 @@ class SliceResize(Resize):
         antialias: use torch's anti-aliasing for bilinear shrinking (False: ``Resize`` as configured).
         slab: axial slices resized per call (memory: about ``slab`` input slices at a time).
     """
+
+    not_settings = ("slab",)  # memory: the same slices
 
     def __init__(self, spatial_size: Sequence[int] | int, antialias: bool = True, slab: int = 8, **kwargs) -> None:
         super().__init__(spatial_size, **kwargs)

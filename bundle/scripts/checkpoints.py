@@ -5,11 +5,16 @@ Two kinds of file are written by training:
 * ``<ckpt_dir>/checkpoint_*.pt`` (ignite ``Checkpoint`` through MONAI's ``CheckpointSaver``): a dict with the
   network, its EMA copy, the optimiser, the LR scheduler and the trainer state, to resume a run;
 * ``models/model.pt``: ``{"model": the EMA network's state_dict, "settings": {...}}``, which inference loads. The
-  settings are what the weights were trained under and scoring must repeat: the method, the diffusion range
-  (``diffusion_range``: the authors train on 2x - 1), the modalities and their order, the slice size and the DDPM
-  schedule; plus, for the record, the network preset and the training noise. Every value is a plain number, string
-  or list, so ``torch.load(weights_only=True)`` reads the file, and MONAI's ``CheckpointLoader`` with
-  ``load_dict={"model": network}`` loads its weights.
+  settings are what the weights were trained under and scoring must repeat, read from the configured objects
+  (``weights_settings``, :func:`scripts.settings.settings_of`): the method, the diffusion range (``diffusion_range``:
+  the authors train on 2x - 1), the modalities and their order, the slice size and the scheduler as it describes
+  itself (``scheduler.schedule``, ``scheduler.schedule_args.beta_end``, ...); plus, for the record, the network's
+  shape and the training noise. Every value is a plain number, string or list, so ``torch.load(weights_only=True)``
+  reads the file, and MONAI's ``CheckpointLoader`` with ``load_dict={"model": network}`` loads its weights.
+
+Weights saved before version 0.7.0 (the shipped demo weights among them) recorded the scheduler's arguments by config
+key (``num_train_timesteps``, ``beta_start``, ...): :func:`upgraded` reads such a record as the description of the
+scheduler those arguments make.
 """
 
 from __future__ import annotations
@@ -24,8 +29,10 @@ import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import DiskSaver
 from monai.handlers import CheckpointSaver
+from scripts.diffusion import make_scheduler
 from scripts.errors import StudyError
 from scripts.files import atomic_path, remove_partials
+from scripts.settings import differences, settings_of
 
 
 def latest_checkpoint(ckpt_dir: str | os.PathLike) -> str | None:
@@ -45,6 +52,19 @@ SETTINGS_KEY = "settings"
 # Settings recorded only since the v2 profile (the schedule and what the network predicts): weights saved before
 # (the shipped demo weights among them) were all trained under these values, so a record without the key reads so.
 LEGACY_DEFAULTS: dict[str, object] = {"schedule": "linear_beta", "schedule_base_size": 64, "prediction_type": "epsilon"}
+LEGACY_SCHEDULER_KEYS = ("num_train_timesteps", "beta_start", "beta_end", *LEGACY_DEFAULTS)
+"""The scheduler's arguments as records before version 0.7.0 named them (with ``image_size``, which stays a key)."""
+
+
+def upgraded(recorded: Mapping[str, object]) -> dict[str, object]:
+    """``recorded`` in this version's form: where it names the scheduler's arguments by key (before version 0.7.0),
+    they are replaced by the description of the scheduler they make (``scripts.diffusion.make_scheduler``; a key of
+    :data:`LEGACY_DEFAULTS` it lacks reads as its legacy value). Any other record is returned as it is."""
+    if not any(key in recorded for key in LEGACY_SCHEDULER_KEYS):
+        return dict(recorded)
+    args = {**LEGACY_DEFAULTS, **{k: recorded[k] for k in (*LEGACY_SCHEDULER_KEYS, "image_size") if k in recorded}}
+    out = {k: v for k, v in recorded.items() if k not in LEGACY_SCHEDULER_KEYS}
+    return {**out, **settings_of({"scheduler": make_scheduler(**args)})}
 
 
 def _plain(value: object) -> object:
@@ -73,8 +93,8 @@ def save_state_dict(
 
 
 def check_settings(path: str | os.PathLike, recorded: Mapping | None, expected: Mapping[str, object]) -> None:
-    """Raise StudyError, naming the file and each difference, unless ``recorded`` agrees with ``expected`` on every
-    key of ``expected``. A key of :data:`LEGACY_DEFAULTS` that ``recorded`` lacks reads as its legacy value."""
+    """Raise StudyError, naming the file and each difference, unless ``recorded`` (read with :func:`upgraded`) agrees
+    with ``expected`` on every key of ``expected``."""
     if not expected:
         return
     if recorded is None:
@@ -83,12 +103,7 @@ def check_settings(path: str | os.PathLike, recorded: Mapping | None, expected: 
             f"bundle's training), so the scoring settings {sorted(expected)} cannot be checked against them; retrain, "
             "or record what they were trained with: python -m scripts.cli record-weights WEIGHTS OUT --settings '{...}'"
         )
-    recorded = {**LEGACY_DEFAULTS, **recorded}
-    differ = [
-        f"{key}: trained with {_plain(recorded.get(key))!r}, configured {_plain(value)!r}"
-        for key, value in expected.items()
-        if _plain(recorded.get(key)) != _plain(value)
-    ]
+    differ = differences(upgraded(recorded), expected, made="trained with")
     if differ:
         raise StudyError(f"{path}: the weights do not fit this configuration ({'; '.join(differ)})")
 

@@ -6,6 +6,7 @@
     python -m scripts.cli make-cohort-datalist "[FOLDER,...]" OUT_JSON [--modalities "[t1,t2,pd]"]   (docs/ixi.md)
     python -m scripts.cli build-histogram-landmarks DATASET_DIR OUT_JSON [--datalist_key training]
     python -m scripts.cli record-weights WEIGHTS OUT --settings '{"method": "ANDi", "diffusion_range": [0, 1], ...}'
+    python -m scripts.cli upgrade-value-file FILE --config_file "['configs/inference.yaml',...]" [--settings_key KEY]
     python -m scripts.cli zoo-submission OUT --url_base URL [--name andi_brain_mri_anomaly_detection]
 
 Every image the make-demo commands make is synthetic (made from the MNI152 templates that ship with nilearn).
@@ -184,8 +185,11 @@ def record_weights(weights: str, out: str, settings: str | dict = "{}") -> str:
 
     For weights saved before the bundle recorded its settings (a bare ``state_dict``), or to correct a record. Give
     every setting that inference checks (``weights_settings`` of ``configs/inference.yaml``): ``method``,
-    ``diffusion_range`` (the bundle before version 0.2 trained on ``[0, 1]``), ``modalities``, ``image_size``,
-    ``num_train_timesteps``, ``beta_start``, ``beta_end``. Settings already recorded are kept unless given again.
+    ``diffusion_range`` (the bundle before version 0.2 trained on ``[0, 1]``), ``modalities``, ``image_size``, and
+    the scheduler by its arguments (``num_train_timesteps``, ``beta_start``, ``beta_end``, and ``schedule``,
+    ``schedule_base_size``, ``prediction_type`` where they are not the paper's), which are recorded as the scheduler
+    they make describes itself (``scripts.checkpoints.upgraded``). Settings already recorded are kept unless given
+    again.
 
     Args:
         weights: the weights file (a bare state_dict, ``models/model.pt``, or a training checkpoint: its EMA weights).
@@ -195,7 +199,7 @@ def record_weights(weights: str, out: str, settings: str | dict = "{}") -> str:
     import json
 
     import torch
-    from scripts.checkpoints import SETTINGS_KEY, WEIGHTS_KEY, save_weights
+    from scripts.checkpoints import SETTINGS_KEY, WEIGHTS_KEY, save_weights, upgraded
 
     given = json.loads(settings) if isinstance(settings, str) else dict(settings)
     state = torch.load(weights, map_location="cpu", weights_only=True)
@@ -206,9 +210,37 @@ def record_weights(weights: str, out: str, settings: str | dict = "{}") -> str:
         if isinstance(state.get(key), dict):
             state = state[key]
             break
-    path = save_weights(state, out, {**recorded, **given})
+    path = save_weights(state, out, upgraded({**recorded, **given}))
     print(f"weights with their settings written: {path}")
     return str(path)
+
+
+def upgrade_value_file(
+    path: str,
+    config_file: str | list[str],
+    bundle_root: str = ".",
+    settings_key: str = "calibration_settings",
+    weights_key: str | None = "weights",
+    out: str | None = None,
+) -> str:
+    """Write a value file made before version 0.7.0 (a calibration, AutoDDPM's tau, FLAIR's threshold) in this
+    version's form, after checking that it fits the configuration ``config_file`` (``scripts.upgrade``).
+    ``settings_key``: ``calibration_settings``, ``masking_calibration_settings`` (autoddpm.yaml) or
+    ``threshold_settings`` (flair.yaml, with ``--weights_key null``)."""
+    import json
+
+    from scripts.upgrade import upgrade_value_file as upgrade
+    from scripts.values import is_unset
+
+    files = config_file
+    if isinstance(files, str):  # fire gives a list's literal as the string "['a.yaml','b.yaml']"
+        files = json.loads(files.replace("'", '"')) if files.lstrip().startswith("[") else [files]
+    try:
+        target = upgrade(path, files, bundle_root, settings_key, None if is_unset(weights_key) else weights_key, out)
+    except StudyError as err:
+        raise fire.core.FireError(str(err)) from err
+    print(f"value file written in this version's form: {target}")
+    return str(target)
 
 
 def zoo_submission(out_dir: str, url_base: str, name: str = zoo.NAME) -> str:
@@ -232,6 +264,7 @@ def main(argv: list[str] | None = None) -> None:
         "make-cohort-datalist": make_cohort_datalist,
         "build-histogram-landmarks": build_histogram_landmarks,
         "record-weights": record_weights,
+        "upgrade-value-file": upgrade_value_file,
         "zoo-submission": zoo_submission,
     }
     fire.Fire(commands, command=argv if argv is not None else sys.argv[1:], name="python -m scripts.cli")

@@ -158,6 +158,20 @@ NoiseSchedules.add_def(
 )(_cosine_schedule(truncated_cosine_logsnr))
 
 
+class DescribedDDPMScheduler(DDPMScheduler):
+    """MONAI's ``DDPMScheduler``, keeping the arguments of its schedule as public attributes (``schedule`` and
+    ``schedule_args``): it describes itself by them (``scripts.settings``, what the weights record) rather than by
+    the tensors they make, whose last bits may differ between machines. Computes exactly as ``DDPMScheduler``."""
+
+    not_settings = ("betas", "alphas", "alphas_cumprod", "one", "timesteps", "num_inference_steps")
+
+    def __init__(self, num_train_timesteps: int, schedule: str, **kwargs: object) -> None:
+        own = ("variance_type", "clip_sample", "prediction_type", "clip_sample_values")
+        super().__init__(num_train_timesteps=num_train_timesteps, schedule=schedule, **kwargs)
+        self.schedule = schedule
+        self.schedule_args = {k: v for k, v in kwargs.items() if k not in own}
+
+
 def make_scheduler(
     num_train_timesteps: int = 1000,
     beta_start: float = 1e-4,
@@ -166,7 +180,7 @@ def make_scheduler(
     prediction_type: str = "epsilon",
     image_size: int = 64,
     schedule_base_size: int = 64,
-) -> DDPMScheduler:
+) -> DescribedDDPMScheduler:
     """MONAI's ``DDPMScheduler`` with no clipping; by default the paper's: T = 1000, linear betas from 1e-4 to 0.02,
     epsilon prediction.
 
@@ -191,7 +205,7 @@ def make_scheduler(
         "base_size": int(schedule_base_size),
     }
     takes = inspect.signature(NoiseSchedules[schedule]).parameters
-    return DDPMScheduler(
+    return DescribedDDPMScheduler(
         num_train_timesteps=int(num_train_timesteps),
         schedule=schedule,
         prediction_type=prediction_type,

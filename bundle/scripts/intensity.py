@@ -79,6 +79,8 @@ class ScaleByPercentile(Transform):
             (stacked, then oriented); any other ``img`` gets a copy. The values are the same either way.
     """
 
+    not_settings = ("inplace",)  # memory: the same values
+
     def __init__(self, percentile: float = 99.0, inplace: bool | str = False) -> None:
         if not 0 < percentile <= 100:
             raise ValueError(f"percentile must be in (0, 100], got {percentile}")

@@ -38,6 +38,9 @@ class LoadStudyd(MapTransform):
         reference: the reference modality (``reference_modality``).
     """
 
+    # MONAI's reader of each file: which readers it holds depends on the packages installed, not the image read
+    not_settings = ("reader",)
+
     def __init__(self, keys: KeysCollection, reference: str = "t1", allow_missing_keys: bool = True) -> None:
         super().__init__(keys, allow_missing_keys)
         self.reference = reference
@@ -121,6 +124,9 @@ class CheckStudyd(MapTransform):
     Raises:
         StudyError: naming the file and the problem.
     """
+
+    # gates: a study is refused or scored, its map never changed
+    not_settings = ("min_brain_ml", "min_relative_spread")
 
     def __init__(
         self,

@@ -210,6 +210,9 @@ class SavePreprocessedd(MapTransform):
     """Write the preprocessed image (C channels on the atlas grid) as ``preprocessed.nii.gz`` and, for a registered
     study, the composed transform as ``transform.tfm`` (atlas points -> native reference points, ITK convention)."""
 
+    # what it writes, and where: never what is scored
+    not_settings = ("output_dir", "enabled")
+
     def __init__(self, keys: KeysCollection, output_dir: str, enabled: bool | str = True) -> None:
         super().__init__(keys)
         self.output_dir = Path(output_dir)

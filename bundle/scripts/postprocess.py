@@ -68,8 +68,10 @@ class ReduceChannels(Transform):
             raise ValueError(f"channel reduction must be one of {CHANNEL_REDUCTIONS}, got {mode!r}")
         self.mode = mode
         self.channels = [str(c) for c in channels]
-        self.weights = dict(EPDIFF_WEIGHTS if mode == "epdiff" else (weights or {}))
-        if mode in ("weighted", "epdiff"):
+        # the terms of a weighted mode only: the others use none, so they record none (scripts.settings)
+        weighted = mode in ("weighted", "epdiff")
+        self.weights = dict(EPDIFF_WEIGHTS if mode == "epdiff" else (weights or {})) if weighted else {}
+        if weighted:
             if not self.weights:
                 raise ValueError("channel_reduction weighted needs channel_weights, e.g. {max: 0.5, flair: 0.5}")
             if mode == "epdiff":  # its FLAIR term: one line when FLAIR is not configured
@@ -199,6 +201,8 @@ class ReduceChannelsd(MapTransform):
         Other arguments: as :class:`ReduceChannels`.
     """
 
+    not_settings = ("release",)  # memory: the same map
+
     def __init__(
         self,
         keys: KeysCollection,
@@ -247,6 +251,8 @@ class MaskOutsideBraind(MapTransform):
     map of the mask's shape is multiplied in place (the same values, one map less at the peak: ``post#mask_native``,
     where the maps are ``post#invert``'s own, three of 34 MB for a BraTS-sized study); otherwise a masked copy.
     """
+
+    not_settings = ("inplace",)  # memory: the same map
 
     def __init__(
         self,

@@ -36,6 +36,8 @@ class ConcatItemsd(monai.transforms.ConcatItemsd):
             cannot be changed get MONAI's own path.
     """
 
+    not_settings = ("release",)  # memory: the same stack
+
     def __init__(
         self,
         keys: KeysCollection,
@@ -121,6 +123,8 @@ class Orientationd(monai.transforms.Orientationd):
             also permutes axes, a lazy call, or an image that is not a MetaTensor gets MONAI's own path (a new tensor).
         Other arguments: as MONAI's.
     """
+
+    not_settings = ("inplace",)  # memory: the same image
 
     def __init__(self, *args, inplace: bool | str = False, **kwargs) -> None:
         super().__init__(*args, **kwargs)

@@ -36,6 +36,8 @@ class NoisePrepareBatch(DiffusionPrepareBatch):
         diffusion_range: ``[low, high]`` (``scripts.diffusion.DiffusionRange``), recorded with the weights.
     """
 
+    not_settings = ("channels_last",)  # speed: the same batch
+
     def __init__(
         self,
         num_train_timesteps: int = 1000,

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from scripts.errors import StudyError
 from scripts.files import atomic_write_bytes
+from scripts.settings import differences, older_form, plain
 
 UNSET = ("", "null", "none")
 """Strings a command line gives for "no value" (``--key null`` arrives as the string "null")."""
@@ -29,11 +30,6 @@ UNSET = ("", "null", "none")
 def is_unset(value: object) -> bool:
     """True for None and for the strings of :data:`UNSET` (case-insensitive)."""
     return value is None or (isinstance(value, str) and value.strip().lower() in UNSET)
-
-
-def plain(value: object) -> object:
-    """``value`` as JSON gives it back (tuples become lists), so that recorded and configured values compare."""
-    return json.loads(json.dumps(value))
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -67,7 +63,8 @@ def write_value_file(
     Args:
         path: the value file (folders are made as needed).
         value: what was made, plain values only (numbers, strings, lists, dicts).
-        settings: the settings it was made under; a reader checks the ones it is given (:func:`read_value_file`).
+        settings: the settings it was made under (:func:`scripts.settings.settings_of` of the objects that made it,
+            with what else is kept for the record); a reader checks the ones it is given (:func:`read_value_file`).
         weights: the weights file it was made with (its name and sha256 are recorded), or None.
         made_by: a short note of what wrote it, e.g. the workflow (``"AutoDDPM run calibrate"``).
 
@@ -94,8 +91,9 @@ def read_value_file(
 
     Args:
         path: a file written by :func:`write_value_file`.
-        expected_settings: settings the value must have been made under; each is compared with the recorded one
-            after a JSON round trip (tuples equal lists). Recorded settings not named here are not checked.
+        expected_settings: settings the value must have been made under (:func:`scripts.settings.settings_of`);
+            each is compared with the recorded one after a JSON round trip (tuples equal lists). Recorded settings
+            not named here are not checked.
         weights: the weights the value will be used with (their sha256 must equal the recorded one), or None for a
             value made without weights.
 
@@ -104,7 +102,8 @@ def read_value_file(
 
     Raises:
         StudyError: one line naming the file and every difference: the file is missing or unreadable, a setting
-            differs from (or is absent in) the record, or the weights' sha256 differs ("made with other weights").
+            differs from (or is absent in) the record, or the weights' sha256 differs ("made with other weights");
+            or the file records its settings in the form of versions before 0.7.0 (by config key).
     """
     path = Path(path)
     if not path.is_file():
@@ -116,12 +115,13 @@ def read_value_file(
     if not isinstance(content, dict) or not all(isinstance(content.get(k), dict) for k in ("value", "settings")):
         raise StudyError(f"{path}: not a value file (expected a JSON object with 'value' and 'settings' objects)")
     recorded = content["settings"]
-    differ = []
-    for key, want in expected_settings.items():
-        if key not in recorded:
-            differ.append(f"{key}: not recorded, configured {plain(want)!r}")
-        elif plain(recorded[key]) != plain(want):
-            differ.append(f"{key}: made with {recorded[key]!r}, configured {plain(want)!r}")
+    by = f" (made by {content['made_by']})" if content.get("made_by") else ""
+    if older_form(recorded, expected_settings):
+        raise StudyError(
+            f"{path}: records its settings by config key, as versions before 0.7.0 did{by}, where this version reads "
+            "them from the configured objects: make it again with this version"
+        )
+    differ = differences(recorded, expected_settings)
     name, sha = _weights_record(weights)
     if sha != content.get("weights_sha256"):
         made = content.get("weights")
@@ -129,7 +129,6 @@ def read_value_file(
         configured = f"{name} (sha256 {sha[:12]})" if sha else "none"
         differ.append(f"made with other weights: {made}, configured {configured}")
     if differ:
-        by = f" (made by {content['made_by']})" if content.get("made_by") else ""
         raise StudyError(f"{path}: does not fit this configuration{by}: {'; '.join(differ)}")
     return content["value"]
 
