@@ -32,7 +32,7 @@ from monai.handlers import CheckpointSaver
 from scripts.diffusion import make_scheduler
 from scripts.errors import StudyError
 from scripts.files import atomic_path, remove_partials
-from scripts.settings import differences, settings_of
+from scripts.settings import differences, joined, settings_of
 
 
 def latest_checkpoint(ckpt_dir: str | os.PathLike) -> str | None:
@@ -105,7 +105,7 @@ def check_settings(path: str | os.PathLike, recorded: Mapping | None, expected: 
         )
     differ = differences(upgraded(recorded), expected, made="trained with")
     if differ:
-        raise StudyError(f"{path}: the weights do not fit this configuration ({'; '.join(differ)})")
+        raise StudyError(f"{path}: the weights do not fit this configuration ({joined(differ)})")
 
 
 def load_network(

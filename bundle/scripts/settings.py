@@ -83,6 +83,11 @@ def differences(recorded: Mapping[str, object], expected: Mapping[str, object], 
 
 def older_form(recorded: Mapping[str, object], expected: Mapping[str, object]) -> bool:
     """True when ``recorded`` names its settings by config key (the form before version 0.7.0, e.g. ``t_upper``)
-    where ``expected`` reads them from objects (dotted keys): none of its keys is dotted, all of ``expected``'s are."""
-    dotted = [key for key in expected if "." in key]
-    return bool(dotted) and len(dotted) == len(expected) and not any("." in key for key in recorded)
+    where ``expected`` reads them from objects (dotted keys): none of its keys is dotted, some of ``expected``'s are."""
+    return any("." in key for key in expected) and not any("." in key for key in recorded)
+
+
+def joined(phrases: list[str], most: int = 8) -> str:
+    """``phrases`` for one line: the first ``most``, then how many more."""
+    more = f"; and {len(phrases) - most} more" if len(phrases) > most else ""
+    return "; ".join(phrases[:most]) + more

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from monai.bundle import ConfigParser
 from scripts.errors import StudyError
-from scripts.settings import differences
+from scripts.settings import differences, joined
 from scripts.values import file_sha256, is_unset, write_value_file
 
 OLDER_RECORD = "recorded_before_0.7.0"
@@ -78,6 +78,6 @@ def upgrade_value_file(
     if sha != content.get("weights_sha256"):
         differ.append(f"made with other weights than {weights}")
     if differ:
-        raise StudyError(f"{path}: does not fit this configuration, so it cannot be upgraded: {'; '.join(differ)}")
+        raise StudyError(f"{path}: does not fit this configuration, so it cannot be upgraded: {joined(differ)}")
     settings = {**configured, OLDER_RECORD: recorded}
     return write_value_file(out or path, content["value"], settings, weights, content.get("made_by", ""))

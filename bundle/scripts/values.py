@@ -21,7 +21,7 @@ from pathlib import Path
 
 from scripts.errors import StudyError
 from scripts.files import atomic_write_bytes
-from scripts.settings import differences, older_form, plain
+from scripts.settings import differences, joined, older_form, plain
 
 UNSET = ("", "null", "none")
 """Strings a command line gives for "no value" (``--key null`` arrives as the string "null")."""
@@ -101,9 +101,10 @@ def read_value_file(
         the recorded ``value`` (a dict).
 
     Raises:
-        StudyError: one line naming the file and every difference: the file is missing or unreadable, a setting
-            differs from (or is absent in) the record, or the weights' sha256 differs ("made with other weights");
-            or the file records its settings in the form of versions before 0.7.0 (by config key).
+        StudyError: one line naming the file and each difference (the first eight, then how many more): the file
+            is missing or unreadable, the weights' sha256 differs ("made with other weights"), a setting differs
+            from (or is absent in) the record, or the file records its settings in the form of versions before
+            0.7.0 (by config key).
     """
     path = Path(path)
     if not path.is_file():
@@ -121,15 +122,16 @@ def read_value_file(
             f"{path}: records its settings by config key, as versions before 0.7.0 did{by}, where this version reads "
             "them from the configured objects: make it again with this version"
         )
-    differ = differences(recorded, expected_settings)
+    differ = []
     name, sha = _weights_record(weights)
-    if sha != content.get("weights_sha256"):
+    if sha != content.get("weights_sha256"):  # first: a long list of settings must not hide it
         made = content.get("weights")
         made = f"{made} (sha256 {str(content.get('weights_sha256'))[:12]})" if content.get("weights_sha256") else "none"
         configured = f"{name} (sha256 {sha[:12]})" if sha else "none"
         differ.append(f"made with other weights: {made}, configured {configured}")
+    differ += differences(recorded, expected_settings)
     if differ:
-        raise StudyError(f"{path}: does not fit this configuration{by}: {'; '.join(differ)}")
+        raise StudyError(f"{path}: does not fit this configuration{by}: {joined(differ)}")
     return content["value"]
 
 
