@@ -1,7 +1,7 @@
 """Options renamed in version 0.6.0 (issue 21): inference's ``checkpoint`` and training's ``final_weights`` are now
 ``weights`` (one path: written by training, read by inference), inference's ``batch_size`` is ``pairs_per_call``
 (slice-timestep pairs per network call; training's ``batch_size`` stays slices per step). The old names are read
-until 0.7.0 with a one-line notice; the new names, and a run that names neither, print none."""
+until 0.8.0 with a one-line notice; the new names, and a run that names neither, print none."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def test_an_old_name_still_works_with_one_notice_and_the_new_name_without(config
     with caplog.at_level(logging.WARNING):
         assert parsed(key, configs, **{old: 9}) == 9
     notices = [r.getMessage() for r in caplog.records if "notice" in r.getMessage()]
-    assert notices == [f"notice: '{old}' is now named '{new}'; the old name is read until version 0.7.0"]
+    assert notices == [f"notice: '{old}' is now named '{new}'; the old name is read until version 0.8.0"]
 
 
 def test_the_renamed_classes_keep_their_old_names_for_a_version():

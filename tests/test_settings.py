@@ -7,6 +7,8 @@ per call holds for 64)."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -182,3 +184,13 @@ def test_an_older_value_file_is_refused_with_one_line_and_upgraded_when_it_fits(
         upgrade_value_file(other, configs, str(BUNDLE))
     with pytest.raises(StudyError, match="made with other weights than None"):  # a value made without weights
         upgrade_value_file(path, configs, str(BUNDLE), out=tmp_path / "x.json", weights_key=None)
+
+
+def test_the_upgrade_command_runs_as_the_model_card_gives_it(tmp_path: Path) -> None:
+    path = older_calibration(tmp_path)
+    cmd = [sys.executable, "-m", "scripts.cli", "upgrade-value-file", str(path)]
+    cmd += ["--config_file", "['configs/inference.yaml','configs/cpu.yaml']"]
+    run = subprocess.run(cmd, cwd=BUNDLE, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.startswith(f"value file written in this version's form: {path}")
+    assert "inferer.timesteps" in json.loads(path.read_text())["settings"]

@@ -44,7 +44,7 @@ def as_optional_float(value: float | str | None) -> float | None:
     return float(value)
 
 
-def renamed(value: object, new: str, old: dict[str, object] | None = None, until: str = "0.7.0") -> object:
+def renamed(value: object, new: str, old: dict[str, object] | None = None, until: str = "0.8.0") -> object:
     """A renamed option: ``value`` (the option ``new``), or the value of an old name of it in ``old`` ({old name:
     its value, None where unset}) with a one-line notice, while the old name is still read (until version
     ``until``). E.g. inference.yaml's ``weights``, whose old name is ``checkpoint``."""

@@ -373,7 +373,7 @@ def like_map(ref: torch.Tensor, array: np.ndarray) -> torch.Tensor:
 
 
 YenSegmentd = ThresholdSegmentd
-"""The name of :class:`ThresholdSegmentd` before version 0.6.0, read until 0.7.0 (configs that name it)."""
+"""The name of :class:`ThresholdSegmentd` before version 0.6.0, read until 0.8.0 (configs that name it)."""
 
 
 def step_names(

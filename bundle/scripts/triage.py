@@ -96,7 +96,7 @@ class ScoreStudyd(MapTransform):
 
 
 StudyScored = ScoreStudyd
-"""The name of :class:`ScoreStudyd` before version 0.6.0, read until 0.7.0 (configs that name it)."""
+"""The name of :class:`ScoreStudyd` before version 0.6.0, read until 0.8.0 (configs that name it)."""
 
 
 class ScoresTable:
