@@ -48,10 +48,11 @@ from benchmarks.bench.report import fmt, markdown_table, write_report
 from benchmarks.bench.settings import DATA_NOTE
 from scripts.calibration import calibrate, load_calibration, segmentation_fpr
 from scripts.collect import MapCollector
+from scripts.curves import average_precision, binary_curve, roc_auc
 from scripts.files import atomic_write_bytes
 from scripts.grid import voxel_ml
 from scripts.intensity import brain_mask
-from scripts.metrics import Subject, average_precision, binary_curve, dice, roc_auc
+from scripts.metrics import Subject, dice
 from scripts.postprocess import MedianFilter, ReduceChannels, guard_segmentation, yen_segmentation
 from scripts.synthetic import make_dataset
 from scripts.triage import study_scores

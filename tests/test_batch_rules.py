@@ -16,7 +16,7 @@ from benchmarks.bench.configs import config_parser
 from scripts.batch import BatchReport, StudyBatch, failures_file, run_studies
 from scripts.errors import Failure, StudiesFailed, StudyError
 from scripts.files import atomic_path, atomic_write_bytes
-from scripts.studies import StudySelection, select_studies
+from scripts.selection import StudySelection, select_studies
 
 STUDIES = [{"name": n} for n in ("a", "b", "c")]
 

@@ -21,7 +21,7 @@ from scripts.datalists import (
     read_splits,
 )
 from scripts.files import atomic_write_bytes, write_nifti
-from scripts.studies import check_study
+from scripts.selection import check_study
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundle"
 REFERENCE_SPLITS = Path(__file__).resolve().parents[2] / "shared" / "reference" / "brats21_splits"

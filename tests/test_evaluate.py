@@ -21,7 +21,7 @@ from benchmarks.bench.configs import config_files
 from scripts.collect import LABEL_MARGIN, MapCollector, load_maps
 from scripts.errors import StudyError
 from scripts.metrics import median_filtered
-from scripts.studies import select_studies
+from scripts.selection import select_studies
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = config_files("evaluate.yaml")  # inference.yaml, evaluate.yaml
@@ -154,7 +154,7 @@ def test_evaluate_writes_study_outputs_only_when_asked(write, tmp_path):
     parser = ConfigParser()
     parser.read_config(ConfigParser.load_config_files([str(REPO / c) for c in CONFIGS]))
     parser.update({"bundle_root": str(REPO / "bundle"), "output_dir": str(tmp_path), "write_study_outputs": write})
-    assert parser["studies"]["_target_"] == "scripts.studies.select_studies"
+    assert parser["studies"]["_target_"] == "scripts.selection.select_studies"
     assert parser["studies"]["require_label"] is True and parser["studies"]["overwrite"] is True
     names = [type(t).__name__ for t in parser.get_parsed_content("postprocessing").transforms]
     inference = [type(parser.get_parsed_content(f"post#{n}")).__name__ for n in parser["post_order"]]

@@ -7,19 +7,8 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from scripts.metrics import (
-    Subject,
-    average_precision,
-    best_dice,
-    binarize_label,
-    binary_curve,
-    dice,
-    evaluate_all,
-    evaluate_subjects,
-    median_filtered,
-    precision_recall,
-    roc_auc,
-)
+from scripts.curves import average_precision, best_dice, binary_curve, precision_recall, roc_auc
+from scripts.metrics import Subject, binarize_label, dice, evaluate_all, evaluate_subjects, median_filtered
 from scripts.postprocess import MedianFilter
 
 

@@ -19,8 +19,9 @@ from scripts.files import write_nifti
 from scripts.modalities import channel_of, checked, reference_modality
 from scripts.outputs import SaveOverviewd
 from scripts.postprocess import ReduceChannels
+from scripts.selection import select_studies, study_output
 from scripts.slices import healthy_slice_indices
-from scripts.studies import file_study_id, list_studies, scan_studies, select_studies, study_output
+from scripts.studies import file_study_id, list_studies, scan_studies
 
 
 def nifti(path: Path, seed: int = 0) -> Path:

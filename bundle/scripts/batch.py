@@ -1,6 +1,6 @@
 """Many studies in one run, one study's failure that study's alone.
 
-A workflow first validates every study's headers (``scripts.studies.select_studies``), then does the valid ones one
+A workflow first validates every study's headers (``scripts.selection.select_studies``), then does the valid ones one
 after the other (:func:`run_studies`): a study that fails while it is loaded, registered, scored or written is
 recorded, its partial outputs are removed, and the run goes on. At the end :class:`BatchReport` prints one summary
 (N done, M skipped because already done, K failed, one ``error: <file>: <problem>`` line each), writes it to
@@ -31,7 +31,7 @@ from scripts.files import atomic_write_bytes, remove_partials
 from scripts.memory import release
 from scripts.outputs import STUDY_FILES
 from scripts.progress import progress
-from scripts.studies import StudySelection, study_folder, study_output
+from scripts.selection import StudySelection, study_folder, study_output
 from torch.utils.data import Subset
 
 logger = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ class StudyBatch:
 
     Args:
         engine: the evaluator; its ``data_loader`` is set to one of a single study before each run.
-        selection: from ``scripts.studies.select_studies``: the studies to do, the skipped ones and the failures
+        selection: from ``scripts.selection.select_studies``: the studies to do, the skipped ones and the failures
             found in the headers.
         loader: the configured loader of all studies (``dataloader``: its dataset holds ``selection.studies`` in
             order, with the preprocessing); each study's loader takes that study's item of its dataset.

@@ -27,8 +27,9 @@ from scripts.files import atomic_path, remove_partials
 from scripts.fingerprint import fingerprint
 from scripts.modalities import channel_of
 from scripts.progress import progress
+from scripts.selection import check_study
 from scripts.slices import healthy_slice_indices
-from scripts.studies import FILE_KEYS, check_study, list_studies
+from scripts.studies import FILE_KEYS, list_studies
 from torch.utils.data import Dataset
 
 logger = logging.getLogger(__name__)

@@ -4,7 +4,7 @@
 * :class:`LoadStudyd`: every file of a study (the modalities, and a brain ``mask`` and ``label`` when given) read
   once with MONAI's ``LoadImage`` into a channel-first MetaTensor (1, x, y, z) float32 with its RAS affine; a 4D
   file with a trailing singleton axis counts as 3D. An unreadable or truncated file, or one that is not a 3D volume,
-  stops the study with a :class:`~scripts.studies.StudyError` naming the file.
+  stops the study with a :class:`~scripts.errors.StudyError` naming the file.
 * :class:`CheckStudyd`: the voxel checks, on the arrays just read: no NaN or infinite voxel, no empty or constant
   modality, a brain of a brain's size.
 """

@@ -5,7 +5,7 @@ scores) and ``overview.png``; ``zmap.nii.gz`` when a calibration gives a normati
 
 Files go to ``<output_dir>/<study name>/`` (a BIDS study's to its derivatives names: ``scripts.bids``), each written
 atomically; the segmentation is written last, so a study
-whose segmentation exists is complete (see :func:`scripts.studies.select_studies`).
+whose segmentation exists is complete (see :func:`scripts.selection.select_studies`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from scripts.dicom_objects import DICOM_FILES
 from scripts.files import atomic_write_bytes, write_nifti
 from scripts.modalities import channel_of, preferred
 from scripts.native import matrix_transform, write_transform
-from scripts.studies import study_name, study_output
+from scripts.selection import study_output
+from scripts.studies import study_name
 
 logger = logging.getLogger(__name__)
 

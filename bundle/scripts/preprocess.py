@@ -28,7 +28,8 @@ from scripts.errors import Failure, StudyError
 from scripts.files import atomic_write_bytes, write_nifti
 from scripts.modalities import checked
 from scripts.native import matrix_transform, write_transform
-from scripts.studies import check_study, check_writable, scan_studies
+from scripts.selection import check_study, check_writable
+from scripts.studies import scan_studies
 
 logger = logging.getLogger(__name__)
 

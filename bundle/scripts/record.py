@@ -15,7 +15,7 @@ from collections.abc import Mapping
 
 from scripts.files import atomic_write_bytes
 from scripts.fingerprint import describe
-from scripts.studies import check_writable
+from scripts.selection import check_writable
 
 RUN_RECORD_FILE = "run.json"
 

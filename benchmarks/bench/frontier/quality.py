@@ -16,8 +16,9 @@ from benchmarks.bench.frontier.cache import LogCache
 from benchmarks.bench.frontier.networks import Network
 from benchmarks.bench.frontier.studies import Study, npz_bytes, prepare
 from benchmarks.bench.frontier.timing import SpeedOption
+from scripts.curves import average_precision, binary_curve
 from scripts.files import atomic_write_bytes
-from scripts.metrics import average_precision, binary_curve, median_filtered
+from scripts.metrics import median_filtered
 from scripts.scoring import ANDiInferer
 
 MEDIAN_FILTER = 5  # inference's default; AUPRC is also given without it

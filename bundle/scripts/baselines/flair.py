@@ -19,8 +19,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 from scripts import MODALITIES
+from scripts.curves import best_dice, binary_curve
 from scripts.intensity import brain_mask
-from scripts.metrics import best_dice, binary_curve
 from scripts.modalities import channel_of
 from scripts.scoring import BrainSliceInferer
 
@@ -47,7 +47,7 @@ def best_dice_threshold(
     """The threshold whose segmentation ``map > threshold`` has the best Dice over all the given voxels.
 
     Every cut between two distinct map values is tried (exact, in O(N log N), through the same
-    :func:`~scripts.metrics.binary_curve` and :func:`~scripts.metrics.best_dice` as the ceil Dice of ``run
+    :func:`~scripts.curves.binary_curve` and :func:`~scripts.curves.best_dice` as the ceil Dice of ``run
     evaluate``); Dice is pooled over all studies.
 
     Args:
