@@ -56,6 +56,7 @@ from benchmarks.bench.methods import (
     tune_threshold,
 )
 from benchmarks.bench.report import (
+    failures_section,
     figure_rows,
     fmt,
     markdown_table,
@@ -247,9 +248,7 @@ class Table1:
             "",
             self.flair_table(),
         ]
-        if self.failures:
-            lines += ["## Failures", "", *[f"- {m}: {e.splitlines()[0]}" for m, e in self.failures.items()], ""]
-        return "\n".join(lines)
+        return "\n".join(lines + failures_section(self.failures))
 
 
 def main(argv: list[str] | None = None) -> int:

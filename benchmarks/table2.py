@@ -30,6 +30,7 @@ from benchmarks.bench.jobs import BenchmarkError, run_tasks
 from benchmarks.bench.main import run_benchmark, table_main
 from benchmarks.bench.methods import METHODS, Evaluation, Trained, andi_name, andi_overrides, evaluate, train
 from benchmarks.bench.report import (
+    failures_section,
     figure_rows,
     markdown_table,
     metric_header,
@@ -167,9 +168,7 @@ class Table2:
             "time).",
             "",
         ]
-        if self.failures:
-            lines += ["## Failures", "", *[f"- {m}: {e.splitlines()[0]}" for m, e in self.failures.items()], ""]
-        return "\n".join(lines)
+        return "\n".join(lines + failures_section(self.failures))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -84,6 +84,13 @@ def wall(steps: Sequence[Step]) -> str:
     return text + (f" ({'; '.join(notes)})" if notes else "")
 
 
+def failures_section(failures: Mapping[str, str]) -> list[str]:
+    """The report's "Failures" section: each failed step with the first line of its error; none without failures."""
+    if not failures:
+        return []
+    return ["## Failures", "", *[f"- {step}: {error.splitlines()[0]}" for step, error in failures.items()], ""]
+
+
 def write_report(text: str, path: str | os.PathLike) -> Path:
     """Write the report atomically (folders made as needed)."""
     path = Path(path)
