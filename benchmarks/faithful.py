@@ -215,10 +215,10 @@ def evaluate_all(
     """Every run of the chain on every family, per training and noise seed: (run, family) -> the evaluations' output
     folders (wall times into ``seconds``)."""
     runs = {  # run -> overrides per training
-        "before": [{"checkpoint": before, "diffusion_range": "[0, 1]", "label_interpolation": "nearest"}],
-        "labels": [{"checkpoint": before, "diffusion_range": "[0, 1]"}],
-        "range": [{"checkpoint": w} for w in trained["range_pyramid"]],
-        "authors_pyramid": [{"checkpoint": w} for w in trained["range_pyramid_authors"]],
+        "before": [{"weights": before, "diffusion_range": "[0, 1]", "label_interpolation": "nearest"}],
+        "labels": [{"weights": before, "diffusion_range": "[0, 1]"}],
+        "range": [{"weights": w} for w in trained["range_pyramid"]],
+        "authors_pyramid": [{"weights": w} for w in trained["range_pyramid_authors"]],
     }
     outs: dict[tuple[str, str], list[Path]] = {}  # (run, family) -> one output per training and noise seed
     for name, per_training in runs.items():

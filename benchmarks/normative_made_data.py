@@ -149,7 +149,7 @@ def analyse(work: Path, maps: dict[str, Path], groups: dict[str, list[dict]], fu
     for s in groups["calibration"]:
         calibration.add(reduced(maps[s["name"]], fusion))
     settings = parsed("calibration_settings", ["inference.yaml"], t_stride=t_stride, channel_reduction=fusion)
-    weights = parsed("checkpoint", ["inference.yaml"])
+    weights = parsed("weights", ["inference.yaml"])  # (the name of the shipped weights since 0.6.0)
     path = work / "calibration" / f"stride{t_stride}_{fusion}" / "calibration.json"
     value = calibrate(calibration, path, settings, weights, made_by=f"benchmarks/normative_made_data.py ({DATA_NOTE})")
     cal = load_calibration(path, settings, weights, required=True)

@@ -60,7 +60,7 @@ def default_evaluation(work: Path, family: str, datalist: Path, mode: str, s: Se
         log(f"  eval default {family}: read from {cached} (benchmarks/faithful.py's 'range')")
         return cached, recorded_seconds(cached)
     checkpoint = work / "train" / "range_pyramid" / "model.pt"
-    return evaluate(work, "default", family, datalist, {"checkpoint": checkpoint}, s)
+    return evaluate(work, "default", family, datalist, {"weights": checkpoint}, s)
 
 
 def family_table(outs: dict[str, dict[str, Path]], family: str, seconds: dict[str, float]) -> str:
@@ -149,7 +149,7 @@ def main() -> None:
     sizes = json.dumps(list(V2_MEDIAN_FILTERS))
     outs: dict[str, dict[str, Path]] = {"default": {}, "v2": {}}
     for family in FAMILIES:
-        overrides = {"checkpoint": v2_weights, "median_filter_sizes": sizes}
+        overrides = {"weights": v2_weights, "median_filter_sizes": sizes}
         outs["v2"][family], seconds[f"eval v2 {family}"] = evaluate(
             work, "v2", family, tests[family], overrides, s, profiles=V2_PROFILE
         )

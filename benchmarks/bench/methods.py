@@ -145,7 +145,7 @@ def evaluate(
 
 def scoring_overrides(trained: Trained, s: Settings) -> dict[str, object]:
     """What every scoring of a trained method is given: its weights and its network preset."""
-    return {"checkpoint": trained.weights, "network_preset": preset_of(trained.method, s)}
+    return {"weights": trained.weights, "network_preset": preset_of(trained.method, s)}
 
 
 def andi_overrides(trained: Trained, s: Settings, aggregation: str, reduction: str, noise: str) -> dict[str, object]:
