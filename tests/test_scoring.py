@@ -227,6 +227,21 @@ def test_gaussian_stream_is_the_whole_draw_for_the_bundles_slices():
     assert torch.equal(NoiseStream(gaussian_noise, shape, torch.Generator().manual_seed(11)).take(5), whole)
 
 
+def test_the_noise_does_not_depend_on_torchs_default_dtype():
+    """Planted bug (0.6.3): the per-slice draw went into a buffer of torch's default dtype, so under float64 (the
+    authors-equivalence check computes their maths so) the same generator gave other values. The noise is float32
+    and the same values whatever the default."""
+    inferer = ANDiInferer(make_scheduler(), 75, 77, 1, amp=False, channels_last=False)
+    want = inferer.noise_for(75, (3, 4, 16, 16), torch.device("cpu"))
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        got = inferer.noise_for(75, (3, 4, 16, 16), torch.device("cpu"))
+    finally:
+        torch.set_default_dtype(default)
+    assert got.dtype == torch.float32 and torch.equal(got, want)
+
+
 def test_scoring_draws_only_a_chunk_of_noise_at_a_time(monkeypatch):
     """Planted bug: "draws every slice's noise of a timestep at once" (a volume-sized buffer beside the
     accumulator: 40 MB for a BraTS study). With Gaussian noise, no take exceeds the pairs of one network call, and

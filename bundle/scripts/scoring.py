@@ -235,7 +235,8 @@ class NoiseStream:
             raise ValueError(f"the noise has {self.shape[0]} slices; slices {start}..{stop - 1} were asked for")
         self.position = stop
         if self.whole is None and self.noise_fn is gaussian_noise:
-            out = torch.empty((stop - start, *self.shape[1:]), device=self.device)
+            # float32 whatever torch's default dtype: a float64 buffer would draw other values from the generator
+            out = torch.empty((stop - start, *self.shape[1:]), device=self.device, dtype=torch.float32)
             for slice_noise in out:  # one draw per slice, into the chunk's own buffer
                 torch.randn(self.shape[1:], generator=self.generator, device=self.device, out=slice_noise)
             return out
