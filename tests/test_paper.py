@@ -44,5 +44,6 @@ def test_paper_profile_sets_every_choice_of_the_authors():
     assert training.get_parsed_content("noise_type") == "pyramid_authors"
     recorded = training.get_parsed_content("training_record")  # the network's shape, for the record
     assert recorded["network.block_out_channels"] == list(NETWORK_PRESETS["paper"]["channels"])
+    assert recorded["pre.resize.resizer.antialias"] is True  # the slices' preprocessing: torch's antialiased resize
     diffusion_range = training.get_parsed_content("prepare_batch").diffusion_range
     assert (diffusion_range.low, diffusion_range.high) == (-1.0, 1.0)

@@ -8,9 +8,10 @@ Two kinds of file are written by training:
   settings are what the weights were trained under and scoring must repeat, read from the configured objects
   (``weights_settings``, :func:`scripts.settings.settings_of`): the method, the diffusion range (``diffusion_range``:
   the authors train on 2x - 1), the modalities and their order, the slice size and the scheduler as it describes
-  itself (``scheduler.schedule``, ``scheduler.schedule_args.beta_end``, ...); plus, for the record, the network's
-  shape and the training noise. Every value is a plain number, string or list, so ``torch.load(weights_only=True)``
-  reads the file, and MONAI's ``CheckpointLoader`` with ``load_dict={"model": network}`` loads its weights.
+  itself (``scheduler.schedule``, ``scheduler.schedule_args.beta_end``, ...); plus, for the record
+  (``training_record`` of train.yaml), the network's shape, the training noise and the preprocessing of the training
+  slices. Every value is a plain number, string or list, so ``torch.load(weights_only=True)`` reads the file, and
+  MONAI's ``CheckpointLoader`` with ``load_dict={"model": network}`` loads its weights.
 
 Weights saved before version 0.7.0 (the shipped demo weights among them) recorded the scheduler's arguments by config
 key (``num_train_timesteps``, ``beta_start``, ...): :func:`upgraded` reads such a record as the description of the
