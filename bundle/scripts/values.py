@@ -120,7 +120,8 @@ def read_value_file(
     if older_form(recorded, expected_settings):
         raise StudyError(
             f"{path}: records its settings by config key, as versions before 0.7.0 did{by}, where this version reads "
-            "them from the configured objects: make it again with this version"
+            "them from the configured objects: make it again, or check and rewrite it with `python -m scripts.cli "
+            "upgrade-value-file FILE --config_file [...]` (docs/README.md, 'Settings on record')"
         )
     differ = []
     name, sha = _weights_record(weights)
