@@ -194,3 +194,7 @@ def test_the_upgrade_command_runs_as_the_model_card_gives_it(tmp_path: Path) -> 
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.startswith(f"value file written in this version's form: {path}")
     assert "inferer.timesteps" in json.loads(path.read_text())["settings"]
+    missing = subprocess.run([*cmd[:-1], "['configs/inference.yaml','configs/absent.yaml']"], cwd=BUNDLE,
+                             capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert missing.returncode != 0 and "configs/absent.yaml: no such config file" in missing.stderr
+    assert "Traceback" not in missing.stderr

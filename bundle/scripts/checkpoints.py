@@ -20,7 +20,6 @@ scheduler those arguments make.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Mapping
@@ -33,7 +32,7 @@ from monai.handlers import CheckpointSaver
 from scripts.diffusion import make_scheduler
 from scripts.errors import StudyError
 from scripts.files import atomic_path, remove_partials
-from scripts.settings import differences, joined, settings_of
+from scripts.settings import differences, joined, plain, settings_of
 
 
 def latest_checkpoint(ckpt_dir: str | os.PathLike) -> str | None:
@@ -68,18 +67,13 @@ def upgraded(recorded: Mapping[str, object]) -> dict[str, object]:
     return {**out, **settings_of({"scheduler": make_scheduler(**args)})}
 
 
-def _plain(value: object) -> object:
-    """``value`` as JSON would give it back: tuples become lists, numbers stay numbers (for comparisons)."""
-    return json.loads(json.dumps(value))
-
-
 def save_weights(
     weights: Mapping[str, torch.Tensor], path: str | os.PathLike, settings: Mapping[str, object] | None = None
 ) -> Path:
     """Save a ``state_dict`` to ``path`` atomically (temporary file in the same folder, then rename): bare, or with
     ``settings`` as ``{"model": state_dict, "settings": settings}`` (plain values only)."""
     weights = {k: v.detach().cpu() for k, v in weights.items()}
-    content = weights if settings is None else {WEIGHTS_KEY: weights, SETTINGS_KEY: _plain(dict(settings))}
+    content = weights if settings is None else {WEIGHTS_KEY: weights, SETTINGS_KEY: plain(dict(settings))}
     with atomic_path(path) as tmp:
         torch.save(content, tmp)
     return Path(path)
@@ -177,7 +171,7 @@ class SaveFinalWeights:
     ) -> None:
         self.network = network
         self.path = path
-        self.settings = None if settings is None else _plain(dict(settings))
+        self.settings = None if settings is None else plain(dict(settings))
         remove_partials(Path(path).parent)
 
     def attach(self, engine: Engine) -> None:

@@ -227,14 +227,10 @@ def upgrade_value_file(
     version's form, after checking that it fits the configuration ``config_file`` (``scripts.upgrade``).
     ``settings_key``: ``calibration_settings``, ``masking_calibration_settings`` (autoddpm.yaml) or
     ``threshold_settings`` (flair.yaml, with ``--weights_key null``)."""
-    import json
-
     from scripts.upgrade import upgrade_value_file as upgrade
     from scripts.values import is_unset
 
-    files = config_file
-    if isinstance(files, str):  # fire gives a list's literal as the string "['a.yaml','b.yaml']"
-        files = json.loads(files.replace("'", '"')) if files.lstrip().startswith("[") else [files]
+    files = [config_file] if isinstance(config_file, str) else list(config_file)
     try:
         target = upgrade(path, files, bundle_root, settings_key, None if is_unset(weights_key) else weights_key, out)
     except StudyError as err:

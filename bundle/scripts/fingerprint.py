@@ -35,6 +35,10 @@ _SKIPPED = (np.random.RandomState, np.random.Generator, torch.Generator)
 _RUNTIME = frozenset({"filenames"})  # state a transform keeps from its last call (MONAI's image readers)
 
 
+DIGEST_KEYS = frozenset({"shape", "dtype", "sha1"})
+"""The keys of an array's description (:func:`_array_digest`)."""
+
+
 def _array_digest(array: np.ndarray) -> dict[str, object]:
     array = np.ascontiguousarray(array)
     return {"shape": list(array.shape), "dtype": str(array.dtype), "sha1": hashlib.sha1(array.tobytes()).hexdigest()}

@@ -19,21 +19,18 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
-from scripts.fingerprint import describe
-
-ARRAY_KEYS = frozenset({"shape", "dtype", "sha1"})
-"""The keys of :func:`scripts.fingerprint.describe`'s description of an array: one setting, not three."""
+from scripts.fingerprint import DIGEST_KEYS, describe
 
 
 def plain(value: object) -> object:
     """``value`` as JSON gives it back (tuples become lists), so that recorded and configured values compare."""
-    return json.loads(json.dumps(value, default=str))
+    return json.loads(json.dumps(value))
 
 
 def flatten(description: object, prefix: str) -> dict[str, object]:
     """Dotted keys of a nested description: a dict's entries by name, a list of described objects by position; any
     other value (a number, a string, a list of values, an array's digest) is one setting."""
-    if isinstance(description, dict) and description and set(description) != ARRAY_KEYS:
+    if isinstance(description, dict) and description and set(description) != DIGEST_KEYS:  # an array: one setting
         out: dict[str, object] = {}
         for key, value in description.items():
             out.update(flatten(value, f"{prefix}.{key}"))
@@ -81,10 +78,15 @@ def differences(recorded: Mapping[str, object], expected: Mapping[str, object], 
     return out
 
 
+def by_object(settings: Mapping[str, object]) -> bool:
+    """True when ``settings`` are in this version's form, read from objects: some key is dotted."""
+    return any("." in key for key in settings)
+
+
 def older_form(recorded: Mapping[str, object], expected: Mapping[str, object]) -> bool:
     """True when ``recorded`` names its settings by config key (the form before version 0.7.0, e.g. ``t_upper``)
-    where ``expected`` reads them from objects (dotted keys): none of its keys is dotted, some of ``expected``'s are."""
-    return any("." in key for key in expected) and not any("." in key for key in recorded)
+    where ``expected`` reads them from objects (:func:`by_object`)."""
+    return by_object(expected) and not by_object(recorded)
 
 
 def joined(phrases: list[str], most: int = 8) -> str:

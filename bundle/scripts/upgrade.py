@@ -21,7 +21,7 @@ from pathlib import Path
 
 from monai.bundle import ConfigParser
 from scripts.errors import StudyError
-from scripts.settings import differences, joined
+from scripts.settings import by_object, differences, joined
 from scripts.values import file_sha256, is_unset, write_value_file
 
 OLDER_RECORD = "recorded_before_0.7.0"
@@ -58,16 +58,19 @@ def upgrade_value_file(
         weights_key: the config item of the weights the value was made with (None for a value made without).
 
     Raises:
-        StudyError: one line: the file is not an older value file, its recorded settings would change what the
-            configuration makes (each difference named), or it was made with other weights.
+        StudyError: one line: a config file is missing, the file is not an older value file, its recorded settings
+            would change what the configuration makes (each difference named), or it was made with other weights.
     """
     path = Path(path)
+    missing = [f for f in config_files if not Path(f).is_file()]
+    if missing:
+        raise StudyError(f"{missing[0]}: no such config file")
     try:
         content = json.loads(path.read_text())
         recorded = dict(content["settings"])
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise StudyError(f"{path}: not a readable value file ({type(err).__name__}: {err})") from err
-    if any("." in key for key in recorded):
+    if by_object(recorded):
         raise StudyError(f"{path}: already records its settings in this version's form")
     configured, parser = _settings(config_files, bundle_root, settings_key, {})
     keys = {k for k in recorded if k in parser.config}
