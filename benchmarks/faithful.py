@@ -113,10 +113,18 @@ def before_weights(work: Path, rev: str) -> Path:
 
 
 def train(
-    work: Path, name: str, datalist: Path, noise: str, s: Settings, profiles: tuple[str, ...] = (), seed: int = 0
+    work: Path,
+    name: str,
+    datalist: Path,
+    noise: str | None,
+    s: Settings,
+    profiles: tuple[str, ...] = (),
+    seed: int = 0,
+    extra: dict | None = None,
 ) -> tuple[Path, float]:
     """Train model ``name`` at the demo budget with training ``seed`` (0 keeps the name); ``profiles``: config files
-    merged after train.yaml (e.g. v2.yaml)."""
+    merged after train.yaml (e.g. v2.yaml); ``noise`` None keeps the configs' noise; ``extra``: further overrides
+    (e.g. ``modalities``), last."""
     out = work / "train" / (name if seed == 0 else f"{name}_seed{seed}")
     weights = out / "model.pt"
     overrides = {
@@ -124,9 +132,10 @@ def train(
         "dataset_dir": datalist,
         "output_dir": out,
         "final_weights": weights,
-        "noise_type": noise,
+        **({} if noise is None else {"noise_type": noise}),
         "diffusion_range": "[-1, 1]",
         **DEMO_BUDGET,
+        **(extra or {}),
     }
     cmd = bundle_command("training", ["train.yaml", *profiles], overrides)
     step = cached_step(f"train_{name}", cmd, out / "table_command.json", weights.is_file, s, work, log=log)
