@@ -10,8 +10,7 @@ the guard, at the default profile's voxel set and median filter (``--voxel_set``
 
 ``--sets`` names the models, ``name=seq,seq;...``: by default T1 + T2 (what most public healthy cohorts have,
 IXI's T1 and T2 among them), FLAIR alone and the four BraTS sequences (the bundle's default), trained in that order.
-bf16 autocast is used where the CPU has it natively (``scripts.scoring.use_amp``): on the development CPU (AMD EPYC
-Zen 1), emulated bf16 ran a training step some 40 times slower than float32.
+bf16 autocast is used where the CPU has it natively (faithful.py's ``DEMO_BUDGET``).
 
 The report gives, per set and lesion family, AUPRC and its lift over a blind map (AUPRC / the lesion's prevalence,
 which is the AUPRC of a map that cannot tell lesion from brain). A set "sees" a family when the lift reaches
@@ -29,15 +28,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from benchmarks import REPO
 from benchmarks.bench.main import benchmark_parser, run_benchmark
 from benchmarks.bench.report import markdown_table, minutes, write_report
 from benchmarks.bench.settings import DATA_NOTE, Settings
 from benchmarks.bench.spread import fmt_spread, mean_sd
-from benchmarks.faithful import FAMILIES, FAMILY_NAMES, evaluate, log, make_data, metrics, train
-from scripts.scoring import use_amp
+from benchmarks.faithful import DEMO_BUDGET, FAMILIES, FAMILY_NAMES, evaluate, log, make_data, metrics, train
 from scripts.synthetic import LESION_CONTRAST, TISSUE_MEANS, TUMOUR_LABELS
 
 DEFAULT_SETS = "t1_t2=t1,t2;flair=flair;four=t1,t1c,t2,flair"
@@ -138,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
     sets = parse_sets(args.sets)
     work = Path(args.work_dir)
     s = Settings(threads=args.threads)
-    autocast = use_amp("auto", torch.device("cpu"))
+    autocast = DEMO_BUDGET["autocast"]
     start = time.perf_counter()
     log(f"made data in {work / 'data'} ...")
     train_list, tests = make_data(work, args.n_test)
@@ -147,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
     for name, seqs in sets.items():  # each model's evaluations follow its training, so figures come as they can
         modalities = "[" + ",".join(f"'{m}'" for m in seqs) + "]"
         for k in range(args.train_seeds):
-            extra = {"modalities": modalities, "autocast": autocast}
+            extra = {"modalities": modalities}
             weights, seconds[f"train {name} seed {k}"] = train(work, name, train_list, None, s, seed=k, extra=extra)
             for n in range(args.seeds):
                 tag = name + ("" if k == 0 else f"_t{k}") + ("" if n == 0 else f"_s{n}")
