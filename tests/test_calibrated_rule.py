@@ -1,6 +1,7 @@
 """The calibrated rule voxel by voxel, through the post-processing steps that inference.yaml configures: the z-map's
 values, the segmentation of the configured map at the calibration's threshold (masked as the voxel set says) and the
-study score, on a non-constant map, a non-constant normative model and a brain that fills only part of the grid."""
+study score, on a non-constant map, a non-constant normative model and a brain that fills only part of the grid; and
+the evaluation of the calibrated rule beside Yen."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from scipy import ndimage
 from skimage.morphology import ball
 
 from benchmarks.bench.configs import config_parser
-from scripts.calibration import Calibration
+from scripts.calibration import AUTO_FALLBACK, Calibration
+from scripts.errors import StudyError
+from scripts.metrics import CalibratedRule, Subject, dice, evaluate_all, median_filtered
 from scripts.normative import NormativeModel
 
 SHAPE = (24, 20, 12)
@@ -113,3 +116,71 @@ def test_study_score_falls_back_to_the_anomaly_quantile_without_a_zmap():
     assert info["study_score_rule"] == "anomaly_q999" and "zmap_q999" not in info["scores"]
     assert info["study_score"] == pytest.approx(np.quantile(a[brain], 0.999), rel=1e-6)
     assert info["study_score"] != pytest.approx(np.quantile(a, 0.999), rel=1e-3)
+
+
+@pytest.mark.parametrize("voxel_set", ["brain", "volume"])
+def test_evaluation_gives_the_calibrated_rules_dice_and_false_positive_rate(voxel_set):
+    """The evaluation's calibrated rule, voxel by voxel: the map thresholded at the calibration's threshold plus the
+    dilation, Dice per subject, and the pooled rate on the healthy voxels; only at the median filter and voxel set it
+    was calibrated under. Planted bugs: "Yen's segmentation reused", "the rate over the whole brain (lesion
+    included)", "the rule applied at every median filter"."""
+    studies = []
+    for seed in (0, 1):
+        data, a, brain = made_study(seed)
+        label = np.zeros(SHAPE, bool)
+        label[10:14, 8:12, 4:8] = True
+        healthy = brain & ~ndimage.binary_dilation(label, iterations=3)
+        studies.append(Subject(f"s{seed}", a, label.astype(np.uint8), brain, healthy=healthy))
+    threshold = float(np.quantile(np.concatenate([s.a[s.healthy] for s in studies]), 0.99))
+    rule = CalibratedRule(threshold, 1e-2, voxel_set, 3)
+    results = evaluate_all(studies, (0, 3), dilation_radius=1, voxel_sets=[voxel_set], calibrated=rule)
+    off, three = results
+    assert np.isnan(off.dice_calibrated) and np.isnan(off.calibrated_threshold), "only where it was calibrated"
+    marked, healthy_total, false_pos = [], 0, 0
+    for s in studies:
+        m = median_filtered(np.where(s.mask, s.a, 0) if voxel_set == "brain" else s.a, 3)
+        seg = expected_segmentation(m, threshold, s.mask, voxel_set)
+        target = s.label.astype(bool) & (s.mask if voxel_set == "brain" else True)
+        marked.append(dice(seg, target))
+        false_pos += int((seg & s.healthy).sum())
+        healthy_total += int(s.healthy.sum())
+    assert [x.dice_calibrated for x in three.subjects] == pytest.approx(marked)
+    assert three.dice_calibrated == pytest.approx(np.mean(marked))
+    assert three.fpr_calibrated == pytest.approx(false_pos / healthy_total)
+    assert three.dice_calibrated != pytest.approx(three.dice_yen), "Yen's segmentation differs here"
+    assert three.summary()["target_fpr"] == 1e-2 and three.summary()["calibrated_threshold"] == threshold
+
+
+def test_evaluate_config_evaluates_the_calibrated_rule_only_with_a_calibration():
+    """evaluate.yaml: a calibration that fits gives the rule at the configured voxel set and median filter, and the
+    collector keeps the healthy voxels its rate needs; none gives no rule (Yen alone), the healthy voxels not kept."""
+    calibration = made_calibration()
+    parser = config_parser(["inference.yaml", "evaluate.yaml"], voxel_set="brain", median_filter_size=3)
+    parser["calibration"] = calibration
+    rule = parser.get_parsed_content("calibrated_rule")
+    assert rule == CalibratedRule(calibration.threshold("anomaly", 1e-3), 1e-3, "brain", 3)
+    assert parser.get_parsed_content("collector").healthy
+    assert parser.get_parsed_content("report").calibrated == rule
+    parser = config_parser(["inference.yaml", "evaluate.yaml"])
+    parser["calibration"] = None
+    assert parser.get_parsed_content("calibrated_rule") is None
+    assert not parser.get_parsed_content("collector").healthy
+
+
+def test_segmentation_auto_is_the_calibrated_rule_where_a_calibration_fits_else_yen():
+    """inference.yaml's segment step under ``segmentation auto``: the calibration's threshold and its rule with a
+    calibration; Yen's own threshold and the fallback's rule (segmentation.json) without; ``calibrated`` without a
+    calibration stops with one line."""
+    data, a, brain = made_study()
+    calibration = made_calibration()
+    fitted = post_steps(calibration, segmentation="auto", voxel_set="brain")["segment"](dict(data))["seg_info"]
+    assert fitted["rule"] == "calibrated at FPR 0.001"
+    assert fitted["threshold"] == pytest.approx(calibration.threshold("anomaly", 1e-3))
+    fallback = post_steps(None, segmentation="auto", voxel_set="brain")["segment"](dict(data))["seg_info"]
+    yen = post_steps(None, segmentation="yen", voxel_set="brain")["segment"](dict(data))["seg_info"]
+    assert fallback["rule"] == AUTO_FALLBACK and yen["rule"] == "yen"
+    assert fallback["threshold"] == yen["threshold"] != fitted["threshold"]
+    with pytest.raises(RuntimeError) as err:  # MONAI's config parser wraps the error; the error hook unwraps it
+        post_steps(None, segmentation="calibrated")
+    assert isinstance(err.value.__cause__, StudyError)
+    assert "segmentation calibrated needs a calibration file" in str(err.value.__cause__)

@@ -170,3 +170,13 @@ def test_calibrate_then_inference_with_a_calibrated_threshold_and_a_zmap(tmp_pat
     run_bundle("inference", "inference.yaml", *other)
     assert not (tmp_path / "other" / "tumour_000" / "zmap.nii.gz").exists()
     assert json.loads((tmp_path / "other" / "tumour_000" / "segmentation.json").read_text())["rule"] == "yen"
+
+    # segmentation auto: the calibrated rule where the calibration fits; Yen where it does not, saying so
+    fits = [*common, "--output_dir", str(tmp_path / "auto"), "--segmentation", "auto"]
+    run_bundle("inference", "inference.yaml", *fits)
+    fitted = json.loads((tmp_path / "auto" / "tumour_000" / "segmentation.json").read_text())
+    assert (fitted["rule"], fitted["threshold"]) == (info["rule"], info["threshold"])
+    fallback = run_bundle("inference", "inference.yaml", *other, "--overwrite", "true", "--segmentation", "auto")
+    auto = json.loads((tmp_path / "other" / "tumour_000" / "segmentation.json").read_text())
+    assert auto["rule"] == "yen (segmentation auto: no calibration fits these weights and settings)"
+    assert "segmentation auto: no calibration fits" in fallback.stdout + fallback.stderr

@@ -30,7 +30,7 @@ from scripts import as_bool
 from scripts.collect import MapCollector
 from scripts.errors import StudyError
 from scripts.files import atomic_write_bytes
-from scripts.metrics import Subject
+from scripts.metrics import CalibratedRule, Subject
 from scripts.normative import NormativeModel, NormativeSums, fit_normative
 from scripts.postprocess import yen_segmentation
 from scripts.triage import study_scores
@@ -230,14 +230,19 @@ def load_calibration(
     )
 
 
-SEGMENTATIONS: tuple[str, ...] = ("yen", "calibrated")
+SEGMENTATIONS: tuple[str, ...] = ("yen", "calibrated", "auto")
+"""Inference's segmentation rules: Yen's threshold per study (the paper's); the calibration's threshold at a target
+false-positive rate (a calibration that fits the weights and settings is required); ``auto``: the calibration's
+where one fits, else Yen's, saying so in the log and in each study's ``segmentation.json``."""
+AUTO_FALLBACK = "yen (segmentation auto: no calibration fits these weights and settings)"
+"""The rule recorded in ``segmentation.json`` when ``auto`` falls back to Yen."""
 
 
 def segmentation_threshold(
     calibration: Calibration | None, segmentation: str = "yen", segment_map: str = "anomaly", target_fpr: float = 1e-3
 ) -> float | None:
     """The fixed threshold of inference's segmentation: None for Yen's per-study threshold, else the calibration's
-    threshold of ``segment_map`` at ``target_fpr``."""
+    threshold of ``segment_map`` at ``target_fpr`` (``auto``: where there is a calibration; the log says when not)."""
     if segmentation not in SEGMENTATIONS:
         raise StudyError(f"segmentation must be one of {SEGMENTATIONS}, got {segmentation!r}")
     if segment_map not in MAPS:
@@ -245,5 +250,28 @@ def segmentation_threshold(
     if segmentation == "yen":
         return None
     if calibration is None:
+        if segmentation == "auto":
+            logger.info("segmentation auto: no calibration fits these weights and settings, so Yen's per study")
+            return None
         raise StudyError("segmentation calibrated needs a calibration file (run calibrate)")
     return calibration.threshold(segment_map, target_fpr)
+
+
+def segmentation_rule(threshold: float | None, segmentation: str, target_fpr: float | str) -> str | None:
+    """How inference's threshold was chosen, for ``segmentation.json``: ``"calibrated at FPR 0.001"`` with a
+    calibrated ``threshold``, :data:`AUTO_FALLBACK` when ``auto`` found no calibration, None (Yen) otherwise."""
+    if threshold is not None:
+        return "calibrated at FPR " + format(float(target_fpr), "g")
+    return AUTO_FALLBACK if segmentation == "auto" else None
+
+
+def calibrated_rule(
+    calibration: Calibration | None, target_fpr: float | str, voxel_set: str, median_filter: int
+) -> CalibratedRule | None:
+    """Inference's ``segmentation: calibrated`` on the anomaly map, for evaluation beside Yen: the calibration's
+    threshold at ``target_fpr``, valid at the ``voxel_set`` and ``median_filter`` it was made under; None without a
+    calibration that fits (:func:`load_calibration`)."""
+    if calibration is None:
+        return None
+    threshold = calibration.threshold("anomaly", target_fpr)
+    return CalibratedRule(threshold, float(target_fpr), str(voxel_set), int(median_filter))

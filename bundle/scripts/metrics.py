@@ -20,6 +20,12 @@ brain before the median filter, as the bundle's inference does):
   as empty); Dice per subject, mean over subjects. The share of the brain that the raw Yen segmentation marks is kept
   per subject.
 * **per-subject Dice** at the ceil threshold.
+* **Dice_calibrated** (with a calibration that fits the weights and settings: :class:`CalibratedRule`): each
+  subject thresholded at the calibration's threshold for one target false-positive rate, plus the dilation and the
+  guard, as inference's ``segmentation: calibrated``; Dice per subject, mean over subjects; and the false-positive
+  rate that threshold reaches on these studies' healthy brain voxels (``fpr_calibrated``, pooled: the brain less the
+  label dilated as calibration counts it), beside the target. Only at the voxel set and median filter the calibration
+  was made under: its threshold is on that map.
 
 Labels: a voxel is anomalous when its label is above 0.5, so any positive integer label (BraTS 1, 2, 4) counts and
 a soft label counts above 0.5. Under ``"volume"`` the whole label counts, as in the authors' ``eval.py`` (a label
@@ -99,6 +105,8 @@ class SubjectMetrics:
     yen_threshold: float
     segmented_fraction: float = float("nan")
     rejected: bool = False
+    dice_calibrated: float = float("nan")
+    fpr_calibrated: float = float("nan")
 
 
 @dataclass
@@ -127,6 +135,11 @@ class Metrics:
     segmented_fraction_median: float = float("nan")
     rejected: int = 0
     voxel_set: str = "brain"
+    calibrated_threshold: float = float("nan")
+    target_fpr: float = float("nan")
+    dice_calibrated: float = float("nan")
+    dice_calibrated_std: float = float("nan")
+    fpr_calibrated: float = float("nan")
     subjects: list[SubjectMetrics] = field(default_factory=list)
     precision: np.ndarray = field(default_factory=lambda: np.zeros(0))
     recall: np.ndarray = field(default_factory=lambda: np.zeros(0))
@@ -135,7 +148,24 @@ class Metrics:
         """The scalar figures, for JSON."""
         keys = ("voxel_set", "median_filter", "n_subjects", "auprc", "auroc", "ceil_dice", "ceil_threshold")
         keys += ("ceil_threshold_raw", "ceil_dice_pooled", "ceil_threshold_pooled", "dice_yen", "dice_yen_std")
-        return {k: getattr(self, k) for k in (*keys, "prevalence", "segmented_fraction_median", "rejected")}
+        keys += ("prevalence", "segmented_fraction_median", "rejected")
+        keys += ("calibrated_threshold", "target_fpr", "dice_calibrated", "dice_calibrated_std", "fpr_calibrated")
+        return {k: getattr(self, k) for k in keys}
+
+
+@dataclass(frozen=True)
+class CalibratedRule:
+    """Inference's ``segmentation: calibrated``, evaluated beside Yen: a fixed ``threshold`` on the map (a
+    calibration's, for ``target_fpr``), valid at the ``voxel_set`` and ``median_filter`` it was calibrated under."""
+
+    threshold: float
+    target_fpr: float
+    voxel_set: str
+    median_filter: int
+
+    def applies(self, voxel_set: str, median_filter: int) -> bool:
+        """Whether the threshold is on the map of this voxel set and median filter setting."""
+        return voxel_set == self.voxel_set and int(median_filter) == int(self.median_filter)
 
 
 def binarize_label(label: np.ndarray) -> np.ndarray:
@@ -229,27 +259,44 @@ def post_transforms(
     dilation_radius: int = 1,
     voxel_set: str = "brain",
     max_segmented_fraction: float | None = None,
+    calibrated_threshold: float | None = None,
 ) -> Compose:
     """Inference's steps ``mask_brain``, ``median_filter`` and ``segment`` (``configs/inference.yaml``), the same
     transforms at one median filter setting, on a dict of ``"pred"`` (the map, (1, H, W, D) float32) and ``"brain"``
-    (the brain mask, (1, H, W, D) bool); they write ``"seg"`` (1, H, W, D) and ``"seg_info"``. The map is 0 outside
-    the brain before the median filter with voxel set ``"brain"``; a segmentation that the guard rejects is counted
-    (``seg_info["rejected"]``), not logged as inference does for the study it writes."""
+    (the brain mask, (1, H, W, D) bool); they write ``"seg"`` (1, H, W, D) and ``"seg_info"``, and with
+    ``calibrated_threshold`` also ``"seg_calibrated"`` and ``"seg_calibrated_info"`` (the segment step at that fixed
+    threshold). The map is 0 outside the brain before the median filter with voxel set ``"brain"``; a segmentation
+    that the guard rejects is counted (``seg_info["rejected"]``), not logged as inference does for the study it
+    writes."""
+    thresholds: dict[str, float | None] = {"seg": None}
+    if calibrated_threshold is not None:
+        thresholds["seg_calibrated"] = calibrated_threshold
     return Compose(
         [
             MaskOutsideBraind("pred", mask_key="brain", enabled=voxel_set == "brain"),
             MedianFilterd("pred", size=int(median_filter)),
-            ThresholdSegmentd(
-                "pred",
-                seg_key="seg",
-                image_key="brain",
-                dilation_radius=dilation_radius,
-                voxel_set=voxel_set,
-                max_segmented_fraction=max_segmented_fraction,
-                log_rejected=False,
+            *(
+                ThresholdSegmentd(
+                    "pred",
+                    seg_key=key,
+                    image_key="brain",
+                    dilation_radius=dilation_radius,
+                    threshold=threshold,
+                    voxel_set=voxel_set,
+                    max_segmented_fraction=max_segmented_fraction,
+                    log_rejected=False,
+                )
+                for key, threshold in thresholds.items()
             ),
         ]
     )
+
+
+def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and (population) SD of the finite ``values``; NaN for none."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    return (float(v.mean()), float(v.std())) if v.size else (float("nan"), float("nan"))
 
 
 def evaluate_subjects(
@@ -259,6 +306,7 @@ def evaluate_subjects(
     voxel_set: str = "brain",
     ceil_grid: Sequence[float] = AUTHORS_CEIL_GRID,
     max_segmented_fraction: float | None = None,
+    calibrated: CalibratedRule | None = None,
 ) -> Metrics:
     """All metrics of a test set at one median filter setting (see the module docstring).
 
@@ -271,11 +319,17 @@ def evaluate_subjects(
         ceil_grid: (start, stop, step) of the thresholds searched for the ceil Dice (:func:`threshold_grid`).
         max_segmented_fraction: the guard of inference (None: off): a Yen segmentation marking more of the brain
             counts as empty.
+        calibrated: the calibrated rule, evaluated too where it applies (this voxel set and median filter); its
+            false-positive rate needs each subject's ``healthy`` voxels.
     """
     if voxel_set not in VOXEL_SETS:
         raise ValueError(f"voxel_set must be one of {VOXEL_SETS}, got {voxel_set!r}")
-    post = post_transforms(median_filter, dilation_radius, voxel_set, max_segmented_fraction)
+    rule = calibrated if calibrated is not None and calibrated.applies(voxel_set, median_filter) else None
+    post = post_transforms(
+        median_filter, dilation_radius, voxel_set, max_segmented_fraction, None if rule is None else rule.threshold
+    )
     scores, targets, per_subject = [], [], []
+    false_positives, healthy_voxels = 0, 0
     for s in subjects:
         mask = np.asarray(s.mask, dtype=bool)
         target = binarize_label(s.label)
@@ -300,6 +354,14 @@ def evaluate_subjects(
                 rejected=info["rejected"],
             )
         )
+        if rule is not None:
+            marked = torch.as_tensor(d["seg_calibrated"])[0].numpy() > 0.5
+            per_subject[-1].dice_calibrated = dice(marked, target)
+            if s.healthy is not None:
+                healthy = np.asarray(s.healthy, dtype=bool)
+                false_positives += int(np.count_nonzero(marked & healthy))
+                healthy_voxels += int(healthy.sum())
+                per_subject[-1].fpr_calibrated = int(np.count_nonzero(marked & healthy)) / max(int(healthy.sum()), 1)
         scores.append(a[mask] if voxel_set == "brain" else a.ravel())
         targets.append(target[mask] if voxel_set == "brain" else target.ravel())
     if not per_subject:
@@ -316,8 +378,17 @@ def evaluate_subjects(
         m.dice_ceil = float(value)
     precision, recall, _ = precision_recall(curve)
     precision, recall = _subsample(precision, recall)
-    yen = np.array([m.dice_yen for m in per_subject], dtype=np.float64)
-    defined = yen[np.isfinite(yen)]
+    dice_yen, dice_yen_std = _mean_sd([m.dice_yen for m in per_subject])
+    calibrated_figures = {}
+    if rule is not None:
+        mean, sd = _mean_sd([m.dice_calibrated for m in per_subject])
+        calibrated_figures = {
+            "calibrated_threshold": float(rule.threshold),
+            "target_fpr": float(rule.target_fpr),
+            "dice_calibrated": mean,
+            "dice_calibrated_std": sd,
+            "fpr_calibrated": false_positives / healthy_voxels if healthy_voxels else float("nan"),
+        }
     return Metrics(
         median_filter=int(median_filter),
         n_subjects=len(per_subject),
@@ -328,8 +399,8 @@ def evaluate_subjects(
         ceil_threshold_raw=lo + thr * (hi - lo) if np.isfinite(thr) else thr,
         ceil_dice_pooled=pooled_ceil,
         ceil_threshold_pooled=pooled_thr,
-        dice_yen=float(defined.mean()) if defined.size else float("nan"),
-        dice_yen_std=float(defined.std()) if defined.size else float("nan"),
+        dice_yen=dice_yen,
+        dice_yen_std=dice_yen_std,
         prevalence=float(pooled_targets.mean()) if pooled_targets.size else float("nan"),
         segmented_fraction_median=float(np.median([m.segmented_fraction for m in per_subject])),
         rejected=sum(m.rejected for m in per_subject),
@@ -337,6 +408,7 @@ def evaluate_subjects(
         subjects=per_subject,
         precision=precision,
         recall=recall,
+        **calibrated_figures,
     )
 
 
@@ -347,10 +419,13 @@ def evaluate_all(
     voxel_sets: Sequence[str] = ("brain",),
     ceil_grid: Sequence[float] = AUTHORS_CEIL_GRID,
     max_segmented_fraction: float | None = None,
+    calibrated: CalibratedRule | None = None,
 ) -> list[Metrics]:
     """:func:`evaluate_subjects` for each voxel set and median filter setting (paper: off, 3, 5)."""
     return [
-        evaluate_subjects(subjects, int(size), dilation_radius, voxel_set, ceil_grid, max_segmented_fraction)
+        evaluate_subjects(
+            subjects, int(size), dilation_radius, voxel_set, ceil_grid, max_segmented_fraction, calibrated=calibrated
+        )
         for voxel_set in voxel_sets
         for size in median_filters
     ]

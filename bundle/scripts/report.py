@@ -21,7 +21,7 @@ from scripts import as_optional_float
 from scripts.collect import MapCollector
 from scripts.errors import StudyError
 from scripts.files import atomic_write_bytes
-from scripts.metrics import AUTHORS_CEIL_GRID, MEDIAN_FILTER_SIZES, Metrics, evaluate_all
+from scripts.metrics import AUTHORS_CEIL_GRID, MEDIAN_FILTER_SIZES, CalibratedRule, Metrics, evaluate_all
 
 logger = logging.getLogger(__name__)
 
@@ -91,17 +91,31 @@ def markdown_report(
         "  'brain marked by Yen' is the median share of the brain the raw Yen segmentation marks.",
         f"- Anomalous voxels: label > 0.5 inside the brain; prevalence {prevalence or 'n/a'}.",
         f"- Per-subject figures: `{CSV_FILE}`; all figures: `{JSON_FILE}`; precision-recall curves: `{CURVES_FILE}`.",
+        *calibrated_lines(results),
     ]
     if settings:
         text += ["", "Settings:", "", *[f"- {k}: `{v}`" for k, v in settings.items()]]
     return "\n".join(text) + "\n"
 
 
+def calibrated_lines(results: Sequence[Metrics]) -> list[str]:
+    """The calibrated rule's figures (inference's ``segmentation: calibrated``), where a calibration fitted: a Markdown
+    list item per voxel set and median filter it applies to; none without one."""
+    return [
+        f"- Calibrated rule ({m.voxel_set}, median filter {mf_label(m.median_filter)}): the calibration's threshold "
+        f"{m.calibrated_threshold:.6g} for a false-positive rate of {m.target_fpr:g}, plus the dilation and the guard: "
+        f"Dice {_fmt(m.dice_calibrated)} ± {_fmt(m.dice_calibrated_std)} (Yen's here: {_fmt(m.dice_yen)}); "
+        f"false-positive rate on these studies' healthy brain voxels {m.fpr_calibrated:.3g}."
+        for m in results
+        if math.isfinite(m.calibrated_threshold)
+    ]
+
+
 def per_subject_csv(results: Sequence[Metrics]) -> str:
     """``metrics_per_subject.csv``: one row per subject and median filter setting."""
     buffer = io.StringIO()
     columns = ["subject", "voxel_set", "median_filter", "brain_voxels", "label_voxels", "dice_ceil", "dice_yen"]
-    columns += ["yen_threshold", "segmented_fraction", "rejected"]
+    columns += ["yen_threshold", "segmented_fraction", "rejected", "dice_calibrated", "fpr_calibrated"]
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(columns)
     for m in results:
@@ -118,6 +132,8 @@ def per_subject_csv(results: Sequence[Metrics]) -> str:
                     f"{s.yen_threshold:.6g}",
                     f"{s.segmented_fraction:.6f}",
                     int(s.rejected),
+                    f"{s.dice_calibrated:.6f}",
+                    f"{s.fpr_calibrated:.6g}",
                 ]
             )
     return buffer.getvalue()
@@ -162,6 +178,7 @@ class EvaluationReport:
             volume`` at scoring; ``"brain"`` can always be derived).
         ceil_grid: (start, stop, step) of the ceil Dice's threshold search.
         max_segmented_fraction: inference's guard on the Yen segmentation (None: off).
+        calibrated: the calibrated rule, evaluated beside Yen where it applies (None: no calibration fits).
         settings: shown in ``metrics.md`` and ``metrics.json`` (data, weights, timesteps...).
         note: a line put above the table (e.g. that the data or the weights are made).
         method: the method's name, in the title and the printed summary.
@@ -179,8 +196,10 @@ class EvaluationReport:
         voxel_sets: Sequence[str] = ("brain",),
         ceil_grid: Sequence[float] = AUTHORS_CEIL_GRID,
         max_segmented_fraction: float | None = None,
+        calibrated: CalibratedRule | None = None,
     ) -> None:
         self.collector = collector
+        self.calibrated = calibrated
         self.voxel_sets = [str(v) for v in voxel_sets]
         self.ceil_grid = [float(v) for v in ceil_grid]
         self.max_segmented_fraction = as_optional_float(max_segmented_fraction)
@@ -202,6 +221,7 @@ class EvaluationReport:
             self.voxel_sets,
             self.ceil_grid,
             self.max_segmented_fraction,
+            self.calibrated,
         )
         out = self.output_dir
         atomic_write_bytes(per_subject_csv(results).encode(), out / CSV_FILE)
@@ -216,5 +236,7 @@ class EvaluationReport:
         atomic_write_bytes(pr_curves_png(results), out / CURVES_FILE)
         n = n_studies(len(self.collector.subjects))
         print(f"{self.method} evaluation of {n}:\n{markdown_table(results)}", flush=True)
+        for line in calibrated_lines(results):
+            print(line[2:], flush=True)
         print(f"metrics written to {out.resolve()}", flush=True)
         return results
