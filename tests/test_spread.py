@@ -1,5 +1,5 @@
 """The benchmarks' spread over seeds: mean ± SD, the frontier's spread table on tiny made volumes, and the modality
-sets' table read from evaluations."""
+sets' table read from evaluations, and Yen against the calibrated rule over seeds."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ from benchmarks.bench.frontier.studies import Study
 from benchmarks.bench.spread import fmt_spread, mean_sd
 from benchmarks.faithful import FAMILIES
 from benchmarks.modality_sets import contrast_section, parse_sets, results_section
+from benchmarks.normative_made_data import FAMILIES as NORMATIVE_FAMILIES
+from benchmarks.normative_made_data import rules_section
 
 
 def test_mean_and_sample_sd():
@@ -88,3 +90,19 @@ def test_modality_sets_report_gives_auprc_lift_and_what_each_set_sees(tmp_path):
     assert "tumour-like 2.00%" in text
     contrast = "\n".join(contrast_section())
     assert "| tumour-like (oedema) | 0.78 | 0.80 | 1.90 | 1.75 |" in contrast, contrast
+
+
+def test_normative_bench_gives_yen_against_the_calibrated_rule_over_seeds():
+    """Two seeds: per family Dice_Yen and the calibrated rule's Dice as mean ± SD, their difference paired by seed,
+    and the held-out rate the threshold reached."""
+
+    def run(yen: float, calibrated: float, held: float) -> dict:
+        families = {
+            f: {"dice_yen": yen, "dice_anomaly_0.001": calibrated, "dice_anomaly_0.01": 0.1} for f in NORMATIVE_FAMILIES
+        }
+        return {"max": {"families": families, "fpr": {("anomaly", 1e-3): held}}}
+
+    text = "\n".join(rules_section([run(0.2, 0.5, 1.0e-3), run(0.3, 0.5, 1.2e-3)]))
+    tumour = next(line for line in text.splitlines() if line.startswith("| tumour-like"))
+    assert tumour == "| tumour-like | 0.250 ± 0.071 | 0.500 ± 0.000 | 0.100 ± 0.000 | 0.250 ± 0.071 |", tumour
+    assert "2 noise seed(s)" in text and "1.10 ± 0.14 x 1e-3" in text
