@@ -194,17 +194,23 @@ def guarded(rows: list[dict], limit: float) -> tuple[float, list[float]]:
     return float(np.mean(dices)), marked
 
 
+def add_run_arguments(parser: argparse.ArgumentParser, work_dir: str) -> None:
+    """The options of every benchmark that trains and evaluates on this made data: the work folder, the test set's
+    size, the threads of each command, and the noise seeds and trainings of the spread."""
+    parser.add_argument("--work_dir", default=work_dir)
+    parser.add_argument("--n_test", type=int, default=4, help="test studies per lesion family")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seeds", type=int, default=1, help="noise seeds of every evaluation (0 .. N-1)")
+    parser.add_argument("--train_seeds", type=int, default=1, help="trainings of each trained model (seeds 0 .. K-1)")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line (see the module's docstring)."""
     parser = benchmark_parser(__doc__.split("\n\n")[0])
-    parser.add_argument("--work_dir", default="/tmp/andi_faithful")
-    parser.add_argument("--n_test", type=int, default=4, help="test studies per lesion family")
+    add_run_arguments(parser, "/tmp/andi_faithful")
     parser.add_argument("--before_rev", default="386d979", help="git revision whose shipped weights are 'before'")
     parser.add_argument("--median_filter", type=int, default=5, help="median filter of the chain table (0, 3, 5)")
     parser.add_argument("--guard", type=float, default=0.5, help="max_segmented_fraction of the last table")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--seeds", type=int, default=1, help="noise seeds of every evaluation (0 .. N-1)")
-    parser.add_argument("--train_seeds", type=int, default=1, help="trainings of each retrained model (seeds 0 .. K-1)")
     return parser.parse_args(argv)
 
 

@@ -34,7 +34,17 @@ from benchmarks.bench.main import benchmark_parser, run_benchmark
 from benchmarks.bench.report import markdown_table, minutes, write_report
 from benchmarks.bench.settings import DATA_NOTE, Settings
 from benchmarks.bench.spread import fmt_spread, mean_sd
-from benchmarks.faithful import DEMO_BUDGET, FAMILIES, FAMILY_NAMES, evaluate, log, make_data, metrics, train
+from benchmarks.faithful import (
+    DEMO_BUDGET,
+    FAMILIES,
+    FAMILY_NAMES,
+    add_run_arguments,
+    evaluate,
+    log,
+    make_data,
+    metrics,
+    train,
+)
 from scripts.synthetic import LESION_CONTRAST, TISSUE_MEANS, TUMOUR_LABELS
 
 DEFAULT_SETS = "t1_t2=t1,t2;flair=flair;four=t1,t1c,t2,flair"
@@ -117,15 +127,11 @@ def results_section(
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line (see the module's docstring)."""
     parser = benchmark_parser(__doc__)
-    parser.add_argument("--work_dir", default="/tmp/andi_modality_sets")
+    add_run_arguments(parser, "/tmp/andi_modality_sets")
     parser.add_argument("--sets", default=DEFAULT_SETS, help="models as name=seq,seq;... (in the channels' order)")
-    parser.add_argument("--n_test", type=int, default=4, help="test studies per lesion family")
     parser.add_argument("--voxel_set", default="volume", help="the voxel set of the table (inference.yaml's default)")
     parser.add_argument("--median_filter", type=int, default=5, help="the median filter of the table (0, 3, 5)")
     parser.add_argument("--seen_lift", type=float, default=5.0, help="the lift at which a set 'sees' a family")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--seeds", type=int, default=1, help="noise seeds of every evaluation (0 .. N-1)")
-    parser.add_argument("--train_seeds", type=int, default=1, help="trainings of each model (seeds 0 .. K-1)")
     parser.add_argument("--doc", action="store_true", help="also write bundle/docs/modality_sets_made_data.md")
     return parser.parse_args(argv)
 
