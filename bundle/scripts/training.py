@@ -16,6 +16,7 @@ from ignite.engine import Engine, Events
 from ignite.handlers import EMAHandler
 from monai.engines.utils import DiffusionPrepareBatch
 from monai.inferers import DiffusionInferer
+from scripts import as_bool
 from scripts.diffusion import DiffusionRange, eps_from_prediction, schedule_terms
 from scripts.noise import get_noise_fn
 from torch import nn
@@ -103,9 +104,9 @@ class AutocastDiffusionInferer(DiffusionInferer):
     the epsilon MSE of Eq. 5 for either parametrisation. Shapes: inputs, noise and the output (N, C, H, W).
     """
 
-    def __init__(self, scheduler, autocast: bool = False) -> None:
+    def __init__(self, scheduler, autocast: bool | str = False) -> None:
         super().__init__(scheduler)
-        self.autocast = bool(autocast)
+        self.autocast = as_bool(autocast)  # a command line's --autocast false arrives as the string "false"
 
     def __call__(self, inputs: torch.Tensor, diffusion_model, noise, timesteps, *args, **kwargs) -> torch.Tensor:
         with torch.autocast(device_type=inputs.device.type, dtype=torch.bfloat16, enabled=self.autocast):
