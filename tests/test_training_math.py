@@ -147,3 +147,11 @@ def test_a_resumed_run_ends_where_an_uninterrupted_one_does_with_its_ema_restore
     assert second.optimizer.param_groups[0]["lr"] == pytest.approx(whole.optimizer.param_groups[0]["lr"])
     for name, value in saved["ema"].items():
         torch.testing.assert_close(restored["ema"][name], value)
+
+
+@pytest.mark.parametrize(("given", "expected"), [("false", False), ("true", True), (False, False), ("False", False)])
+def test_autocast_from_a_command_line_is_a_flag(given, expected):
+    """``--autocast false`` arrives as the string "false": it must turn bf16 autocast off (bool("false") is True,
+    which ran training under emulated bf16, some 40 times slower on a CPU without it)."""
+    inferer = config_parser(["inference.yaml", "train.yaml"], autocast=given).get_parsed_content("inferer")
+    assert inferer.autocast is expected
