@@ -180,3 +180,13 @@ def test_calibrate_then_inference_with_a_calibrated_threshold_and_a_zmap(tmp_pat
     auto = json.loads((tmp_path / "other" / "tumour_000" / "segmentation.json").read_text())
     assert auto["rule"] == "yen (segmentation auto: no calibration fits these weights and settings)"
     assert "segmentation auto: no calibration fits" in fallback.stdout + fallback.stderr
+
+    # run evaluate: the calibrated rule's Dice beside Yen's, at the calibration's voxel set and median filter only
+    evaluation = tmp_path / "eval"
+    run_bundle("evaluate", ["inference.yaml", "evaluate.yaml"], *common, "--output_dir", str(evaluation))
+    rows = json.loads((evaluation / "metrics.json").read_text())["metrics"]
+    (fitted_row,) = [r for r in rows if r["calibrated_threshold"] is not None]
+    assert (fitted_row["voxel_set"], fitted_row["median_filter"]) == ("volume", 5)
+    assert fitted_row["calibrated_threshold"] == pytest.approx(content["value"]["thresholds"]["anomaly"][1])
+    assert fitted_row["dice_calibrated"] is not None and 0.0 <= fitted_row["fpr_calibrated"] <= 1.0
+    assert "Calibrated rule (volume, median filter 5)" in (evaluation / "metrics.md").read_text()

@@ -223,7 +223,7 @@ def load_calibration(
     except StudyError as err:
         if required:
             raise
-        logger.info("no z-map: %s", err)
+        logger.info("calibration not used (no z-map, no calibrated threshold): %s", err)
         return None
     return Calibration(
         Path(path), [float(f) for f in value["target_fprs"]], {m: value["thresholds"][m] for m in MAPS}, model
