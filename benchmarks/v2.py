@@ -1,23 +1,27 @@
 """The ``v2`` profile (configs/v2.yaml) beside the default, on MADE (synthetic) data, at the demo budget.
 
-    python -m benchmarks.v2 --work_dir /work/faithful     # about 1 hour on 2 CPU cores (the training: ~45 min)
+    python -m benchmarks.v2 --work_dir /work/faithful --seeds 3 --train_seeds 2
 
 The data and the default model are those of ``benchmarks/faithful.py`` in the same work folder (its functions are
 reused): the 24 + 2 made healthy studies of the demo for training, ``--n_test`` made test studies per lesion family.
-v2 is trained with the bundle's own ``run training`` and ``v2.yaml`` merged last (v-prediction, the shifted cosine
-schedule, pyramid discount 0.9), at the demo budget of the default (``cpu`` preset, 600 iterations of 16 slices, bf16
-autocast), and evaluated with ``run evaluate`` and ``v2.yaml`` at its own window range(25, 125), every 25th step
-(t = 25, 50, 75, 100), for the median filters off, 3, 4 and 5. The default model (``train/range_pyramid``, the
-shipped demo weights) is evaluated at its own window range(75, 200), stride 25 (t = 75, ..., 175), for off, 3 and 5:
-its evaluations of faithful.py (``eval/range_<family>``) are read when they are there (``--default_eval cached``),
-or run now under ``eval/default_<family>`` (``--default_eval run``).
+Both models are trained with the bundle's own ``run training`` at the demo budget (``cpu`` preset, 600 iterations of
+16 slices, bf16 autocast where the CPU has it natively): the default exactly as faithful.py's ``range_pyramid`` (the
+same step: a model trained by either script is reused by the other), v2 with ``v2.yaml`` merged last and its own
+noise (its global batch of 128 and 50,000 iterations brought down to the budget). v2 is evaluated with ``run
+evaluate`` and ``v2.yaml`` at its own window range(25, 125), every 25th step (t = 25, 50, 75, 100), for the median
+filters off, 3, 4 and 5; the default at range(75, 200), stride 25 (t = 75, ..., 175), for off, 3 and 5: faithful.py's
+evaluations of the same training and noise seed (``eval/range..._<family>``) are read when they are there
+(``--default_eval cached``), or run now under ``eval/default..._<family>``.
 
-Every evaluation runs without the guard (raw Yen) on the voxel set ``volume``, as in faithful.py. The report goes
-to ``bundle/docs/v2_made_data.md`` (``--report``); steps already done are reused, so a stopped run resumes.
+``--train_seeds K`` trains each model K times and ``--seeds N`` scores each with N noise seeds; the tables give mean ±
+SD over the K x N runs. Every evaluation runs without the guard (raw Yen) on the voxel set ``volume``, as in
+faithful.py. The report goes to ``bundle/docs/v2_made_data.md`` (``--report``); steps already done are reused, so a
+stopped run resumes.
 """
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 import time
@@ -25,9 +29,10 @@ from pathlib import Path
 
 from benchmarks import REPO
 from benchmarks.bench.main import benchmark_parser, run_benchmark
-from benchmarks.bench.report import fmt, markdown_table, minutes, write_report
+from benchmarks.bench.report import markdown_table, minutes, write_report
 from benchmarks.bench.settings import DATA_NOTE, Settings
-from benchmarks.faithful import FAMILIES, FAMILY_NAMES, evaluate, log, make_data, metrics, train
+from benchmarks.bench.spread import fmt_spread
+from benchmarks.faithful import FAMILIES, FAMILY_NAMES, add_run_arguments, evaluate, log, make_data, metrics, train
 
 V2_PROFILE = ("v2.yaml",)
 V2_MEDIAN_FILTERS = (0, 3, 4, 5)
@@ -41,84 +46,75 @@ def recorded_seconds(out: Path) -> float:
     return float(json.loads(record.read_text()).get("seconds", float("nan"))) if record.is_file() else float("nan")
 
 
-def was_resumed(out: Path) -> bool:
-    """Whether the step recorded in ``out/table_command.json`` finished on a second attempt (its time is the last's)."""
-    record = out / "table_command.json"
-    return record.is_file() and bool(json.loads(record.read_text()).get("resumed"))
+def run_tag(name: str, training: int, seed: int) -> str:
+    """The evaluation tag of one run, as benchmarks/faithful.py names its own: ``range``, ``range_t1``, ``range_s2``."""
+    return name + ("" if training == 0 else f"_t{training}") + ("" if seed == 0 else f"_s{seed}")
 
 
-def cached_default(work: Path, family: str) -> Path:
-    """Where benchmarks/faithful.py evaluated the default model ('range') on ``family``."""
-    return work / "eval" / f"range_{family}"
-
-
-def default_evaluation(work: Path, family: str, datalist: Path, mode: str, s: Settings) -> tuple[Path, float]:
-    """The default model's evaluation of ``family``: faithful.py's cached one (``mode == "cached"``, when there), or
-    run now."""
-    cached = cached_default(work, family)
+def default_evaluation(
+    work: Path, family: str, datalist: Path, weights: Path, training: int, seed: int, mode: str, s: Settings
+) -> tuple[Path, float]:
+    """The default model's evaluation of ``family`` for one training and noise seed: faithful.py's cached one
+    (``eval/range..._<family>``; ``mode == "cached"``, when there), or run now under ``eval/default..._<family>``."""
+    cached = work / "eval" / f"{run_tag('range', training, seed)}_{family}"
     if mode == "cached" and (cached / "metrics.json").is_file():
-        log(f"  eval default {family}: read from {cached} (benchmarks/faithful.py's 'range')")
+        log(f"  eval {cached.name}: read from {cached} (benchmarks/faithful.py's)")
         return cached, recorded_seconds(cached)
-    checkpoint = work / "train" / "range_pyramid" / "model.pt"
-    return evaluate(work, "default", family, datalist, {"weights": checkpoint}, s)
+    tag = run_tag("default", training, seed)
+    return evaluate(work, tag, family, datalist, {"weights": weights, "seed": seed}, s)
 
 
-def family_table(outs: dict[str, dict[str, Path]], family: str, seconds: dict[str, float]) -> str:
-    """One family: a row per model and median filter (default: off, 3, 5; v2: off, 3, 4, 5), with AUPRC, ceil
-    Dice, Dice_Yen, the median share of the brain that Yen marks, and the evaluation's minutes."""
-    header = ["model", "MF", "AUPRC", "⌈Dice⌉", "Dice_Yen", "brain marked by Yen (median)", "evaluation (all MF)"]
+def family_table(outs: dict[str, list[Path]], family: str) -> str:
+    """One family: a row per model and median filter (default: off, 3, 5; v2: off, 3, 4, 5), with AUPRC, ceil Dice,
+    Dice_Yen and the median share of the brain that Yen marks, each as mean ± SD over the runs (trainings x noise
+    seeds) where there is more than one."""
+    header = ["model", "MF", "runs", "AUPRC", "⌈Dice⌉", "Dice_Yen", "brain marked by Yen (median)"]
     rows = []
     for model, sizes in (("default", DEFAULT_MEDIAN_FILTERS), ("v2", V2_MEDIAN_FILTERS)):
+        runs = outs[f"{model} {family}"]
         for size in sizes:
-            m = metrics(outs[model][family], VOXEL_SET, size)
-            cells = [model, str(size or "off"), fmt(m["auprc"]), fmt(m["ceil_dice"]), fmt(m["dice_yen"])]
-            cells += [f"{100 * m['segmented_fraction_median']:.1f}%", minutes(seconds[f"eval {model} {family}"])]
+            ms = [metrics(out, VOXEL_SET, size) for out in runs]
+            cells = [model, str(size or "off"), str(len(ms))]
+            cells += [fmt_spread([m[k] for m in ms]) for k in ("auprc", "ceil_dice", "dice_yen")]
+            cells.append(fmt_spread([100 * m["segmented_fraction_median"] for m in ms], 1) + "%")
             rows.append(cells)
     return markdown_table(header, rows)
 
 
 def report_text(
-    command: str,
-    n_test: int,
-    outs: dict[str, dict[str, Path]],
-    seconds: dict[str, float],
-    total: float,
-    default_source: str,
-    timing_note: str,
+    command: str, args: argparse.Namespace, outs: dict[str, list[Path]], seconds: dict[str, float], total: float
 ) -> list[str]:
     """The Markdown report: both models side by side for each family, then the wall times."""
-    v2_total = sum(v for k, v in seconds.items() if k.startswith(("train v2", "eval v2")))
     today = datetime.datetime.now(datetime.timezone.utc).date().isoformat()
     text = [
         "# The v2 profile beside the default, on made (synthetic) data",
         "",
-        f"Every figure here is on **{DATA_NOTE}**: the demo's made healthy brains for training, {n_test} made test "
-        "studies per lesion family. They show the profile working in the pipeline at the demo budget; they say "
+        f"Every figure here is on **{DATA_NOTE}**: the demo's made healthy brains for training, {args.n_test} made "
+        "test studies per lesion family. They show the profile working in the pipeline at the demo budget; they say "
         "nothing about real scans.",
         "",
-        f"Printed by `{command}` on {today} (UTC); this file is written by the script.",
+        f"Printed by `{command}` on {today} (UTC); this file is written by the script. Figures are mean ± SD over "
+        f"{args.train_seeds} training(s) x {args.seeds} noise seed(s) of each model where there is more than one run.",
         "",
-        "- **default**: `inference.yaml` as it ships (linear betas 1e-4 .. 0.02, epsilon prediction, pyramid discount "
-        "0.8), the shipped demo weights (`train/range_pyramid` of benchmarks/faithful.py); scored at range(75, 200), "
-        f"stride 25 (t = 75, 100, ..., 175). {default_source}",
-        "- **v2**: `v2.yaml` merged last for training and scoring (v-prediction, the cosine schedule in log-SNR "
-        "shifted by 2 log(64 / 128), pyramid discount 0.9), trained with `run training` at the same budget (`cpu` "
-        "preset, 600 iterations of 16 slices, bf16 autocast) on the same studies; scored at range(25, 125), stride 25 "
+        "- **default**: `inference.yaml` and `train.yaml` as they ship, trained as benchmarks/faithful.py's "
+        "`range_pyramid` (the `cpu` preset, 600 iterations of 16 slices; its first training is the shipped demo "
+        "weights' recipe); scored at range(75, 200), stride 25 (t = 75, 100, ..., 175).",
+        "- **v2**: `v2.yaml` merged last for training and scoring (every choice it makes, as UAD-IMAG has it: the "
+        "model card's table), trained with `run training` at the same budget (the profile's 50,000 iterations of 128 "
+        "slices brought down to 600 of 16) on the same studies; scored at its own range(25, 125), stride 25 "
         "(t = 25, 50, 75, 100).",
         "",
         "Voxel set `volume` (every voxel of the 128 x 128 x D scoring grid), raw Yen (no guard); ⌈Dice⌉ is the "
         "paper's (mean of per-subject Dice at one threshold); MF the median filter (4: v2's own size).",
     ]
     for family in FAMILIES:
-        text += ["", f"## {FAMILY_NAMES[family]} ({DATA_NOTE})", "", family_table(outs, family, seconds).rstrip("\n")]
+        text += ["", f"## {FAMILY_NAMES[family]} ({DATA_NOTE})", "", family_table(outs, family).rstrip("\n")]
     text += [
         "",
-        "## Wall times (2 CPU cores, shared: other jobs ran beside some steps, so these are upper bounds)",
-        "",
-        timing_note,
+        f"## Wall times ({args.threads} threads per command; evaluations read from faithful.py's run count at their "
+        "own time)",
         "",
         *[f"- {k}: {minutes(v)}" for k, v in seconds.items()],
-        f"- v2 in all (training and its four evaluations): {minutes(v2_total)}",
         f"- this run of the script: {minutes(total)} (steps found done are reused, not rerun)",
     ]
     return text
@@ -126,58 +122,49 @@ def report_text(
 
 def main() -> None:
     parser = benchmark_parser(__doc__.split("\n\n")[0])
-    parser.add_argument("--work_dir", default="/work/faithful")
-    parser.add_argument("--n_test", type=int, default=4, help="test studies per lesion family")
+    add_run_arguments(parser, "/work/faithful")
     parser.add_argument("--default_eval", choices=("cached", "run"), default="cached")
     parser.add_argument("--report", default=str(REPO / "bundle" / "docs" / "v2_made_data.md"))
-    parser.add_argument("--train_only", action="store_true", help="stop after the v2 training")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--train_only", action="store_true", help="stop after the trainings")
     args = parser.parse_args()
     work = Path(args.work_dir)
     s = Settings(threads=args.threads)
     start = time.perf_counter()
     log(f"made data in {work / 'data'} ...")
     train_list, tests = make_data(work, args.n_test)
-    v2_weights, t_train = train(work, "v2", train_list, "pyramid", s, profiles=V2_PROFILE)
-    seconds = {
-        "train v2": t_train,
-        "train default (benchmarks/faithful.py)": recorded_seconds(work / "train" / "range_pyramid"),
-    }
+    seconds: dict[str, float] = {}
+    weights: dict[str, list[Path]] = {"default": [], "v2": []}
+    for k in range(args.train_seeds):
+        # the default exactly as faithful.py trains it (the same step, shared in the same work folder)
+        w, seconds[f"train default seed {k}"] = train(work, "range_pyramid", train_list, "pyramid", s, seed=k)
+        weights["default"].append(w)
+        # v2 at the demo budget: the profile's own noise, 16 slices per iteration (its global batch of 128 off)
+        w, seconds[f"train v2 seed {k}"] = train(
+            work, "v2", train_list, None, s, profiles=V2_PROFILE, seed=k, extra={"global_batch_size": "null"}
+        )
+        weights["v2"].append(w)
     if args.train_only:
-        log(f"v2 weights: {v2_weights}")
+        log(f"weights: {weights}")
         return
     sizes = json.dumps(list(V2_MEDIAN_FILTERS))
-    outs: dict[str, dict[str, Path]] = {"default": {}, "v2": {}}
-    for family in FAMILIES:
-        overrides = {"weights": v2_weights, "median_filter_sizes": sizes}
-        outs["v2"][family], seconds[f"eval v2 {family}"] = evaluate(
-            work, "v2", family, tests[family], overrides, s, profiles=V2_PROFILE
-        )
-        outs["default"][family], seconds[f"eval default {family}"] = default_evaluation(
-            work, family, tests[family], args.default_eval, s
-        )
-    command = f"python -m benchmarks.v2 --work_dir {work}"
+    outs: dict[str, list[Path]] = {}
+    for k in range(args.train_seeds):
+        for n in range(args.seeds):
+            for family in FAMILIES:
+                tag = run_tag("v2", k, n)
+                overrides = {"weights": weights["v2"][k], "median_filter_sizes": sizes, "seed": n}
+                out, seconds[f"eval {tag} {family}"] = evaluate(
+                    work, tag, family, tests[family], overrides, s, profiles=V2_PROFILE
+                )
+                outs.setdefault(f"v2 {family}", []).append(out)
+                out, seconds[f"eval {run_tag('default', k, n)} {family}"] = default_evaluation(
+                    work, family, tests[family], weights["default"][k], k, n, args.default_eval, s
+                )
+                outs.setdefault(f"default {family}", []).append(out)
+    command = f"python -m benchmarks.v2 --work_dir {work} --seeds {args.seeds} --train_seeds {args.train_seeds}"
     if args.default_eval != "cached":
         command += f" --default_eval {args.default_eval}"
-    if args.threads != parser.get_default("threads"):
-        command += f" --threads {args.threads}"
-    timing_note = (
-        f"This script's steps ran with OMP_NUM_THREADS={args.threads}, benchmarks/faithful.py's with its own "
-        "setting (2 by default), so the two models' minutes are not a like-for-like speed comparison."
-    )
-    if was_resumed(work / "train" / "v2"):
-        timing_note += (
-            " The v2 training finished on a second attempt (an earlier one was stopped before its first "
-            "checkpoint, so it started over, reusing the slice cache); its time is that attempt's."
-        )
-    cached = [f for f in FAMILIES if outs["default"][f] == cached_default(work, f)]
-    default_source = (
-        f"Its figures for {', '.join(FAMILY_NAMES[f] for f in cached)} are benchmarks/faithful.py's evaluations "
-        f"(`{work}/eval/range_<family>`: same weights, test studies and options), read, not rerun."
-        if cached
-        else "Evaluated by this script."
-    )
-    text = report_text(command, args.n_test, outs, seconds, time.perf_counter() - start, default_source, timing_note)
+    text = report_text(command, args, outs, seconds, time.perf_counter() - start)
     report = Path(args.report)
     write_report("\n".join(text) + "\n", report)
     log("\n".join(text))

@@ -20,6 +20,7 @@ from benchmarks.faithful import FAMILIES
 from benchmarks.modality_sets import contrast_section, parse_sets, results_section
 from benchmarks.normative_made_data import FAMILIES as NORMATIVE_FAMILIES
 from benchmarks.normative_made_data import rules_section
+from benchmarks.v2 import family_table, run_tag
 
 
 def test_mean_and_sample_sd():
@@ -106,3 +107,24 @@ def test_normative_bench_gives_yen_against_the_calibrated_rule_over_seeds():
     tumour = next(line for line in text.splitlines() if line.startswith("| tumour-like"))
     assert tumour == "| tumour-like | 0.250 ± 0.071 | 0.500 ± 0.000 | 0.100 ± 0.000 | 0.250 ± 0.071 |", tumour
     assert "2 noise seed(s)" in text and "1.10 ± 0.14 x 1e-3" in text
+
+
+def test_v2_bench_gives_each_model_over_its_runs(tmp_path):
+    """The v2 report's table: a row per model and median filter, figures as mean ± SD over the runs given (two runs
+    of each model), the number of runs shown, v2 with its own median filter 4."""
+    assert [run_tag("range", 0, 0), run_tag("range", 1, 0), run_tag("v2", 1, 2)] == ["range", "range_t1", "v2_t1_s2"]
+    outs = {}
+    for model, auprcs in (("default", (0.2, 0.4)), ("v2", (0.5, 0.5))):
+        for i, auprc in enumerate(auprcs):
+            out = tmp_path / f"{model}{i}"
+            out.mkdir()
+            rows = [
+                {"voxel_set": "volume", "median_filter": mf, "auprc": auprc, "ceil_dice": 0.3, "dice_yen": 0.1,
+                 "segmented_fraction_median": 0.01}
+                for mf in (0, 3, 4, 5)
+            ]  # fmt: skip
+            (out / "metrics.json").write_text(json.dumps({"metrics": rows}))
+            outs.setdefault(f"{model} tumour", []).append(out)
+    table = family_table(outs, "tumour")
+    assert "| default | 5 | 2 | 0.300 ± 0.141 | 0.300 ± 0.000 |" in table, table
+    assert "| v2 | 4 | 2 | 0.500 ± 0.000 |" in table and "| default | 4 |" not in table
