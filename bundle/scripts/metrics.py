@@ -359,9 +359,9 @@ def evaluate_subjects(
             per_subject[-1].dice_calibrated = dice(marked, target)
             if s.healthy is not None:
                 healthy = np.asarray(s.healthy, dtype=bool)
-                false_positives += int(np.count_nonzero(marked & healthy))
-                healthy_voxels += int(healthy.sum())
-                per_subject[-1].fpr_calibrated = int(np.count_nonzero(marked & healthy)) / max(int(healthy.sum()), 1)
+                fp, n = int(np.count_nonzero(marked & healthy)), int(np.count_nonzero(healthy))
+                false_positives, healthy_voxels = false_positives + fp, healthy_voxels + n
+                per_subject[-1].fpr_calibrated = fp / max(n, 1)
         scores.append(a[mask] if voxel_set == "brain" else a.ravel())
         targets.append(target[mask] if voxel_set == "brain" else target.ravel())
     if not per_subject:
