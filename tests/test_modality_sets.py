@@ -94,11 +94,28 @@ def score_made_bids(made: dict[str, Path], modalities: list[str], weights: Path,
     assert "sub-01_ses-1" in (out / "scores.csv").read_text()
 
 
+def calibrate_and_evaluate(datalist: Path, modalities: list[str], weights: Path, tmp_path: Path) -> None:
+    """`run calibrate` on the healthy validation study and `run evaluate` on the labelled one, with the set: the
+    evaluation gives Yen's Dice and the calibrated rule's beside it (benchmarks/modality_sets.py's path)."""
+    calibration = tmp_path / "calibration" / "calibration.json"
+    common = ["--dataset_dir", str(datalist), "--weights", str(weights), "--calibration_file", str(calibration),
+              "--t_upper", "76", *sets_args(modalities)]  # fmt: skip
+    run_bundle("calibrate", ["inference.yaml", "calibrate.yaml"], *common, "--output_dir", str(tmp_path / "cal"))
+    assert json.loads(calibration.read_text())["settings"]["pre.check.modalities"] == modalities
+    out = tmp_path / "eval"
+    run_bundle("evaluate", ["inference.yaml", "evaluate.yaml"], *common, "--output_dir", str(out))
+    rows = json.loads((out / "metrics.json").read_text())["metrics"]
+    assert len(rows) == 6 and all(r["auprc"] is not None for r in rows)
+    assert [r["dice_calibrated"] is not None for r in rows].count(True) == 1
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("modalities", SETS, ids=["+".join(s) for s in SETS])
 def test_a_set_of_modalities_trains_and_scores_bids_into_derivatives(made, modalities, tmp_path):
     weights = train(made["datalist"], tmp_path / "train", modalities)
     score_made_bids(made, modalities, weights, tmp_path)
+    if modalities == ["t1", "t2"]:
+        calibrate_and_evaluate(made["datalist"], modalities, weights, tmp_path)
     if modalities != ["t1"]:
         return
     # the weights of this set, under another set: refused with one line (checked once: it is the same check for all)
