@@ -173,6 +173,12 @@ def evaluate(
     return out, step.seconds
 
 
+def run_tag(name: str, training: int, seed: int) -> str:
+    """The evaluation tag of one run of model ``name``: ``range``, ``range_t1`` (training 1), ``range_t1_s2`` (noise
+    seed 2)."""
+    return name + ("" if training == 0 else f"_t{training}") + ("" if seed == 0 else f"_s{seed}")
+
+
 def metrics(out: Path, voxel_set: str, median_filter: int) -> dict:
     rows = json.loads((out / "metrics.json").read_text())["metrics"]
     return next(r for r in rows if r["voxel_set"] == voxel_set and r["median_filter"] == median_filter)
@@ -248,7 +254,7 @@ def evaluate_all(
     for name, per_training in runs.items():
         for k, overrides in enumerate(per_training):
             for n in range(args.seeds):
-                tag = name + ("" if k == 0 else f"_t{k}") + ("" if n == 0 else f"_s{n}")
+                tag = run_tag(name, k, n)
                 for family in FAMILIES:
                     out, seconds[f"eval {tag} {family}"] = evaluate(
                         work, tag, family, tests[family], {**overrides, "seed": n}, s

@@ -10,6 +10,8 @@ the guard, at the default profile's voxel set and median filter (``--voxel_set``
 
 ``--sets`` names the models, ``name=seq,seq;...``: by default T1 + T2 (what most public healthy cohorts have,
 IXI's T1 and T2 among them), FLAIR alone and the four BraTS sequences (the bundle's default), trained in that order.
+The set of the configs' default ``modalities`` is trained and evaluated exactly as faithful.py's ``range_pyramid``:
+the same steps, so that in one work folder either script reuses what the other made (v2.py's default as well).
 bf16 autocast is used where the CPU has it natively (faithful.py's ``DEMO_BUDGET``).
 
 The report gives, per set and lesion family, AUPRC and its lift over a blind map (AUPRC / the lesion's prevalence,
@@ -30,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import REPO
+from benchmarks.bench.configs import parsed
 from benchmarks.bench.main import benchmark_parser, run_benchmark
 from benchmarks.bench.report import markdown_table, minutes, write_report
 from benchmarks.bench.settings import DATA_NOTE, Settings
@@ -43,6 +46,7 @@ from benchmarks.faithful import (
     log,
     make_data,
     metrics,
+    run_tag,
     train,
 )
 from scripts.synthetic import LESION_CONTRAST, TISSUE_MEANS, TUMOUR_LABELS
@@ -147,21 +151,21 @@ def main(argv: list[str] | None = None) -> None:
     train_list, tests = make_data(work, args.n_test)
     seconds: dict[str, float] = {}
     outs: dict[tuple[str, str], list[Path]] = {}
+    default = list(parsed("modalities", ["inference.yaml"]))
     for name, seqs in sets.items():  # each model's evaluations follow its training, so figures come as they can
-        modalities = "[" + ",".join(f"'{m}'" for m in seqs) + "]"
+        # the default set is trained and evaluated as faithful.py's range_pyramid: the same steps, shared in one folder
+        shared = list(seqs) == default
+        extra = {} if shared else {"modalities": "[" + ",".join(f"'{m}'" for m in seqs) + "]"}
+        model, noise = ("range_pyramid", "pyramid") if shared else (name, None)
         for k in range(args.train_seeds):
-            extra = {"modalities": modalities}
-            weights, seconds[f"train {name} seed {k}"] = train(work, name, train_list, None, s, seed=k, extra=extra)
+            weights, seconds[f"train {name} seed {k}"] = train(work, model, train_list, noise, s, seed=k, extra=extra)
             for n in range(args.seeds):
-                tag = name + ("" if k == 0 else f"_t{k}") + ("" if n == 0 else f"_s{n}")
                 for family in FAMILIES:
-                    overrides = {
-                        "weights": weights,
-                        "modalities": modalities,
-                        "seed": n,
-                        "report_note": f"{DATA_NOTE}: {FAMILY_NAMES[family]} test set of benchmarks/modality_sets.py "
-                        f"({name})",
-                    }
+                    overrides: dict[str, object] = {"weights": weights, **extra, "seed": n}
+                    if not shared:
+                        note = f"{DATA_NOTE}: {FAMILY_NAMES[family]} test set of benchmarks/modality_sets.py ({name})"
+                        overrides["report_note"] = note
+                    tag = run_tag("range" if shared else name, k, n)
                     out, seconds[f"eval {tag} {family}"] = evaluate(work, tag, family, tests[family], overrides, s)
                     outs.setdefault((name, family), []).append(out)
     text = [

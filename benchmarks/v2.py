@@ -32,7 +32,17 @@ from benchmarks.bench.main import benchmark_parser, run_benchmark
 from benchmarks.bench.report import markdown_table, minutes, write_report
 from benchmarks.bench.settings import DATA_NOTE, Settings
 from benchmarks.bench.spread import fmt_spread
-from benchmarks.faithful import FAMILIES, FAMILY_NAMES, add_run_arguments, evaluate, log, make_data, metrics, train
+from benchmarks.faithful import (
+    FAMILIES,
+    FAMILY_NAMES,
+    add_run_arguments,
+    evaluate,
+    log,
+    make_data,
+    metrics,
+    run_tag,
+    train,
+)
 
 V2_PROFILE = ("v2.yaml",)
 V2_MEDIAN_FILTERS = (0, 3, 4, 5)
@@ -44,11 +54,6 @@ def recorded_seconds(out: Path) -> float:
     """The wall time a cached step recorded in ``out/table_command.json`` (NaN when none)."""
     record = out / "table_command.json"
     return float(json.loads(record.read_text()).get("seconds", float("nan"))) if record.is_file() else float("nan")
-
-
-def run_tag(name: str, training: int, seed: int) -> str:
-    """The evaluation tag of one run, as benchmarks/faithful.py names its own: ``range``, ``range_t1``, ``range_s2``."""
-    return name + ("" if training == 0 else f"_t{training}") + ("" if seed == 0 else f"_s{seed}")
 
 
 def default_evaluation(
