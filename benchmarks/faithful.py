@@ -41,7 +41,8 @@ import numpy as np
 import torch
 
 from benchmarks import REPO
-from benchmarks.bench.jobs import bundle_command, cached_step
+from benchmarks.bench.jobs import bundle_command, cached_step, recorded_seconds, step_done
+from benchmarks.bench.kept import EVALUATION_FILES
 from benchmarks.bench.main import benchmark_parser, run_benchmark
 from benchmarks.bench.report import fmt, markdown_table, minutes, write_report
 from benchmarks.bench.settings import DATA_NOTE, Settings
@@ -121,19 +122,18 @@ def before_weights(work: Path, rev: str) -> Path:
     return out
 
 
-def train(
+def train_step(
     work: Path,
     name: str,
     datalist: Path,
     noise: str | None,
-    s: Settings,
     profiles: tuple[str, ...] = (),
     seed: int = 0,
     extra: dict | None = None,
-) -> tuple[Path, float]:
-    """Train model ``name`` at the demo budget with training ``seed`` (0 keeps the name); ``profiles``: config files
-    merged after train.yaml (e.g. v2.yaml); ``noise`` None keeps the configs' noise; ``extra``: further overrides
-    (e.g. ``modalities``), last."""
+) -> tuple[Path, list[str], Path]:
+    """The weights, the command and the step record of training model ``name`` at the demo budget with training
+    ``seed`` (0 keeps the name); ``profiles``: config files merged after train.yaml (e.g. v2.yaml); ``noise`` None
+    keeps the configs' noise; ``extra``: further overrides (e.g. ``modalities``), last."""
     out = work / "train" / (name if seed == 0 else f"{name}_seed{seed}")
     weights = out / "model.pt"
     overrides = {
@@ -146,15 +146,51 @@ def train(
         **DEMO_BUDGET,
         **(extra or {}),
     }
-    cmd = bundle_command("training", ["train.yaml", *profiles], overrides)
-    step = cached_step(f"train_{name}", cmd, out / "table_command.json", weights.is_file, s, work, log=log)
+    return weights, bundle_command("training", ["train.yaml", *profiles], overrides), out / "table_command.json"
+
+
+def train(
+    work: Path,
+    name: str,
+    datalist: Path,
+    noise: str | None,
+    s: Settings,
+    profiles: tuple[str, ...] = (),
+    seed: int = 0,
+    extra: dict | None = None,
+) -> tuple[Path, float]:
+    """Train model ``name`` (:func:`train_step`) unless it is done; its weights and wall time."""
+    weights, cmd, record = train_step(work, name, datalist, noise, profiles, seed, extra)
+    step = cached_step(f"train_{name}", cmd, record, weights.is_file, s, work, log=log)
     return weights, step.seconds
 
 
-def evaluate(
-    work: Path, name: str, family: str, datalist: Path, overrides: dict, s: Settings, profiles: tuple[str, ...] = ()
-) -> tuple[Path, float]:
-    """Evaluate model ``name`` on one family; ``profiles``: config files merged after evaluate.yaml (e.g. v2.yaml)."""
+def train_unless_evaluated(
+    work: Path,
+    name: str,
+    datalist: Path,
+    noise: str | None,
+    s: Settings,
+    runs: list[tuple[str, str, Path, dict]],
+    profiles: tuple[str, ...] = (),
+    seed: int = 0,
+    extra: dict | None = None,
+) -> float | None:
+    """Train model ``name`` (:func:`train`) unless every evaluation of its weights in ``runs`` (the arguments
+    ``name, family, datalist, overrides`` of :func:`evaluate_step`) is done, in the work folder or kept: a run spread
+    over sittings then needs no weights for what it has evaluated. The training's wall time; when it is skipped, the
+    recorded one (None where no record of it is left)."""
+    if runs and all(evaluation_done(work, *run, s) for run in runs):
+        _, cmd, record = train_step(work, name, datalist, noise, profiles, seed, extra)
+        return recorded_seconds(cmd, record, s, work)
+    return train(work, name, datalist, noise, s, profiles, seed, extra)[1]
+
+
+def evaluate_step(
+    work: Path, name: str, family: str, datalist: Path, overrides: dict, profiles: tuple[str, ...] = ()
+) -> tuple[Path, list[str]]:
+    """The output folder and the command of evaluating run ``name`` on one family; ``profiles``: config files merged
+    after evaluate.yaml (e.g. v2.yaml)."""
     out = work / "eval" / f"{name}_{family}"
     full = {
         "dataset_dir": datalist,
@@ -166,9 +202,34 @@ def evaluate(
         "report_note": f"{DATA_NOTE}: {FAMILY_NAMES[family]} test set of benchmarks/faithful.py ({name})",
         **overrides,
     }
-    cmd = bundle_command("evaluate", ["inference.yaml", "evaluate.yaml", *profiles], full)
+    return out, bundle_command("evaluate", ["inference.yaml", "evaluate.yaml", *profiles], full)
+
+
+def evaluation_done(
+    work: Path, name: str, family: str, datalist: Path, overrides: dict, s: Settings, profiles: tuple[str, ...] = ()
+) -> bool:
+    """Whether the evaluation of :func:`evaluate_step` is done, in the work folder or kept (``s.keep_dir``)."""
+    out, cmd = evaluate_step(work, name, family, datalist, overrides, profiles)
+    done = (out / "metrics.json").is_file
+    step = step_done(f"eval_{name}_{family}", cmd, out / "table_command.json", done, s, work, log, EVALUATION_FILES)
+    return step is not None
+
+
+def evaluate(
+    work: Path, name: str, family: str, datalist: Path, overrides: dict, s: Settings, profiles: tuple[str, ...] = ()
+) -> tuple[Path, float]:
+    """Evaluate run ``name`` on one family (:func:`evaluate_step`) unless it is done; its folder and wall time. Its
+    figures are kept with ``s.keep_dir``."""
+    out, cmd = evaluate_step(work, name, family, datalist, overrides, profiles)
     step = cached_step(
-        f"eval_{name}_{family}", cmd, out / "table_command.json", (out / "metrics.json").is_file, s, work, log=log
+        f"eval_{name}_{family}",
+        cmd,
+        out / "table_command.json",
+        (out / "metrics.json").is_file,
+        s,
+        work,
+        log=log,
+        kept_files=EVALUATION_FILES,
     )
     return out, step.seconds
 
@@ -208,6 +269,12 @@ def add_run_arguments(parser: argparse.ArgumentParser, work_dir: str) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seeds", type=int, default=1, help="noise seeds of every evaluation (0 .. N-1)")
     parser.add_argument("--train_seeds", type=int, default=1, help="trainings of each trained model (seeds 0 .. K-1)")
+    parser.add_argument(
+        "--keep_dir",
+        default=None,
+        help="a folder (e.g. in the repository) where the steps' records and figures are kept, so that a run spread "
+        "over sittings on machines that lose --work_dir goes on where it stopped (benchmarks/bench/kept.py)",
+    )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -221,14 +288,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def train_all(
-    args: argparse.Namespace, work: Path, train_list: Path, s: Settings, seconds: dict[str, float]
+    args: argparse.Namespace,
+    work: Path,
+    train_list: Path,
+    tests: dict[str, Path],
+    s: Settings,
+    seconds: dict[str, float],
 ) -> dict[str, list[Path]]:
     """The retrained models, ``--train_seeds`` trainings each: model -> weights per training (wall times into
-    ``seconds``)."""
+    ``seconds``). A training whose evaluations (:func:`evaluate_all`'s) are all done or kept is not run again."""
     trained: dict[str, list[Path]] = {"range_pyramid": [], "range_pyramid_authors": []}
     for k in range(args.train_seeds):
-        for model, noise in (("range_pyramid", "pyramid"), ("range_pyramid_authors", "pyramid_authors")):
-            weights, seconds[f"train {model} seed {k}"] = train(work, model, train_list, noise, s, seed=k)
+        for model, noise, run in (("range_pyramid", "pyramid", "range"),
+                                  ("range_pyramid_authors", "pyramid_authors", "authors_pyramid")):  # fmt: skip
+            weights = train_step(work, model, train_list, noise, seed=k)[0]
+            runs = [
+                (run_tag(run, k, n), family, tests[family], {"weights": weights, "seed": n})
+                for n in range(args.seeds)
+                for family in FAMILIES
+            ]
+            took = train_unless_evaluated(work, model, train_list, noise, s, runs, seed=k)
+            if took is not None:
+                seconds[f"train {model} seed {k}"] = took
             trained[model].append(weights)
     return trained
 
@@ -360,13 +441,13 @@ def guard_section(args: argparse.Namespace, outs: dict[tuple[str, str], list[Pat
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     work = Path(args.work_dir)
-    s = Settings(threads=args.threads)
+    s = Settings(threads=args.threads, keep_dir=args.keep_dir)
     start = time.perf_counter()
     log(f"made data in {work / 'data'} ...")
     train_list, tests = make_data(work, args.n_test)
     before = before_weights(work, args.before_rev)
     seconds: dict[str, float] = {}
-    trained = train_all(args, work, train_list, s, seconds)
+    trained = train_all(args, work, train_list, tests, s, seconds)
     outs = evaluate_all(args, work, tests, before, trained, s, seconds)
     text = chain_section(args, work, outs) + settings_section(outs) + guard_section(args, outs)
     text += [

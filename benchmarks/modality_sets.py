@@ -1,6 +1,13 @@
 """Which lesions a model of fewer sequences can see, on MADE (synthetic) data: one model per modality set.
 
-    python -m benchmarks.modality_sets --work_dir /work/modality_sets     # about 6 hours on 2 CPU cores without bf16
+    python -m benchmarks.modality_sets --work_dir /work/modality_sets --keep_dir benchmarks/kept/modality_sets
+
+About 7 hours on 2 CPU cores without bf16 (an AMD EPYC of 2017): a training takes about 2 hours (T1 + T2: 7,563 s,
+measured 2026-12-06), an evaluation of 4 studies some minutes. Where a sitting is shorter, give ``--sets`` one model
+at a time (``--sets t1_t2=t1,t2``, then ``flair=flair``, then ``four=t1,t1c,t2,flair``) with ``--keep_dir``: each
+sitting keeps its evaluations' figures in that folder (commit it; give the same ``--work_dir`` and options
+each time, since a kept step is matched by its command), and the last run, with the default ``--sets``,
+finds every evaluation kept, trains nothing and writes the report.
 
 Every model is trained with the bundle's own ``run training`` at the demo budget (``cpu`` preset, 600 iterations of
 16 slices) on the made healthy studies of ``benchmarks/faithful.py`` (the demo's 22 + 2), with ``--modalities`` set to
@@ -18,8 +25,10 @@ The report gives, per set and lesion family, AUPRC and its lift over a blind map
 which is the AUPRC of a map that cannot tell lesion from brain). A set "sees" a family when the lift reaches
 ``--seen_lift``. Beside it, the made lesions' contrast per sequence (``scripts.synthetic.LESION_CONTRAST``) says which
 sequence carries each family. ``--train_seeds K`` trains each model K times and ``--seeds N`` scores each with N noise
-seeds: figures are mean ± SD over the K x N runs. Steps already done are reused, and a stopped training resumes from
-its last checkpoint, so the run can be spread over several sittings. The report goes to
+seeds: figures are mean ± SD over the K x N runs. Steps already done are reused, a stopped training resumes from
+its last checkpoint, and with ``--keep_dir`` a model whose evaluations are all kept is not trained again
+(``benchmarks/bench/kept.py``), so the run can be spread over several sittings, on machines that lose the work
+folder too. The report goes to
 ``<work_dir>/modality_sets.md`` (``--doc``: also ``bundle/docs/modality_sets_made_data.md``).
 """
 
@@ -47,7 +56,8 @@ from benchmarks.faithful import (
     make_data,
     metrics,
     run_tag,
-    train,
+    train_step,
+    train_unless_evaluated,
 )
 from scripts.synthetic import LESION_CONTRAST, TISSUE_MEANS, TUMOUR_LABELS
 
@@ -144,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     sets = parse_sets(args.sets)
     work = Path(args.work_dir)
-    s = Settings(threads=args.threads)
+    s = Settings(threads=args.threads, keep_dir=args.keep_dir)
     autocast = DEMO_BUDGET["autocast"]
     start = time.perf_counter()
     log(f"made data in {work / 'data'} ...")
@@ -158,16 +168,21 @@ def main(argv: list[str] | None = None) -> None:
         extra = {} if shared else {"modalities": "[" + ",".join(f"'{m}'" for m in seqs) + "]"}
         model, noise = ("range_pyramid", "pyramid") if shared else (name, None)
         for k in range(args.train_seeds):
-            weights, seconds[f"train {name} seed {k}"] = train(work, model, train_list, noise, s, seed=k, extra=extra)
+            weights = train_step(work, model, train_list, noise, seed=k, extra=extra)[0]
+            runs = []
             for n in range(args.seeds):
                 for family in FAMILIES:
                     overrides: dict[str, object] = {"weights": weights, **extra, "seed": n}
                     if not shared:
                         note = f"{DATA_NOTE}: {FAMILY_NAMES[family]} test set of benchmarks/modality_sets.py ({name})"
                         overrides["report_note"] = note
-                    tag = run_tag("range" if shared else name, k, n)
-                    out, seconds[f"eval {tag} {family}"] = evaluate(work, tag, family, tests[family], overrides, s)
-                    outs.setdefault((name, family), []).append(out)
+                    runs.append((run_tag("range" if shared else name, k, n), family, tests[family], overrides))
+            took = train_unless_evaluated(work, model, train_list, noise, s, runs, seed=k, extra=extra)
+            if took is not None:
+                seconds[f"train {name} seed {k}"] = took
+            for tag, family, datalist, overrides in runs:
+                out, seconds[f"eval {tag} {family}"] = evaluate(work, tag, family, datalist, overrides, s)
+                outs.setdefault((name, family), []).append(out)
     text = [
         "# Modality sets: which lesions each set of sequences can see, on made (synthetic) data",
         "",

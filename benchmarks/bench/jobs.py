@@ -1,6 +1,6 @@
 """Bundle commands: built (:func:`bundle_command`), run from the repository root with their
-output in a log (:func:`run_command`), cached in the work folder (:func:`cached_step`), run side by side
-(:func:`run_tasks`).
+output in a log (:func:`run_command`), cached in the work folder (:func:`cached_step`, :func:`step_done`) and, with
+``Settings.keep_dir``, kept beside the code (:mod:`.kept`), run side by side (:func:`run_tasks`).
 
 Every command runs with ``OMP_NUM_THREADS`` set (``--threads``); its output goes to ``<work_dir>/logs/<step>.log``.
 """
@@ -21,6 +21,7 @@ from pathlib import Path
 
 from benchmarks import REPO
 from benchmarks.bench.configs import config_files
+from benchmarks.bench.kept import finished_record, keep, kept_record, restore
 from benchmarks.bench.settings import Settings
 from scripts.files import atomic_write_bytes
 
@@ -80,6 +81,50 @@ class Step:
     resumed: bool = False  # the wall time is that of the last attempt only
 
 
+def step_done(
+    name: str,
+    cmd: Sequence[str],
+    record: Path,
+    done: Callable[[], bool],
+    s: Settings,
+    work_dir: Path,
+    log: Callable[[str], None] = print,
+    kept_files: Sequence[str] = (),
+) -> Step | None:
+    """The step of ``cmd`` when it need not run: ``record`` says that the same command finished and ``done()`` holds
+    (its outputs are there and fit); else None. With ``s.keep_dir``, a kept step (its record and ``kept_files``) is
+    first copied back into a work folder that lacks it, and a finished step is kept.
+
+    Raises:
+        BenchmarkError: ``record`` belongs to a different command (other settings).
+    """
+    key = _record_key(cmd)
+    if s.keep_dir is not None and restore(record, work_dir, s.keep_dir, key, kept_files):
+        log(f"  {name}: restored from {kept_record(record, work_dir, s.keep_dir).parent}")
+    saved = json.loads(record.read_text()) if record.is_file() else None
+    if saved is not None and saved.get("command") != key:
+        raise BenchmarkError(
+            f"{record.parent} holds a step of other settings ({record}); use another --work_dir (or the same options)"
+        )
+    if saved is None or not saved.get("finished") or not done():
+        return None
+    if s.keep_dir is not None:  # steps that finished before the run was given a keep_dir are kept too
+        keep(record, work_dir, s.keep_dir, kept_files)
+    return Step(name, float(saved["seconds"]), True, resumed=bool(saved.get("resumed")))
+
+
+def recorded_seconds(cmd: Sequence[str], record: Path, s: Settings, work_dir: Path) -> float | None:
+    """The wall time of the finished step of ``cmd``, from its record in the work folder, else from the kept one;
+    None when neither holds it (e.g. a training whose evaluations were all kept, from before it was timed)."""
+    key = _record_key(cmd)
+    places = [record] + ([kept_record(record, work_dir, s.keep_dir)] if s.keep_dir is not None else [])
+    for place in places:
+        saved = finished_record(place, key)
+        if saved is not None:
+            return float(saved["seconds"])
+    return None
+
+
 def cached_step(
     name: str,
     cmd: Sequence[str],
@@ -88,25 +133,22 @@ def cached_step(
     s: Settings,
     work_dir: Path,
     log: Callable[[str], None] = print,
+    kept_files: Sequence[str] = (),
 ) -> Step:
-    """Run ``cmd`` unless ``record`` says that the same command finished and ``done()`` holds (its outputs are there
-    and fit); keep its wall time in ``record``. The record is written before the command starts, so that an
-    interrupted step is run again (a training then resumes from its checkpoint) and a folder of other settings is
-    refused.
+    """Run ``cmd`` unless it need not run (:func:`step_done`); keep its wall time in ``record``. The record is written
+    before the command starts, so that an interrupted step is run again (a training then resumes from its
+    checkpoint) and a folder of other settings is refused. With ``s.keep_dir``, the finished step's record and
+    ``kept_files`` are kept (:mod:`.kept`).
 
     Raises:
         BenchmarkError: the command failed; or ``record`` belongs to a different command (other settings).
     """
+    found = step_done(name, cmd, record, done, s, work_dir, log, kept_files)
+    if found is not None:
+        log(f"  {name}: reused from {record.parent} ({found.seconds:.0f} s when it ran)")
+        return found
     key = _record_key(cmd)
-    saved = json.loads(record.read_text()) if record.is_file() else None
-    if saved is not None and saved.get("command") != key:
-        raise BenchmarkError(
-            f"{record.parent} holds a step of other settings ({record}); use another --work_dir (or the same options)"
-        )
-    if saved is not None and saved.get("finished") and done():
-        log(f"  {name}: reused from {record.parent} ({saved['seconds']:.0f} s when it ran)")
-        return Step(name, float(saved["seconds"]), True, resumed=bool(saved.get("resumed")))
-    resumed = saved is not None  # an earlier attempt of this command did not finish (or its outputs went)
+    resumed = record.is_file()  # an earlier attempt of this command did not finish (or its outputs went)
     record.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes((json.dumps({"command": key, "finished": False}, indent=2) + "\n").encode(), record)
     log(f"  {name}: {'resuming' if resumed else 'running'} ... (log: {work_dir / 'logs' / (name + '.log')})")
@@ -115,6 +157,8 @@ def cached_step(
     seconds = time.perf_counter() - start
     text = {"command": key, "finished": True, "seconds": seconds, "resumed": resumed}
     atomic_write_bytes((json.dumps(text, indent=2) + "\n").encode(), record)
+    if s.keep_dir is not None:
+        keep(record, work_dir, s.keep_dir, kept_files)
     log(f"  {name}: done in {seconds:.0f} s")
     return Step(name, seconds, False, resumed=resumed)
 

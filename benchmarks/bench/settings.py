@@ -54,6 +54,9 @@ class Settings:
     jobs: int = 2
     threads: int = 1
     smoke: bool = False
+    # Where the steps' small outputs are kept for a run spread over sittings on machines that lose the work folder
+    # (:mod:`benchmarks.bench.kept`); None: nothing kept.
+    keep_dir: str | None = None
 
     @property
     def max_epochs(self) -> int:

@@ -1,0 +1,108 @@
+"""Benchmark steps kept beside the code (``--keep_dir``, benchmarks/bench/kept.py): a run spread over sittings on
+machines that lose the work folder goes on where it stopped, without rerunning what it evaluated."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks import faithful
+from benchmarks.bench.jobs import BenchmarkError, _record_key, cached_step, recorded_seconds
+from benchmarks.bench.kept import EVALUATION_FILES
+from benchmarks.bench.settings import Settings
+
+
+def figures_command(out: Path, runs: Path, value: float) -> list[str]:
+    """A stand-in for a bundle evaluation: writes the evaluation's files into ``out`` and counts its runs."""
+    code = (
+        "import json, sys; from pathlib import Path; out = Path(sys.argv[1]); out.mkdir(parents=True, exist_ok=True); "
+        "(out / 'metrics.json').write_text(json.dumps({'auprc': float(sys.argv[3])})); "
+        "(out / 'metrics_per_subject.csv').write_text('a\\n1\\n'); (out / 'metrics.md').write_text('# m\\n'); "
+        "runs = Path(sys.argv[2]); runs.write_text(runs.read_text() + 'x' if runs.is_file() else 'x')"
+    )
+    return [sys.executable, "-c", code, str(out), str(runs), str(value)]
+
+
+def step(work: Path, s: Settings, cmd: list[str]):
+    out = work / "eval" / "run_tumour"
+    done = (out / "metrics.json").is_file
+    return cached_step("eval_run_tumour", cmd, out / "table_command.json", done, s, work, log=lambda _: None,
+                       kept_files=EVALUATION_FILES)  # fmt: skip
+
+
+def test_a_kept_evaluation_comes_back_on_a_fresh_machine_without_running(tmp_path):
+    """Sitting 1 runs the step and keeps its record and figures; sitting 2 starts with no work folder and finds the
+    step done, its figures restored, the command not run again. Fails where nothing is kept or restored."""
+    work, keep, runs = tmp_path / "work", tmp_path / "repo" / "kept", tmp_path / "runs.txt"
+    s = Settings(threads=1, keep_dir=str(keep))
+    cmd = figures_command(work / "eval" / "run_tumour", runs, 0.25)
+    first = step(work, s, cmd)
+    assert not first.reused and runs.read_text() == "x"
+    kept = keep / "eval" / "run_tumour"
+    assert sorted(p.name for p in kept.iterdir()) == sorted([*EVALUATION_FILES, "table_command.json"])
+    assert json.loads((kept / "table_command.json").read_text())["finished"] is True
+
+    shutil.rmtree(work)  # a fresh machine: the work folder is gone, the kept folder came with the repository
+    second = step(work, s, cmd)
+    assert second.reused and second.seconds == first.seconds
+    assert runs.read_text() == "x", "the kept step must not run again"
+    assert json.loads((work / "eval" / "run_tumour" / "metrics.json").read_text()) == {"auprc": 0.25}
+    assert recorded_seconds(cmd, work / "eval" / "run_tumour" / "table_command.json", s, work) == first.seconds
+
+
+def test_a_kept_step_of_other_settings_is_run_and_kept_anew(tmp_path):
+    """A kept record of another command is not restored: the step runs and replaces it. Without keep_dir nothing is
+    kept. A work folder's own record of other settings is still refused."""
+    work, keep, runs = tmp_path / "work", tmp_path / "kept", tmp_path / "runs.txt"
+    s = Settings(threads=1, keep_dir=str(keep))
+    step(work, s, figures_command(work / "eval" / "run_tumour", runs, 0.25))
+    shutil.rmtree(work)
+    step(work, s, figures_command(work / "eval" / "run_tumour", runs, 0.5))
+    assert runs.read_text() == "xx"
+    assert json.loads((keep / "eval" / "run_tumour" / "metrics.json").read_text()) == {"auprc": 0.5}
+    with pytest.raises(BenchmarkError, match="holds a step of other settings"):
+        step(work, s, figures_command(work / "eval" / "run_tumour", runs, 0.75))
+
+    bare = tmp_path / "bare"
+    step(bare, Settings(threads=1), figures_command(bare / "eval" / "run_tumour", runs, 0.25))
+    assert not (keep / "bare").exists() and runs.read_text() == "xxx"
+
+
+def test_a_training_whose_evaluations_are_kept_is_not_run(tmp_path, monkeypatch):
+    """faithful.train_unless_evaluated: every evaluation of a model kept (by the exact commands evaluate_step builds,
+    the weights' path among them) -> no training, its kept wall time; one evaluation missing -> the training runs."""
+    work, keep = tmp_path / "work", tmp_path / "kept"
+    s = Settings(threads=1, keep_dir=str(keep))
+    datalist = tmp_path / "datalist.json"
+    weights = faithful.train_step(work, "t1_t2", datalist, None, extra={"modalities": "['t1','t2']"})[0]
+    runs = [("t1_t2", family, datalist, {"weights": weights, "seed": 0}) for family in faithful.FAMILIES]
+    trained = []
+    monkeypatch.setattr(faithful, "train", lambda *a, **k: trained.append(a[1]) or (weights, 99.0))
+    for name, family, data, overrides in runs[:-1]:
+        out, cmd = faithful.evaluate_step(work, name, family, data, overrides)
+        target = keep / out.relative_to(work)
+        target.mkdir(parents=True)
+        for file in EVALUATION_FILES:
+            (target / file).write_text("{}")
+        record = {"command": _record_key(cmd), "finished": True, "seconds": 12.0}
+        (target / "table_command.json").write_text(json.dumps(record))
+    args = (work, "t1_t2", datalist, None, s, runs)
+    extra = {"modalities": "['t1','t2']"}
+    assert faithful.train_unless_evaluated(*args, extra=extra) == 99.0 and trained == ["t1_t2"]
+
+    last = faithful.evaluate_step(work, *runs[-1])
+    target = keep / last[0].relative_to(work)
+    shutil.copytree(keep / "eval" / "t1_t2_tumour", target)
+    (target / "table_command.json").write_text(json.dumps({"command": _record_key(last[1]), "finished": True,
+                                                           "seconds": 12.0}))  # fmt: skip
+    _, train_cmd, train_record = faithful.train_step(work, "t1_t2", datalist, None, extra=extra)
+    kept_train = keep / train_record.relative_to(work)
+    kept_train.parent.mkdir(parents=True)
+    kept_train.write_text(json.dumps({"command": _record_key(train_cmd), "finished": True, "seconds": 7563.0}))
+    assert faithful.train_unless_evaluated(*args, extra=extra) == 7563.0
+    assert trained == ["t1_t2"], "every evaluation kept: the training must not run"
+    assert all((work / "eval" / f"t1_t2_{f}" / "metrics.json").is_file() for f in faithful.FAMILIES)
