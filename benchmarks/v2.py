@@ -37,6 +37,7 @@ from benchmarks.faithful import (
     FAMILY_NAMES,
     add_run_arguments,
     evaluate,
+    evaluation_done,
     log,
     make_data,
     metrics,
@@ -62,7 +63,8 @@ def default_evaluation(
     """The default model's evaluation of ``family`` for one training and noise seed: faithful.py's cached one
     (``eval/range..._<family>``; ``mode == "cached"``, when there), or run now under ``eval/default..._<family>``."""
     cached = work / "eval" / f"{run_tag('range', training, seed)}_{family}"
-    if mode == "cached" and (cached / "metrics.json").is_file():
+    faithful_run = (run_tag("range", training, seed), family, datalist, {"weights": weights, "seed": seed})
+    if mode == "cached" and evaluation_done(work, *faithful_run, s):  # in the work folder, or kept (--keep_dir)
         log(f"  eval {cached.name}: read from {cached} (benchmarks/faithful.py's)")
         return cached, recorded_seconds(cached)
     tag = run_tag("default", training, seed)

@@ -72,6 +72,19 @@ def test_a_kept_step_of_other_settings_is_run_and_kept_anew(tmp_path):
     assert not (keep / "bare").exists() and runs.read_text() == "xxx"
 
 
+def keep_evaluation(work: Path, keep: Path, run: tuple) -> Path:
+    """Put a finished evaluation of ``run`` (faithful.evaluate_step's arguments) into the kept folder, as an earlier
+    sitting would have left it; returns its folder in the work folder."""
+    out, cmd = faithful.evaluate_step(work, *run)
+    target = keep / out.relative_to(work)
+    target.mkdir(parents=True)
+    for file in EVALUATION_FILES:
+        (target / file).write_text("{}")
+    record = {"command": _record_key(cmd), "finished": True, "seconds": 12.0}
+    (target / "table_command.json").write_text(json.dumps(record))
+    return out
+
+
 def test_a_training_whose_evaluations_are_kept_is_not_run(tmp_path, monkeypatch):
     """faithful.train_unless_evaluated: every evaluation of a model kept (by the exact commands evaluate_step builds,
     the weights' path among them) -> no training, its kept wall time; one evaluation missing -> the training runs."""
@@ -82,23 +95,13 @@ def test_a_training_whose_evaluations_are_kept_is_not_run(tmp_path, monkeypatch)
     runs = [("t1_t2", family, datalist, {"weights": weights, "seed": 0}) for family in faithful.FAMILIES]
     trained = []
     monkeypatch.setattr(faithful, "train", lambda *a, **k: trained.append(a[1]) or (weights, 99.0))
-    for name, family, data, overrides in runs[:-1]:
-        out, cmd = faithful.evaluate_step(work, name, family, data, overrides)
-        target = keep / out.relative_to(work)
-        target.mkdir(parents=True)
-        for file in EVALUATION_FILES:
-            (target / file).write_text("{}")
-        record = {"command": _record_key(cmd), "finished": True, "seconds": 12.0}
-        (target / "table_command.json").write_text(json.dumps(record))
+    for run in runs[:-1]:
+        keep_evaluation(work, keep, run)
     args = (work, "t1_t2", datalist, None, s, runs)
     extra = {"modalities": "['t1','t2']"}
     assert faithful.train_unless_evaluated(*args, extra=extra) == 99.0 and trained == ["t1_t2"]
 
-    last = faithful.evaluate_step(work, *runs[-1])
-    target = keep / last[0].relative_to(work)
-    shutil.copytree(keep / "eval" / "t1_t2_tumour", target)
-    (target / "table_command.json").write_text(json.dumps({"command": _record_key(last[1]), "finished": True,
-                                                           "seconds": 12.0}))  # fmt: skip
+    keep_evaluation(work, keep, runs[-1])
     _, train_cmd, train_record = faithful.train_step(work, "t1_t2", datalist, None, extra=extra)
     kept_train = keep / train_record.relative_to(work)
     kept_train.parent.mkdir(parents=True)
@@ -106,3 +109,20 @@ def test_a_training_whose_evaluations_are_kept_is_not_run(tmp_path, monkeypatch)
     assert faithful.train_unless_evaluated(*args, extra=extra) == 7563.0
     assert trained == ["t1_t2"], "every evaluation kept: the training must not run"
     assert all((work / "eval" / f"t1_t2_{f}" / "metrics.json").is_file() for f in faithful.FAMILIES)
+
+
+def test_v2_reads_the_default_models_kept_evaluation(tmp_path, monkeypatch):
+    """v2.py's default model is faithful.py's range_pyramid: with --default_eval cached, its kept evaluation comes
+    back and is read, not run; one of another command (here: another work folder's) is not taken for it."""
+    from benchmarks import v2
+
+    work, keep = tmp_path / "work", tmp_path / "kept"
+    s = Settings(threads=1, keep_dir=str(keep))
+    datalist, weights = tmp_path / "datalist.json", work / "train" / "range_pyramid" / "model.pt"
+    out = keep_evaluation(work, keep, ("range", "tumour", datalist, {"weights": weights, "seed": 0}))
+    monkeypatch.setattr(v2, "evaluate", lambda *a, **k: (a[1], -1.0))
+    assert v2.default_evaluation(work, "tumour", datalist, weights, 0, 0, "cached", s) == (out, 12.0)
+    assert (out / "metrics.json").is_file()
+    other = tmp_path / "fresh"  # another work folder: the kept step's command names the first one's paths
+    assert v2.default_evaluation(other, "tumour", datalist, weights, 0, 0, "cached", s) == ("default", -1.0)
+    assert not (other / "eval" / "range_tumour").exists()
