@@ -205,14 +205,26 @@ def evaluate_step(
     return out, bundle_command("evaluate", ["inference.yaml", "evaluate.yaml", *profiles], full)
 
 
+def _evaluation(work: Path, name: str, family: str, datalist: Path, overrides: dict, profiles: tuple[str, ...]) -> dict:
+    """The step arguments (but ``s``) of :func:`evaluate_step`'s evaluation, the same for :func:`~.jobs.step_done` and
+    :func:`~.jobs.cached_step`: its name, command and record, done when its metrics.json is there, its figures kept."""
+    out, cmd = evaluate_step(work, name, family, datalist, overrides, profiles)
+    return {
+        "name": f"eval_{name}_{family}",
+        "cmd": cmd,
+        "record": out / "table_command.json",
+        "done": (out / "metrics.json").is_file,
+        "work_dir": work,
+        "log": log,
+        "kept_files": EVALUATION_FILES,
+    }
+
+
 def evaluation_done(
     work: Path, name: str, family: str, datalist: Path, overrides: dict, s: Settings, profiles: tuple[str, ...] = ()
 ) -> bool:
     """Whether the evaluation of :func:`evaluate_step` is done, in the work folder or kept (``s.keep_dir``)."""
-    out, cmd = evaluate_step(work, name, family, datalist, overrides, profiles)
-    done = (out / "metrics.json").is_file
-    step = step_done(f"eval_{name}_{family}", cmd, out / "table_command.json", done, s, work, log, EVALUATION_FILES)
-    return step is not None
+    return step_done(**_evaluation(work, name, family, datalist, overrides, profiles), s=s) is not None
 
 
 def evaluate(
@@ -220,18 +232,8 @@ def evaluate(
 ) -> tuple[Path, float]:
     """Evaluate run ``name`` on one family (:func:`evaluate_step`) unless it is done; its folder and wall time. Its
     figures are kept with ``s.keep_dir``."""
-    out, cmd = evaluate_step(work, name, family, datalist, overrides, profiles)
-    step = cached_step(
-        f"eval_{name}_{family}",
-        cmd,
-        out / "table_command.json",
-        (out / "metrics.json").is_file,
-        s,
-        work,
-        log=log,
-        kept_files=EVALUATION_FILES,
-    )
-    return out, step.seconds
+    step = _evaluation(work, name, family, datalist, overrides, profiles)
+    return step["record"].parent, cached_step(**step, s=s).seconds
 
 
 def run_tag(name: str, training: int, seed: int) -> str:
