@@ -24,7 +24,13 @@ work (load, preprocessing, post-processing, writing) is the same in every row: `
 inference draws it) and reports the AUPRC of the ``--spread_subsets`` rows (by default the old and new CPU defaults,
 stride 5 and stride 1) as mean ± SD over the seeds, with the paired difference of the new default against the old;
 ``--spread_only`` does only that (no timing), filling caches with just those rows' timesteps. The networks are given
-(``--networks``), so a spread over trainings is taken by listing several trainings of one preset there.
+(``--networks``), so a spread over trainings is taken by listing several trainings of one preset there. With stride 1
+among the rows, a study costs about 36 min per seed here (125 timesteps); with ``--keep_dir`` each study's figures
+are kept beside the code as soon as they are made, with the weights' and studies' digests, so that a run spread over
+sittings goes on at the next study, on a fresh machine too:
+
+    python -m benchmarks.frontier --work_dir /work/frontier_spread --spread_only --seeds 3 \
+        --keep_dir benchmarks/kept/frontier
 
 The test studies are MADE (synthetic) data (``scripts.synthetic``: ``--n_test`` per lesion family, 240 x 240 x 155
 at 1 mm, seed 7 as ``benchmarks/faithful.py``), and so is every AUPRC here. Results go to ``<work_dir>/frontier.md``
@@ -85,6 +91,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, default=1, help="noise seeds of the spread table (0 .. N-1)")
     p.add_argument("--spread_subsets", default="window_13,stride_10,stride_5,stride_1", help="rows given with spread")
     p.add_argument("--spread_only", action="store_true", help="only the spread table (spread.md), no timing")
+    p.add_argument(
+        "--keep_dir",
+        type=Path,
+        help="keep each study's spread figures here too (e.g. benchmarks/kept/frontier; commit it), so that the "
+        "spread goes on in a later sitting on a fresh machine",
+    )
     return p.parse_args(argv)
 
 

@@ -30,9 +30,8 @@ def test_mean_and_sample_sd():
     assert fmt_spread([]) == "-"
 
 
-def test_frontier_spread_gives_each_row_over_the_seeds(tmp_path, monkeypatch):
-    """Two noise seeds, two rows, four tiny made studies: a per-seed AUPRC each, their mean ± SD, and the paired
-    difference of the new default against the old; each seed its own noise, each study its own."""
+def toy_spread(monkeypatch, factor: float = 0.3) -> tuple[list[Study], Network, list[int]]:
+    """Two tiny made studies (a bright T2-like lesion each) and a toy network that counts its calls."""
     g = torch.Generator().manual_seed(0)
     studies = []
     for name in ("tumour_000", "ms_000"):
@@ -43,15 +42,26 @@ def test_frontier_spread_gives_each_row_over_the_seeds(tmp_path, monkeypatch):
         image[3, 5:9, 5:9, 2:4] += 0.8
         brain = (image[0] > 0.4).numpy()
         studies.append(Study(name, image, label, brain))
+    calls = []
     network = Network("toy", Path("none"), "tiny")
-    network.module = lambda x, timesteps: 0.3 * x
+    network.module = lambda x, timesteps: calls.append(1) or factor * x
     for module in (quality, frontier_spread):  # each reads the constant it imported
         monkeypatch.setattr(module, "MEDIAN_FILTER", 3)
-    args = argparse.Namespace(
+    return studies, network, calls
+
+
+def spread_args(**kw) -> argparse.Namespace:
+    return argparse.Namespace(
         t_lower=75, t_upper=80, seeds=2, spread_subsets="window_5,stride_2", new_default="toy:window_5",
-        old_default="toy:stride_2",
+        old_default="toy:stride_2", **kw,
     )  # fmt: skip
-    text = frontier_spread.spread(args, tmp_path, studies, [network], {})
+
+
+def test_frontier_spread_gives_each_row_over_the_seeds(tmp_path, monkeypatch):
+    """Two noise seeds, two rows, four tiny made studies: a per-seed AUPRC each, their mean ± SD, and the paired
+    difference of the new default against the old; each seed its own noise, each study its own."""
+    studies, network, _ = toy_spread(monkeypatch)
+    text = frontier_spread.spread(spread_args(), tmp_path, studies, [network], {})
     rows = [line for line in text.splitlines() if line.startswith("| toy:")]
     assert len(rows) == 2 and all("±" in r for r in rows), text
     per_seed = [float(v) for v in rows[0].split("|")[3].split(",")]
@@ -59,6 +69,44 @@ def test_frontier_spread_gives_each_row_over_the_seeds(tmp_path, monkeypatch):
     assert "made (synthetic) data" in text.lower() or "made" in text
     assert "toy:window_5 minus toy:stride_2 (paired by seed)" in text
     assert (tmp_path / "cache" / "seed1" / "toy").is_dir()
+
+
+def test_frontier_spread_goes_on_from_kept_figures_on_a_fresh_machine(tmp_path, monkeypatch):
+    """With keep_dir, each study's figures are kept as soon as they are made: a second sitting with no work folder
+    scores nothing and gives the same table; figures kept for other weights are not used."""
+    keep = tmp_path / "repo" / "kept"
+    studies, network, calls = toy_spread(monkeypatch)
+    real_fill = frontier_spread.LogCache.fill
+
+    def stop_at_the_second_study(cache, *a):
+        if calls:
+            raise KeyboardInterrupt  # the sitting ends inside the second study
+        real_fill(cache, *a)
+
+    monkeypatch.setattr(frontier_spread.LogCache, "fill", stop_at_the_second_study)
+    with pytest.raises(KeyboardInterrupt):
+        frontier_spread.spread(spread_args(keep_dir=keep), tmp_path / "work0", studies, [network], {})
+    assert len(json.loads((keep / "spread_auprc_toy_seed0.json").read_text())["figures"]) == 2, "1 study x 2 rows"
+    monkeypatch.setattr(frontier_spread.LogCache, "fill", real_fill)
+
+    calls.clear()  # sitting 1 again, on a fresh machine: the first study's figures came back, the rest is scored
+    first = frontier_spread.spread(spread_args(keep_dir=keep), tmp_path / "work1", studies, [network], {})
+    assert not list((tmp_path / "work1" / "cache" / "seed0" / "toy").glob("tumour_000*"))
+    assert calls and sorted(p.name for p in keep.iterdir()) == [f"spread_auprc_toy_seed{s}.json" for s in (0, 1)]
+    kept = json.loads((keep / "spread_auprc_toy_seed0.json").read_text())
+    assert kept["context"]["seed"] == 0 and set(kept["context"]["studies"]) == {"tumour_000", "ms_000"}
+    assert len(kept["figures"]) == 4, "2 studies x 2 rows"
+
+    calls.clear()  # sitting 2: a fresh work folder, the kept folder came with the repository
+    second = frontier_spread.spread(spread_args(keep_dir=keep), tmp_path / "work2", studies, [network], {})
+    assert not calls, "kept figures must not be scored again"
+    assert second == first and not (tmp_path / "work2" / "cache").exists()
+
+    other_weights = tmp_path / "other.pt"
+    other_weights.write_bytes(b"other weights")
+    network.weights = other_weights  # other weights: the kept figures do not count
+    frontier_spread.spread(spread_args(keep_dir=keep), tmp_path / "work3", studies, [network], {})
+    assert calls, "figures kept for other weights must not be reused"
 
 
 def test_modality_sets_report_gives_auprc_lift_and_what_each_set_sees(tmp_path):

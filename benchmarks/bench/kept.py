@@ -56,3 +56,25 @@ def keep(record: Path, work_dir: Path, keep_dir: str | Path, files: Sequence[str
         atomic_write_bytes((record.parent / name).read_bytes(), target.parent / name)
     atomic_write_bytes(record.read_bytes(), target)
     return target
+
+
+def restore_figures(store: Path, kept: Path, context: dict) -> int:
+    """Merge the figures kept at ``kept`` into the JSON ``store`` (a dict of figures, key -> value) where ``kept`` was
+    written for the same ``context`` (what the figures depend on: weights, studies, seeds); returns how many figures
+    came back. Kept figures of another context are left alone, and the work folder's own figures win."""
+    if not kept.is_file():
+        return 0
+    saved = json.loads(kept.read_text())
+    if saved.get("context") != context:
+        return 0
+    figures = json.loads(store.read_text()) if store.is_file() else {}
+    new = {k: v for k, v in saved["figures"].items() if k not in figures}
+    if new:
+        atomic_write_bytes(json.dumps({**figures, **new}).encode(), store)
+    return len(new)
+
+
+def keep_figures(store: Path, kept: Path, context: dict) -> None:
+    """Copy the figures of the JSON ``store`` to ``kept``, with the ``context`` they were made in."""
+    figures = json.loads(store.read_text())
+    atomic_write_bytes(json.dumps({"context": context, "figures": figures}, indent=1, sort_keys=True).encode(), kept)

@@ -79,6 +79,11 @@ class Row:
         return float(np.mean([v[median_filter] for v in self.auprc.values()]))
 
 
+def auprc_key(study: str, subset: str, indices: list[int]) -> str:
+    """The key of one study's AUPRC at one subset of cache indices in a figure store."""
+    return f"{study}|{subset}|{indices}"
+
+
 def subset_auprc(
     cache: dict[str, LogCache], studies: list[Study], subsets: dict[str, list[int]], store: Path | None = None
 ) -> dict[str, dict[str, dict[int, float]]]:
@@ -87,14 +92,14 @@ def subset_auprc(
     kept = json.loads(store.read_text()) if store and store.is_file() else {}
     out: dict[str, dict[str, dict[int, float]]] = {name: {} for name in subsets}
     for study in studies:
-        todo = {n: idx for n, idx in subsets.items() if f"{study.name}|{n}|{idx}" not in kept}
+        todo = {n: idx for n, idx in subsets.items() if auprc_key(study.name, n, idx) not in kept}
         for name, maps in (cache[study.name].geometric_means(todo) if todo else {}).items():
             a = volume_map(maps, study)
-            kept[f"{study.name}|{name}|{todo[name]}"] = {str(mf): v for mf, v in auprcs(a, study).items()}
+            kept[auprc_key(study.name, name, todo[name])] = {str(mf): v for mf, v in auprcs(a, study).items()}
         if store and todo:
             atomic_write_bytes(json.dumps(kept).encode(), store)
         for name, idx in subsets.items():
-            out[name][study.name] = {int(mf): v for mf, v in kept[f"{study.name}|{name}|{idx}"].items()}
+            out[name][study.name] = {int(mf): v for mf, v in kept[auprc_key(study.name, name, idx)].items()}
     return out
 
 
