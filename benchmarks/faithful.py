@@ -161,7 +161,8 @@ def train(
 ) -> tuple[Path, float]:
     """Train model ``name`` (:func:`train_step`) unless it is done; its weights and wall time."""
     weights, cmd, record = train_step(work, name, datalist, noise, profiles, seed, extra)
-    step = cached_step(f"train_{name}", cmd, record, weights.is_file, s, work, log=log)
+    kept = (weights.name,) if s.keep_weights else ()  # restored from the kept folder with its record, not retrained
+    step = cached_step(f"train_{name}", cmd, record, weights.is_file, s, work, log=log, kept_files=kept)
     return weights, step.seconds
 
 
@@ -277,6 +278,19 @@ def add_run_arguments(parser: argparse.ArgumentParser, work_dir: str) -> None:
         help="a folder (e.g. in the repository) where the steps' records and figures are kept, so that a run spread "
         "over sittings on machines that lose --work_dir goes on where it stopped (benchmarks/bench/kept.py)",
     )
+    parser.add_argument(
+        "--keep_weights",
+        action="store_true",
+        help="with --keep_dir: keep each finished training's weights there too (4.5 MB per model), so that its "
+        "evaluations can go on in a later sitting without training it again",
+    )
+
+
+def run_settings(args: argparse.Namespace) -> Settings:
+    """The settings of a run from the options of :func:`add_run_arguments`."""
+    if args.keep_weights and not args.keep_dir:
+        raise SystemExit("error: --keep_weights: give --keep_dir too (where the weights are kept)")
+    return Settings(threads=args.threads, keep_dir=args.keep_dir, keep_weights=args.keep_weights)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -443,7 +457,7 @@ def guard_section(args: argparse.Namespace, outs: dict[tuple[str, str], list[Pat
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     work = Path(args.work_dir)
-    s = Settings(threads=args.threads, keep_dir=args.keep_dir)
+    s = run_settings(args)
     start = time.perf_counter()
     log(f"made data in {work / 'data'} ...")
     train_list, tests = make_data(work, args.n_test)

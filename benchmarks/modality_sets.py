@@ -44,7 +44,7 @@ from benchmarks import REPO
 from benchmarks.bench.configs import parsed
 from benchmarks.bench.main import benchmark_parser, run_benchmark
 from benchmarks.bench.report import markdown_table, minutes, write_report
-from benchmarks.bench.settings import DATA_NOTE, Settings
+from benchmarks.bench.settings import DATA_NOTE
 from benchmarks.bench.spread import fmt_spread, mean_sd
 from benchmarks.faithful import (
     DEMO_BUDGET,
@@ -55,6 +55,7 @@ from benchmarks.faithful import (
     log,
     make_data,
     metrics,
+    run_settings,
     run_tag,
     train_step,
     train_unless_evaluated,
@@ -154,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     sets = parse_sets(args.sets)
     work = Path(args.work_dir)
-    s = Settings(threads=args.threads, keep_dir=args.keep_dir)
+    s = run_settings(args)
     autocast = DEMO_BUDGET["autocast"]
     start = time.perf_counter()
     log(f"made data in {work / 'data'} ...")

@@ -41,6 +41,7 @@ from benchmarks.faithful import (
     log,
     make_data,
     metrics,
+    run_settings,
     run_tag,
     train,
 )
@@ -135,7 +136,7 @@ def main() -> None:
     parser.add_argument("--train_only", action="store_true", help="stop after the trainings")
     args = parser.parse_args()
     work = Path(args.work_dir)
-    s = Settings(threads=args.threads, keep_dir=args.keep_dir)
+    s = run_settings(args)
     start = time.perf_counter()
     log(f"made data in {work / 'data'} ...")
     train_list, tests = make_data(work, args.n_test)

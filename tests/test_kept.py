@@ -126,3 +126,30 @@ def test_v2_reads_the_default_models_kept_evaluation(tmp_path, monkeypatch):
     other = tmp_path / "fresh"  # another work folder: the kept step's command names the first one's paths
     assert v2.default_evaluation(other, "tumour", datalist, weights, 0, 0, "cached", s) == ("default", -1.0)
     assert not (other / "eval" / "range_tumour").exists()
+
+
+def test_kept_weights_come_back_and_the_training_is_not_run_again(tmp_path, monkeypatch):
+    """With keep_weights, a finished training's weights are kept beside its record: a fresh work folder gets them
+    back without training. Without keep_weights, only the record is kept and the training runs again."""
+    runs = tmp_path / "runs.txt"
+
+    def stand_in(work, name, *a, **k):  # a training that writes its weights and counts its runs
+        out = work / "train" / name
+        code = (
+            "import sys; from pathlib import Path; w = Path(sys.argv[1]); w.parent.mkdir(parents=True, exist_ok=True); "
+            "w.write_bytes(b'weights'); r = Path(sys.argv[2]); "
+            "r.write_text(r.read_text() + 'x' if r.is_file() else 'x')"
+        )
+        weights = out / "model.pt"
+        return weights, [sys.executable, "-c", code, str(weights), str(runs)], out / "table_command.json"
+
+    monkeypatch.setattr(faithful, "train_step", stand_in)
+    for keep_weights, expected_runs in ((True, "x"), (False, "xxx")):
+        work, keep = tmp_path / f"work_{keep_weights}", tmp_path / f"kept_{keep_weights}"
+        s = Settings(threads=1, keep_dir=str(keep), keep_weights=keep_weights)
+        weights, _ = faithful.train(work, "t1_t2", tmp_path / "datalist.json", None, s)
+        assert (keep / "train" / "t1_t2" / "model.pt").is_file() == keep_weights
+        shutil.rmtree(work)  # a fresh machine
+        again, _ = faithful.train(work, "t1_t2", tmp_path / "datalist.json", None, s)
+        assert again.read_bytes() == b"weights"
+        assert runs.read_text() == expected_runs, "kept weights: trained once; not kept: trained in each sitting"

@@ -57,6 +57,9 @@ class Settings:
     # Where the steps' small outputs are kept for a run spread over sittings on machines that lose the work folder
     # (:mod:`benchmarks.bench.kept`); None: nothing kept.
     keep_dir: str | None = None
+    # With keep_dir: each finished training's weights are kept there too (4.5 MB at the demo budget), so that its
+    # evaluations can run in a later sitting; worth committing only while some of them are still to run.
+    keep_weights: bool = False
 
     @property
     def max_epochs(self) -> int:
