@@ -145,16 +145,54 @@ def test_normative_bench_gives_yen_against_the_calibrated_rule_over_seeds():
     """Two seeds: per family Dice_Yen and the calibrated rule's Dice as mean ± SD, their difference paired by seed,
     and the held-out rate the threshold reached."""
 
-    def run(yen: float, calibrated: float, held: float) -> dict:
+    def run(yen: float, calibrated: float, zmap: float, held: float) -> dict:
         families = {
-            f: {"dice_yen": yen, "dice_anomaly_0.001": calibrated, "dice_anomaly_0.01": 0.1} for f in NORMATIVE_FAMILIES
+            f: {"dice_yen": yen, "dice_anomaly_0.001": calibrated, "dice_anomaly_0.01": 0.1, "dice_zmap_0.001": zmap}
+            for f in NORMATIVE_FAMILIES
         }
-        return {"max": {"families": families, "fpr": {("anomaly", 1e-3): held}}}
+        families["ms"] = {**families["ms"], "dice_zmap_0.001": zmap + 0.4}
+        return {"max": {"families": families, "fpr": {("anomaly", 1e-3): held, ("zmap", 1e-3): held / 4}}}
 
-    text = "\n".join(rules_section([run(0.2, 0.5, 1.0e-3), run(0.3, 0.5, 1.2e-3)]))
+    text = "\n".join(rules_section([run(0.2, 0.5, 0.3, 1.0e-3), run(0.3, 0.5, 0.2, 1.2e-3)]))
     tumour = next(line for line in text.splitlines() if line.startswith("| tumour-like"))
-    assert tumour == "| tumour-like | 0.250 ± 0.071 | 0.500 ± 0.000 | 0.100 ± 0.000 | 0.250 ± 0.071 |", tumour
-    assert "2 noise seed(s)" in text and "1.10 ± 0.14 x 1e-3" in text
+    assert tumour == (
+        "| tumour-like | 0.250 ± 0.071 | 0.500 ± 0.000 | 0.100 ± 0.000 | 0.250 ± 0.071 "
+        "| 0.250 ± 0.071 | 0.000 ± 0.141 |"
+    ), tumour
+    mean = next(line for line in text.splitlines() if line.startswith("| **mean"))
+    assert mean == (
+        "| **mean of the families** | 0.250 ± 0.071 | 0.500 ± 0.000 |  | 0.350 ± 0.071 "
+        "| 0.250 ± 0.071 | 0.100 ± 0.141 |"
+    ), mean
+    assert "2 noise seed(s)" in text and "1.10 ± 0.14 x 1e-3 (raw map)" in text
+    assert "0.28 ± 0.04 x 1e-3 (z-map)" in text
+
+
+def test_normative_analysis_is_kept_and_read_back(tmp_path, monkeypatch):
+    """An analysis of one fusion and seed is kept as JSON: a second run reads it back (numpy figures, the FPR table's
+    (map, target) keys) without analysing; an analysis of other code is done again."""
+    from benchmarks import normative_made_data
+
+    calls = []
+
+    def analyse(work, maps, groups, fusion, t_stride, seed=0):
+        calls.append(seed)
+        families = {"tumour": {"dice_yen": np.float32(0.5)}}
+        fpr = {("anomaly", 1e-3): np.float64(0.0012)}
+        return {"value": {}, "fpr": fpr, "where": {}, "families": families, "study": {"score": {"all": (0.9, 1.0)}}}
+
+    monkeypatch.setattr(normative_made_data, "analyse", analyse)
+    first, reused = normative_made_data.analysis(tmp_path, {}, {}, "max", 25, 1)
+    again, reused_again = normative_made_data.analysis(tmp_path, {}, {}, "max", 25, 1)
+    assert calls == [1] and not reused and reused_again
+    assert again["fpr"][("anomaly", 1e-3)] == pytest.approx(0.0012)
+    assert again["families"]["tumour"]["dice_yen"] == pytest.approx(0.5) and again["study"]["score"]["all"][1] == 1.0
+
+    def changed(*a, **k):  # another analyse: its kept results do not count
+        return analyse(*a, **k)
+
+    monkeypatch.setattr(normative_made_data, "analyse", changed)
+    assert normative_made_data.analysis(tmp_path, {}, {}, "max", 25, 1)[1] is False and calls == [1, 1]
 
 
 def test_v2_bench_gives_each_model_over_its_runs(tmp_path):
