@@ -258,15 +258,15 @@ def batch_report(work: Path, datalist: Path, t_stride: int, n_batch: int, calibr
 
 
 def heap_rule_cost(work: Path, datalist: Path, t_stride: int, calibration: Path) -> None:
-    """The heap rule's price (``mmap_threshold_mb``, ``scripts/memory.py``): one calibrated study's whole process with
-    the configured rule and with glibc's own (``--mmap_threshold_mb 0``), one after the other, twice, in the order
-    on, off, off, on; both runs' seconds and peaks of each setting, each in ascending order. Freed buffers of 1 MB or
-    more go back to the system at once, so each new buffer's pages are faulted in again: fewer MB held, more
-    seconds."""
+    """The heap rule's price (``mmap_threshold_mb``, ``scripts/memory.py``, off by default since 0.7.3): one calibrated
+    study's whole process with the rule (``--mmap_threshold_mb 1``) and with glibc's own (``null``), one after the
+    other, twice, in the order on, off, off, on; both runs' seconds and peaks of each setting, each in ascending order.
+    Freed buffers of 1 MB or more go back to the system at once, so each new buffer's pages are faulted in again: fewer
+    MB held, more seconds. The threads are those of the environment (``OMP_NUM_THREADS``)."""
     listed = subset(datalist, 1)
-    runs: dict[str, list[tuple[float, float]]] = {"1 (configured)": [], "0 (glibc's own)": []}
-    for label in ("1 (configured)", "0 (glibc's own)", "0 (glibc's own)", "1 (configured)"):
-        options = ["--calibration_file", str(calibration)] + (["--mmap_threshold_mb", "0"] if "glibc" in label else [])
+    runs: dict[str, list[tuple[float, float]]] = {"1 (the rule)": [], "null (glibc's own)": []}
+    for label in ("1 (the rule)", "null (glibc's own)", "null (glibc's own)", "1 (the rule)"):
+        options = ["--calibration_file", str(calibration), "--mmap_threshold_mb", label.split()[0]]
         runs[label].append(whole_process(listed, work / "heap_rule", t_stride, None, options=options))
     print(f"\n## The heap rule's price ({DATA_NOTE}, one study with a calibration, --t_stride {t_stride})\n")
     rows = []
