@@ -23,7 +23,7 @@ bf16 autocast is used where the CPU has it natively (faithful.py's ``DEMO_BUDGET
 
 The report gives, per set and lesion family, AUPRC and its lift over a blind map (AUPRC / the lesion's prevalence,
 which is the AUPRC of a map that cannot tell lesion from brain). A set "sees" a family when the lift reaches
-``--seen_lift``. Beside it, the made lesions' contrast per sequence (``scripts.synthetic.LESION_CONTRAST``) says which
+``--seen_lift``; a second table gives, per family, each set's AUPRC as a fraction of the best set's. Beside them, the made lesions' contrast per sequence (``scripts.synthetic.LESION_CONTRAST``) says which
 sequence carries each family. ``--train_seeds K`` trains each model K times and ``--seeds N`` scores each with N noise
 seeds: figures are mean ± SD over the K x N runs. Steps already done are reused, a stopped training resumes from
 its last checkpoint, and with ``--keep_dir`` a model whose evaluations are all kept is not trained again
@@ -102,6 +102,26 @@ def contrast_section() -> list[str]:
         "matter).",
         "",
         markdown_table(header, rows),
+    ]
+
+
+def relative_section(
+    args: argparse.Namespace, sets: dict[str, list[str]], outs: dict[tuple[str, str], list[Path]]
+) -> list[str]:
+    """Per family, each set's mean AUPRC as a fraction of the best set's: which sequences carry the family."""
+    voxels, mf = args.voxel_set, args.median_filter
+    rows = []
+    for family in FAMILIES:
+        auprc = {name: mean_sd([metrics(o, voxels, mf)["auprc"] for o in outs[name, family]])[0] for name in sets}
+        best = max(auprc, key=auprc.get)
+        rows.append([FAMILY_NAMES[family], best, *(f"{auprc[name] / auprc[best]:.2f}" for name in sets)])
+    return [
+        "## Each set beside the best one",
+        "",
+        "Per family, each set's mean AUPRC divided by that of the set with the highest (1.00). The lift above says "
+        "whether a set sees a family at all; this says how much of what the best set finds it finds.",
+        "",
+        markdown_table(["family", "best set", *sets], rows),
     ]
 
 
@@ -194,6 +214,8 @@ def main(argv: list[str] | None = None) -> None:
         "family, t = 75, 100, ..., 175 (stride 25), raw Yen (no guard).",
         "",
         *results_section(args, sets, outs),
+        "",
+        *relative_section(args, sets, outs),
         "",
         *contrast_section(),
         "",
