@@ -23,8 +23,9 @@ bf16 autocast is used where the CPU has it natively (faithful.py's ``DEMO_BUDGET
 
 The report gives, per set and lesion family, AUPRC and its lift over a blind map (AUPRC / the lesion's prevalence,
 which is the AUPRC of a map that cannot tell lesion from brain). A set "sees" a family when the lift reaches
-``--seen_lift``; a second table gives, per family, each set's AUPRC as a fraction of the best set's. Beside them, the made lesions' contrast per sequence (``scripts.synthetic.LESION_CONTRAST``) says which
-sequence carries each family. ``--train_seeds K`` trains each model K times and ``--seeds N`` scores each with N noise
+``--seen_lift``; a second table gives, per family, each set's AUPRC as a fraction of the best set's. Beside them,
+the made lesions' contrast per sequence (``scripts.synthetic.LESION_CONTRAST``) says which sequence carries each
+family. ``--train_seeds K`` trains each model K times and ``--seeds N`` scores each with N noise
 seeds: figures are mean ± SD over the K x N runs. Steps already done are reused, a stopped training resumes from
 its last checkpoint, and with ``--keep_dir`` a model whose evaluations are all kept is not trained again
 (``benchmarks/bench/kept.py``), so the run can be spread over several sittings, on machines that lose the work
