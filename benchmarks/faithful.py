@@ -471,7 +471,8 @@ def main(argv: list[str] | None = None) -> None:
         "## Wall times",
         "",
         *[f"- {k}: {minutes(v)}" for k, v in seconds.items()],
-        f"- whole run: {minutes(time.perf_counter() - start)} (steps found done are counted at their first run's time)",
+        f"- this invocation: {minutes(time.perf_counter() - start)} (steps it found done took no time; they are listed "
+        "above at their first run's time)",
     ]
     report = write_report("\n".join(text) + "\n", work / "faithful.md")
     log("\n".join(text))
