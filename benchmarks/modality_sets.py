@@ -2,8 +2,8 @@
 
     python -m benchmarks.modality_sets --work_dir /work/modality_sets --keep_dir benchmarks/kept/modality_sets
 
-About 7 hours on 2 CPU cores without bf16 (an AMD EPYC of 2017): a training takes about 2 hours (T1 + T2: 7,563 s,
-measured 2026-12-06), an evaluation of 4 studies some minutes. Where a sitting is shorter, give ``--sets`` one model
+About 5 hours on 2 CPU cores without bf16 (an AMD EPYC of 2017): a training takes 67 to 74 min (4,033 to 4,423 s,
+measured 2026-12-06), an evaluation of 4 studies about 6 min. Where a sitting is shorter, give ``--sets`` one model
 at a time (``--sets t1_t2=t1,t2``, then ``flair=flair``, then ``four=t1,t1c,t2,flair``) with ``--keep_dir``: each
 sitting keeps its evaluations' figures in that folder (commit it; give the same ``--work_dir`` and options
 each time, since a kept step is matched by its command), and the last run, with the default ``--sets``,
