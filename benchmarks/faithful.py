@@ -44,7 +44,7 @@ from benchmarks import REPO
 from benchmarks.bench.jobs import bundle_command, cached_step, recorded_seconds, step_done
 from benchmarks.bench.kept import EVALUATION_FILES
 from benchmarks.bench.main import benchmark_parser, run_benchmark
-from benchmarks.bench.report import fmt, markdown_table, minutes, write_report
+from benchmarks.bench.report import fmt, markdown_table, wall_time_lines, write_report
 from benchmarks.bench.settings import DATA_NOTE, Settings
 from benchmarks.bench.spread import fmt_spread
 from scripts.files import atomic_write_bytes
@@ -468,11 +468,7 @@ def main(argv: list[str] | None = None) -> None:
     text = chain_section(args, work, outs) + settings_section(outs) + guard_section(args, outs)
     text += [
         "",
-        "## Wall times",
-        "",
-        *[f"- {k}: {minutes(v)}" for k, v in seconds.items()],
-        f"- this invocation: {minutes(time.perf_counter() - start)} (steps it found done took no time; they are listed "
-        "above at their first run's time)",
+        *wall_time_lines(seconds, time.perf_counter() - start),
     ]
     report = write_report("\n".join(text) + "\n", work / "faithful.md")
     log("\n".join(text))

@@ -44,7 +44,7 @@ import numpy as np
 from benchmarks import REPO
 from benchmarks.bench.configs import parsed
 from benchmarks.bench.main import benchmark_parser, run_benchmark
-from benchmarks.bench.report import markdown_table, minutes, write_report
+from benchmarks.bench.report import markdown_table, wall_time_lines, write_report
 from benchmarks.bench.settings import DATA_NOTE
 from benchmarks.bench.spread import fmt_spread, mean_sd
 from benchmarks.faithful import (
@@ -220,11 +220,7 @@ def main(argv: list[str] | None = None) -> None:
         "",
         *contrast_section(),
         "",
-        "## Wall times",
-        "",
-        *[f"- {k}: {minutes(v)}" for k, v in seconds.items()],
-        f"- this invocation: {minutes(time.perf_counter() - start)} (steps it found done took no time; they are listed "
-        "above at their first run's time)",
+        *wall_time_lines(seconds, time.perf_counter() - start),
     ]
     report = write_report("\n".join(text) + "\n", work / "modality_sets.md")
     if args.doc:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from benchmarks import REPO
 from benchmarks.bench.main import benchmark_parser, run_benchmark
-from benchmarks.bench.report import markdown_table, minutes, write_report
+from benchmarks.bench.report import markdown_table, wall_time_lines, write_report
 from benchmarks.bench.settings import DATA_NOTE, Settings
 from benchmarks.bench.spread import fmt_spread
 from benchmarks.faithful import (
@@ -119,11 +119,12 @@ def report_text(
         text += ["", f"## {FAMILY_NAMES[family]} ({DATA_NOTE})", "", family_table(outs, family).rstrip("\n")]
     text += [
         "",
-        f"## Wall times ({args.threads} threads per command; evaluations read from faithful.py's run count at their "
-        "own time)",
-        "",
-        *[f"- {k}: {minutes(v)}" for k, v in seconds.items()],
-        f"- this run of the script: {minutes(total)} (steps found done are reused, not rerun)",
+        *wall_time_lines(
+            seconds,
+            total,
+            f"Wall times ({args.threads} threads per command; evaluations read from faithful.py's run count at their "
+            "own time)",
+        ),
     ]
     return text
 

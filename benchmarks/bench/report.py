@@ -71,6 +71,18 @@ def minutes(seconds: float) -> str:
     return f"{seconds / 60:.1f} min"
 
 
+def wall_time_lines(seconds: Mapping[str, float], invocation: float, heading: str = "Wall times") -> list[str]:
+    """The report's wall-time section: each step's ``seconds`` (steps found done in the work folder at their first
+    run's time), then the ``invocation`` seconds of this run of the script."""
+    return [
+        f"## {heading}",
+        "",
+        *[f"- {k}: {minutes(v)}" for k, v in seconds.items()],
+        f"- this invocation: {minutes(invocation)} (steps it found done took no time; they are listed above at "
+        "their first run's time)",
+    ]
+
+
 def wall(steps: Sequence[Step]) -> str:
     """The summed wall time of ``steps``, noting those found done in the work folder or resumed."""
     if not steps:
