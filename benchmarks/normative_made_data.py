@@ -101,19 +101,20 @@ def maps_dir(work: Path, t_stride: int, seed: int) -> Path:
     return work / "maps" / (f"stride{t_stride}" if seed == 0 else f"stride{t_stride}_seed{seed}")
 
 
-def score_all(work: Path, groups: dict[str, list[dict]], t_stride: int, seed: int = 0) -> dict[str, Path]:
+def score_all(work: Path, groups: dict[str, list[dict]], t_stride: int, seed: int = 0) -> tuple[dict[str, Path], int]:
     """Per-modality maps (4, H, W, D) of every study, scored once with the configured preprocessing and inferer, with
-    the scoring noise of ``seed``."""
+    the scoring noise of ``seed``; (study -> map file, how many were found scored by an earlier run)."""
     overrides = {"t_stride": t_stride, "voxel_set": "volume", "seed": seed}
     preprocessing = parsed("preprocessing", ["inference.yaml"], **overrides)
     inferer = parsed("inferer", ["inference.yaml"], **overrides)
     network = parsed("network", ["inference.yaml"], **overrides)
-    out = {}
+    out, found = {}, 0
     studies = [s for group in groups.values() for s in group]
     for i, study in enumerate(studies):
         path = maps_dir(work, t_stride, seed) / f"{study['name']}.npz"
         out[study["name"]] = path
         if path.is_file():
+            found += 1
             continue
         start = time.time()
         data = preprocessing(dict(study))
@@ -130,7 +131,7 @@ def score_all(work: Path, groups: dict[str, list[dict]], t_stride: int, seed: in
         )
         atomic_write_bytes(buffer.getvalue(), path)
         log(f"seed {seed}: scored {study['name']} ({i + 1}/{len(studies)}) in {time.time() - start:.0f} s")
-    return out
+    return out, found
 
 
 def reduced(path: Path, fusion: str) -> Subject:
@@ -287,6 +288,7 @@ def example_run(work: Path, groups: dict[str, list[dict]], t_stride: int, fusion
         "channel_reduction": fusion,
         "calibration_file": calibration,
         "segmentation": "calibrated",
+        "segment_map": "anomaly",
         "target_fpr": 0.001,
     }
     start = time.time()
@@ -339,13 +341,19 @@ def rules_section(per_seed: list[dict[str, dict]]) -> list[str]:
 
 
 def report(
-    per_seed: list[dict[str, dict]], example: Path, args: argparse.Namespace, minutes: float, reused: int = 0
+    per_seed: list[dict[str, dict]],
+    example: Path,
+    args: argparse.Namespace,
+    minutes: float,
+    reused: int = 0,
+    reused_maps: int = 0,
 ) -> str:
-    """The report: the rules' table over every seed; every other table from seed 0. ``reused``: analyses found in
-    the work folder (their time is not in ``minutes``)."""
+    """The report: the rules' table over every seed; every other table from seed 0. ``reused`` analyses and
+    ``reused_maps`` scored maps were found in the work folder (their time is not in ``minutes``)."""
     results = per_seed[0]
     note = f"**{DATA_NOTE}**"
-    took = f"{minutes:.0f} min" + (f" in a run that reused {reused} analyses and their scored maps" if reused else "")
+    found = [f"{n} {what}" for n, what in ((reused, "analyses"), (reused_maps, "scored maps")) if n]
+    took = f"{minutes:.0f} min" + (f" in a run that reused {' and '.join(found)} of an earlier run" if found else "")
     lines = [
         f"# Calibrated thresholds, the normative z-map and study scores, on {DATA_NOTE}",
         "",
@@ -425,8 +433,8 @@ def report(
     lines += [
         "## Example `scores.csv`",
         "",
-        "From the bundle's `run inference --segmentation calibrated --target_fpr 0.001` with this calibration, on 2 "
-        f"held-out healthy and one study per family ({DATA_NOTE}):",
+        "From the bundle's `run inference --segmentation calibrated --segment_map anomaly --target_fpr 0.001` (the raw "
+        f"map) with this calibration, on 2 held-out healthy and one study per family ({DATA_NOTE}):",
         "",
         "```",
         scores.strip(),
@@ -447,9 +455,10 @@ def main() -> None:
     start = time.time()
     work = Path(args.work_dir)
     groups = make_data(work, args.n_healthy)
-    per_seed, reused = [], 0
+    per_seed, reused, reused_maps = [], 0, 0
     for seed in range(args.seeds):
-        maps = score_all(work, groups, args.t_stride, seed)
+        maps, found_maps = score_all(work, groups, args.t_stride, seed)
+        reused_maps += found_maps
         results = {}
         for fusion in FUSIONS if seed == 0 else ("max",):
             log(f"seed {seed}: analysing fusion {fusion}")
@@ -457,7 +466,7 @@ def main() -> None:
             reused += found
         per_seed.append(results)
     example, _ = example_run(work, groups, args.t_stride, "max")
-    text = report(per_seed, example, args, (time.time() - start) / 60, reused)
+    text = report(per_seed, example, args, (time.time() - start) / 60, reused, reused_maps)
     write_report(text, work / "normative.md")
     print(text)
     if args.doc:

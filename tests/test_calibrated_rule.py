@@ -118,12 +118,15 @@ def test_study_score_falls_back_to_the_anomaly_quantile_without_a_zmap():
     assert info["study_score"] != pytest.approx(np.quantile(a, 0.999), rel=1e-3)
 
 
+@pytest.mark.parametrize("segment_map", ["anomaly", "zmap"])
 @pytest.mark.parametrize("voxel_set", ["brain", "volume"])
-def test_evaluation_gives_the_calibrated_rules_dice_and_false_positive_rate(voxel_set):
-    """The evaluation's calibrated rule, voxel by voxel: the map thresholded at the calibration's threshold plus the
-    dilation, Dice per subject, and the pooled rate on the healthy voxels; only at the median filter and voxel set it
-    was calibrated under. Planted bugs: "Yen's segmentation reused", "the rate over the whole brain (lesion
-    included)", "the rule applied at every median filter"."""
+def test_evaluation_gives_the_calibrated_rules_dice_and_false_positive_rate(voxel_set, segment_map):
+    """The evaluation's calibrated rule, voxel by voxel: the map (or its z-map under the calibration's normative
+    model, from the median-filtered map) thresholded at the calibration's threshold plus the dilation, Dice per
+    subject, and the pooled rate on the healthy voxels; only at the median filter and voxel set it was calibrated
+    under. Planted bugs: "Yen's segmentation reused", "the rate over the whole brain (lesion included)", "the rule
+    applied at every median filter", "the anomaly map thresholded whatever segment_map says"."""
+    model = made_calibration().normative
     studies = []
     for seed in (0, 1):
         data, a, brain = made_study(seed)
@@ -131,15 +134,19 @@ def test_evaluation_gives_the_calibrated_rules_dice_and_false_positive_rate(voxe
         label[10:14, 8:12, 4:8] = True
         healthy = brain & ~ndimage.binary_dilation(label, iterations=3)
         studies.append(Subject(f"s{seed}", a, label.astype(np.uint8), brain, healthy=healthy))
-    threshold = float(np.quantile(np.concatenate([s.a[s.healthy] for s in studies]), 0.99))
-    rule = CalibratedRule(threshold, 1e-2, voxel_set, 3)
+
+    def segmented(s: Subject) -> np.ndarray:  # the map the rule thresholds, at median filter 3
+        m = median_filtered(np.where(s.mask, s.a, 0) if voxel_set == "brain" else s.a, 3)
+        return expected_zmap(m, s.mask, model) if segment_map == "zmap" else m
+
+    threshold = float(np.quantile(np.concatenate([segmented(s)[s.healthy] for s in studies]), 0.99))
+    rule = CalibratedRule(threshold, 1e-2, voxel_set, 3, segment_map, model if segment_map == "zmap" else None)
     results = evaluate_all(studies, (0, 3), dilation_radius=1, voxel_sets=[voxel_set], calibrated=rule)
     off, three = results
     assert np.isnan(off.dice_calibrated) and np.isnan(off.calibrated_threshold), "only where it was calibrated"
     marked, healthy_total, false_pos = [], 0, 0
     for s in studies:
-        m = median_filtered(np.where(s.mask, s.a, 0) if voxel_set == "brain" else s.a, 3)
-        seg = expected_segmentation(m, threshold, s.mask, voxel_set)
+        seg = expected_segmentation(segmented(s), threshold, s.mask, voxel_set)
         target = s.label.astype(bool) & (s.mask if voxel_set == "brain" else True)
         marked.append(dice(seg, target))
         false_pos += int((seg & s.healthy).sum())
@@ -149,6 +156,9 @@ def test_evaluation_gives_the_calibrated_rules_dice_and_false_positive_rate(voxe
     assert three.fpr_calibrated == pytest.approx(false_pos / healthy_total)
     assert three.dice_calibrated != pytest.approx(three.dice_yen), "Yen's segmentation differs here"
     assert three.summary()["target_fpr"] == 1e-2 and three.summary()["calibrated_threshold"] == threshold
+    assert three.summary()["calibrated_map"] == segment_map
+    with pytest.raises(ValueError, match="needs the calibration's normative model"):
+        CalibratedRule(threshold, 1e-2, voxel_set, 3, "zmap")
 
 
 def test_evaluate_config_evaluates_the_calibrated_rule_only_with_a_calibration():
@@ -157,10 +167,14 @@ def test_evaluate_config_evaluates_the_calibrated_rule_only_with_a_calibration()
     calibration = made_calibration()
     parser = config_parser(["inference.yaml", "evaluate.yaml"], voxel_set="brain", median_filter_size=3)
     parser["calibration"] = calibration
-    rule = parser.get_parsed_content("calibrated_rule")
-    assert rule == CalibratedRule(calibration.threshold("anomaly", 1e-3), 1e-3, "brain", 3)
+    rule = parser.get_parsed_content("calibrated_rule")  # the default: the z-map, as inference segments
+    assert rule == CalibratedRule(calibration.threshold("zmap", 1e-3), 1e-3, "brain", 3, "zmap", calibration.normative)
+    assert rule.normative is calibration.normative
     assert parser.get_parsed_content("collector").healthy
     assert parser.get_parsed_content("report").calibrated == rule
+    parser = config_parser(["inference.yaml", "evaluate.yaml"], voxel_set="brain", segment_map="anomaly")
+    parser["calibration"] = calibration
+    assert parser.get_parsed_content("calibrated_rule").threshold == calibration.threshold("anomaly", 1e-3)
     parser = config_parser(["inference.yaml", "evaluate.yaml"])
     parser["calibration"] = None
     assert parser.get_parsed_content("calibrated_rule") is None
@@ -173,14 +187,51 @@ def test_segmentation_auto_is_the_calibrated_rule_where_a_calibration_fits_else_
     calibration stops with one line."""
     data, a, brain = made_study()
     calibration = made_calibration()
-    fitted = post_steps(calibration, segmentation="auto", voxel_set="brain")["segment"](dict(data))["seg_info"]
+    on_anomaly = {"segmentation": "auto", "segment_map": "anomaly", "voxel_set": "brain"}
+    fitted = post_steps(calibration, **on_anomaly)["segment"](dict(data))["seg_info"]
     assert fitted["rule"] == "calibrated at FPR 0.001"
     assert fitted["threshold"] == pytest.approx(calibration.threshold("anomaly", 1e-3))
-    fallback = post_steps(None, segmentation="auto", voxel_set="brain")["segment"](dict(data))["seg_info"]
-    yen = post_steps(None, segmentation="yen", voxel_set="brain")["segment"](dict(data))["seg_info"]
+    fallback = post_steps(None, **on_anomaly)["segment"](dict(data))["seg_info"]
+    yen = post_steps(None, segmentation="yen", segment_map="anomaly", voxel_set="brain")["segment"](dict(data))[
+        "seg_info"
+    ]
     assert fallback["rule"] == AUTO_FALLBACK and yen["rule"] == "yen"
     assert fallback["threshold"] == yen["threshold"] != fitted["threshold"]
     with pytest.raises(RuntimeError) as err:  # MONAI's config parser wraps the error; the error hook unwraps it
         post_steps(None, segmentation="calibrated")
     assert isinstance(err.value.__cause__, StudyError)
     assert "segmentation calibrated needs a calibration file" in str(err.value.__cause__)
+
+
+def segmented_by(configs: list[str], calibration: Calibration | None) -> dict:
+    """``seg_info`` of the made study after the zmap and segment steps of ``configs`` (inference.yaml first), with
+    ``calibration`` as if read from a file."""
+    parser = config_parser(configs, voxel_set="brain")
+    parser["calibration"] = calibration
+    post = parser.get_parsed_content("post")
+    data, _, _ = made_study()
+    return post["segment"](post["zmap"](data))["seg_info"]
+
+
+def test_the_default_segments_the_calibrated_zmap_where_a_calibration_fits_and_the_paper_keeps_yen(tmp_path):
+    """The default rule (segmentation auto on the z-map at FPR 1e-3, chosen by docs/segmentation_rule_made_data.md):
+    the calibration's z-map threshold where a calibration fits; Yen on the anomaly map, saying so, where none does,
+    and no error for a missing file. The paper profile and the baselines keep Yen on the anomaly map even with a
+    calibration. Planted bugs: "auto falls back to Yen on a z-map that does not exist", "the default needs a
+    calibration", "paper.yaml inherits the calibrated default"."""
+    calibration = made_calibration()
+    fitted = segmented_by(["inference.yaml"], calibration)
+    assert (fitted["rule"], fitted["map"]) == ("calibrated at FPR 0.001", "z-map")
+    assert fitted["threshold"] == calibration.threshold("zmap", 1e-3)
+    fallback = segmented_by(["inference.yaml"], None)
+    assert (fallback["rule"], fallback["map"]) == (AUTO_FALLBACK, "anomaly map")
+    yen = segmented_by(["inference.yaml", "paper.yaml"], calibration)
+    assert (yen["rule"], yen["map"]) == ("yen", "anomaly map") and yen["threshold"] == fallback["threshold"]
+    missing = {"calibration_file": str(tmp_path / "none.json")}
+    assert config_parser(["inference.yaml"], **missing).get_parsed_content("calibration") is None
+    with pytest.raises(RuntimeError) as err:  # Yen on a z-map needs the calibration's normative model
+        config_parser(["inference.yaml"], segmentation="yen", **missing).get_parsed_content("calibration")
+    assert "no calibration file" in str(err.value.__cause__)
+    for baseline in ("flair", "dae", "anoddpm", "autoddpm"):
+        parser = config_parser(["inference.yaml", f"{baseline}.yaml"])
+        assert (parser["segmentation"], parser["segment_map"]) == ("yen", "anomaly"), baseline

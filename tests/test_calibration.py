@@ -150,36 +150,38 @@ def test_calibrate_then_inference_with_a_calibrated_threshold_and_a_zmap(tmp_pat
     assert content["value"]["target_fprs"] == [0.01, 0.001, 0.0001]
     assert content["weights_sha256"] and (calibration.parent / "normative.npz").is_file()
 
+    # the default (segmentation auto on the z-map): the calibration's z-map threshold, since the calibration fits
     out = tmp_path / "out"
-    run_bundle("inference", "inference.yaml", *common, "--output_dir", str(out), "--segmentation", "calibrated")
+    run_bundle("inference", "inference.yaml", *common, "--output_dir", str(out))
     study = out / "tumour_000"
     assert {"anomaly.nii.gz", "zmap.nii.gz", "segmentation.nii.gz", "overview.png"} <= {p.name for p in study.iterdir()}
     info = json.loads((study / "segmentation.json").read_text())
-    assert info["rule"] == "calibrated at FPR 0.001"
-    assert info["threshold"] == pytest.approx(content["value"]["thresholds"]["anomaly"][1])
+    assert (info["rule"], info["map"]) == ("calibrated at FPR 0.001", "z-map")
+    assert info["threshold"] == pytest.approx(content["value"]["thresholds"]["zmap"][1])
     assert info["study_score_rule"] == "zmap_q999" and "lesion_volume_ml" in info
     rows = list(csv.DictReader((out / "scores.csv").open()))
     assert [r["study"] for r in rows] == ["tumour_000"]
 
-    # a calibration made under other settings: refused when it is needed, not used (no z-map) when it is not
+    # a calibration made under other settings: refused when it is needed; the default falls back to Yen on the
+    # anomaly map (no z-map), saying so in the log and in segmentation.json
     other = [*common, "--t_upper", "102", "--output_dir", str(tmp_path / "other")]
     refused = run_bundle("inference", "inference.yaml", *other, "--segmentation", "calibrated", check=False)
     last = (refused.stdout + refused.stderr).strip().splitlines()[-1]
     assert refused.returncode == 1 and last.startswith("error: ")
     assert last.endswith("inferer.timesteps: made with [100], configured [100, 101]")  # t_upper 101 -> 102
-    run_bundle("inference", "inference.yaml", *other)
+    fallback = run_bundle("inference", "inference.yaml", *other)
     assert not (tmp_path / "other" / "tumour_000" / "zmap.nii.gz").exists()
-    assert json.loads((tmp_path / "other" / "tumour_000" / "segmentation.json").read_text())["rule"] == "yen"
-
-    # segmentation auto: the calibrated rule where the calibration fits; Yen where it does not, saying so
-    fits = [*common, "--output_dir", str(tmp_path / "auto"), "--segmentation", "auto"]
-    run_bundle("inference", "inference.yaml", *fits)
-    fitted = json.loads((tmp_path / "auto" / "tumour_000" / "segmentation.json").read_text())
-    assert (fitted["rule"], fitted["threshold"]) == (info["rule"], info["threshold"])
-    fallback = run_bundle("inference", "inference.yaml", *other, "--overwrite", "true", "--segmentation", "auto")
     auto = json.loads((tmp_path / "other" / "tumour_000" / "segmentation.json").read_text())
     assert auto["rule"] == "yen (segmentation auto: no calibration fits these weights and settings)"
+    assert auto["map"] == "anomaly map"
     assert "segmentation auto: no calibration fits" in fallback.stdout + fallback.stderr
+
+    # the calibrated rule on the anomaly map, asked for on the command line
+    fits = [*common, "--output_dir", str(tmp_path / "auto"), "--segmentation", "calibrated", "--segment_map", "anomaly"]
+    run_bundle("inference", "inference.yaml", *fits)
+    fitted = json.loads((tmp_path / "auto" / "tumour_000" / "segmentation.json").read_text())
+    assert (fitted["rule"], fitted["map"]) == ("calibrated at FPR 0.001", "anomaly map")
+    assert fitted["threshold"] == pytest.approx(content["value"]["thresholds"]["anomaly"][1])
 
     # run evaluate: the calibrated rule's Dice beside Yen's, at the calibration's voxel set and median filter only
     evaluation = tmp_path / "eval"
@@ -187,6 +189,7 @@ def test_calibrate_then_inference_with_a_calibrated_threshold_and_a_zmap(tmp_pat
     rows = json.loads((evaluation / "metrics.json").read_text())["metrics"]
     (fitted_row,) = [r for r in rows if r["calibrated_threshold"] is not None]
     assert (fitted_row["voxel_set"], fitted_row["median_filter"]) == ("volume", 5)
-    assert fitted_row["calibrated_threshold"] == pytest.approx(content["value"]["thresholds"]["anomaly"][1])
+    assert fitted_row["calibrated_threshold"] == pytest.approx(content["value"]["thresholds"]["zmap"][1])
+    assert fitted_row["calibrated_map"] == "zmap"
     assert fitted_row["dice_calibrated"] is not None and 0.0 <= fitted_row["fpr_calibrated"] <= 1.0
     assert "Calibrated rule (volume, median filter 5)" in (evaluation / "metrics.md").read_text()

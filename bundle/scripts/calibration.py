@@ -266,12 +266,18 @@ def segmentation_rule(threshold: float | None, segmentation: str, target_fpr: fl
 
 
 def calibrated_rule(
-    calibration: Calibration | None, target_fpr: float | str, voxel_set: str, median_filter: int
+    calibration: Calibration | None,
+    target_fpr: float | str,
+    voxel_set: str,
+    median_filter: int,
+    segment_map: str = "anomaly",
 ) -> CalibratedRule | None:
-    """Inference's ``segmentation: calibrated`` on the anomaly map, for evaluation beside Yen: the calibration's
-    threshold at ``target_fpr``, valid at the ``voxel_set`` and ``median_filter`` it was made under; None without a
-    calibration that fits (:func:`load_calibration`)."""
+    """Inference's ``segmentation: calibrated`` on ``segment_map`` (the anomaly map, or its z-map under the
+    calibration's normative model), for evaluation beside Yen: the calibration's threshold at ``target_fpr``, valid
+    at the ``voxel_set`` and ``median_filter`` it was made under; None without a calibration that fits
+    (:func:`load_calibration`)."""
     if calibration is None:
         return None
-    threshold = calibration.threshold("anomaly", target_fpr)
-    return CalibratedRule(threshold, float(target_fpr), str(voxel_set), int(median_filter))
+    threshold = calibration.threshold(segment_map, target_fpr)
+    normative = calibration.normative if segment_map == "zmap" else None
+    return CalibratedRule(threshold, float(target_fpr), str(voxel_set), int(median_filter), segment_map, normative)

@@ -21,11 +21,12 @@ brain before the median filter, as the bundle's inference does):
   per subject.
 * **per-subject Dice** at the ceil threshold.
 * **Dice_calibrated** (with a calibration that fits the weights and settings: :class:`CalibratedRule`): each
-  subject thresholded at the calibration's threshold for one target false-positive rate, plus the dilation and the
-  guard, as inference's ``segmentation: calibrated``; Dice per subject, mean over subjects; and the false-positive
-  rate that threshold reaches on these studies' healthy brain voxels (``fpr_calibrated``, pooled: the brain less the
-  label dilated as calibration counts it), beside the target. Only at the voxel set and median filter the calibration
-  was made under: its threshold is on that map.
+  subject's anomaly map, or its z-map under the calibration's normative model (``segment_map``), thresholded at the
+  calibration's threshold for one target false-positive rate, plus the dilation and the guard, as inference's
+  ``segmentation: calibrated`` (and ``auto`` where a calibration fits); Dice per subject, mean over subjects; and
+  the false-positive rate that threshold reaches on these studies' healthy brain voxels (``fpr_calibrated``, pooled:
+  the brain less the label dilated as calibration counts it), beside the target. Only at the voxel set and median
+  filter the calibration was made under: its threshold is on that map.
 
 Labels: a voxel is anomalous when its label is above 0.5, so any positive integer label (BraTS 1, 2, 4) counts and
 a soft label counts above 0.5. Under ``"volume"`` the whole label counts, as in the authors' ``eval.py`` (a label
@@ -47,6 +48,7 @@ import numpy as np
 import torch
 from monai.transforms import Compose
 from scripts.curves import average_precision, best_dice, binary_curve, precision_recall, roc_auc
+from scripts.normative import NormativeModel, NormativeZMapd
 from scripts.postprocess import VOXEL_SETS, MaskOutsideBraind, MedianFilter, MedianFilterd, ThresholdSegmentd
 
 MEDIAN_FILTER_SIZES: tuple[int, ...] = (0, 3, 5)
@@ -136,6 +138,7 @@ class Metrics:
     rejected: int = 0
     voxel_set: str = "brain"
     calibrated_threshold: float = float("nan")
+    calibrated_map: str = ""
     target_fpr: float = float("nan")
     dice_calibrated: float = float("nan")
     dice_calibrated_std: float = float("nan")
@@ -149,19 +152,29 @@ class Metrics:
         keys = ("voxel_set", "median_filter", "n_subjects", "auprc", "auroc", "ceil_dice", "ceil_threshold")
         keys += ("ceil_threshold_raw", "ceil_dice_pooled", "ceil_threshold_pooled", "dice_yen", "dice_yen_std")
         keys += ("prevalence", "segmented_fraction_median", "rejected")
-        keys += ("calibrated_threshold", "target_fpr", "dice_calibrated", "dice_calibrated_std", "fpr_calibrated")
+        keys += ("calibrated_threshold", "calibrated_map", "target_fpr", "dice_calibrated", "dice_calibrated_std")
+        keys += ("fpr_calibrated",)
         return {k: getattr(self, k) for k in keys}
 
 
 @dataclass(frozen=True)
 class CalibratedRule:
-    """Inference's ``segmentation: calibrated``, evaluated beside Yen: a fixed ``threshold`` on the map (a
-    calibration's, for ``target_fpr``), valid at the ``voxel_set`` and ``median_filter`` it was calibrated under."""
+    """Inference's ``segmentation: calibrated``, evaluated beside Yen: a fixed ``threshold`` (a calibration's, for
+    ``target_fpr``) on the anomaly map or, with ``segment_map`` ``"zmap"``, on its z-map under the calibration's
+    ``normative`` model; valid at the ``voxel_set`` and ``median_filter`` it was calibrated under."""
 
     threshold: float
     target_fpr: float
     voxel_set: str
     median_filter: int
+    segment_map: str = "anomaly"
+    normative: NormativeModel | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.segment_map not in ("anomaly", "zmap"):
+            raise ValueError(f"segment_map must be anomaly or zmap, got {self.segment_map!r}")
+        if self.segment_map == "zmap" and self.normative is None:
+            raise ValueError("a calibrated rule on the z-map needs the calibration's normative model")
 
     def applies(self, voxel_set: str, median_filter: int) -> bool:
         """Whether the threshold is on the map of this voxel set and median filter setting."""
@@ -260,24 +273,27 @@ def post_transforms(
     voxel_set: str = "brain",
     max_segmented_fraction: float | None = None,
     calibrated_threshold: float | None = None,
+    zmap_model: NormativeModel | None = None,
 ) -> Compose:
     """Inference's steps ``mask_brain``, ``median_filter`` and ``segment`` (``configs/inference.yaml``), the same
     transforms at one median filter setting, on a dict of ``"pred"`` (the map, (1, H, W, D) float32) and ``"brain"``
     (the brain mask, (1, H, W, D) bool); they write ``"seg"`` (1, H, W, D) and ``"seg_info"``, and with
     ``calibrated_threshold`` also ``"seg_calibrated"`` and ``"seg_calibrated_info"`` (the segment step at that fixed
-    threshold). The map is 0 outside the brain before the median filter with voxel set ``"brain"``; a segmentation
-    that the guard rejects is counted (``seg_info["rejected"]``), not logged as inference does for the study it
-    writes."""
-    thresholds: dict[str, float | None] = {"seg": None}
+    threshold; with ``zmap_model``, on the median-filtered map's z-map ``"zmap"`` (1, H, W, D), as inference's
+    ``zmap`` step makes it). The map is 0 outside the brain before the median filter with voxel set ``"brain"``; a
+    segmentation that the guard rejects is counted (``seg_info["rejected"]``), not logged as inference does for the
+    study it writes."""
+    thresholds: dict[str, tuple[str, float | None]] = {"seg": ("pred", None)}
     if calibrated_threshold is not None:
-        thresholds["seg_calibrated"] = calibrated_threshold
+        thresholds["seg_calibrated"] = ("pred" if zmap_model is None else "zmap", calibrated_threshold)
     return Compose(
         [
             MaskOutsideBraind("pred", mask_key="brain", enabled=voxel_set == "brain"),
             MedianFilterd("pred", size=int(median_filter)),
+            NormativeZMapd("pred", zmap_model, zmap_key="zmap", image_key="brain"),  # no model: nothing
             *(
                 ThresholdSegmentd(
-                    "pred",
+                    map_key,
                     seg_key=key,
                     image_key="brain",
                     dilation_radius=dilation_radius,
@@ -286,7 +302,7 @@ def post_transforms(
                     max_segmented_fraction=max_segmented_fraction,
                     log_rejected=False,
                 )
-                for key, threshold in thresholds.items()
+                for key, (map_key, threshold) in thresholds.items()
             ),
         ]
     )
@@ -326,7 +342,12 @@ def evaluate_subjects(
         raise ValueError(f"voxel_set must be one of {VOXEL_SETS}, got {voxel_set!r}")
     rule = calibrated if calibrated is not None and calibrated.applies(voxel_set, median_filter) else None
     post = post_transforms(
-        median_filter, dilation_radius, voxel_set, max_segmented_fraction, None if rule is None else rule.threshold
+        median_filter,
+        dilation_radius,
+        voxel_set,
+        max_segmented_fraction,
+        None if rule is None else rule.threshold,
+        None if rule is None or rule.segment_map != "zmap" else rule.normative,
     )
     scores, targets, per_subject = [], [], []
     false_positives, healthy_voxels = 0, 0
@@ -384,6 +405,7 @@ def evaluate_subjects(
         mean, sd = _mean_sd([m.dice_calibrated for m in per_subject])
         calibrated_figures = {
             "calibrated_threshold": float(rule.threshold),
+            "calibrated_map": rule.segment_map,
             "target_fpr": float(rule.target_fpr),
             "dice_calibrated": mean,
             "dice_calibrated_std": sd,
