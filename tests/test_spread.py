@@ -214,3 +214,32 @@ def test_v2_bench_gives_each_model_over_its_runs(tmp_path):
     table = family_table(outs, "tumour")
     assert "| default | 5 | 2 | 0.300 ± 0.141 | 0.300 ± 0.000 |" in table, table
     assert "| v2 | 4 | 2 | 0.500 ± 0.000 |" in table and "| default | 4 |" not in table
+
+
+def test_normative_scoring_counts_the_maps_an_earlier_run_kept(tmp_path, monkeypatch):
+    """A rerun that finds every map scored scores none and says how many it reused (its report's time is not the
+    time the maps took); a missing map is scored."""
+    from benchmarks import normative_made_data
+
+    monkeypatch.setattr(normative_made_data, "parsed", lambda key, *a, **k: None)  # no configs, no network
+    scored = []
+
+    def preprocess(study: dict) -> dict:  # the preprocessing of a missing study: record it and stop
+        scored.append(study["name"])
+        raise RuntimeError("scored")
+
+    def preprocessing_of(key, *a, **k):
+        return preprocess if key == "preprocessing" else None
+
+    groups = {"held_out": [{"name": "healthy_000"}, {"name": "healthy_001"}]}
+    folder = normative_made_data.maps_dir(tmp_path, 25, 1)
+    folder.mkdir(parents=True)
+    for study in groups["held_out"]:
+        (folder / f"{study['name']}.npz").write_bytes(b"kept")
+    maps, found = normative_made_data.score_all(tmp_path, groups, 25, 1)
+    assert found == 2 and sorted(maps) == ["healthy_000", "healthy_001"]
+    (folder / "healthy_001.npz").unlink()
+    monkeypatch.setattr(normative_made_data, "parsed", preprocessing_of)
+    with pytest.raises(RuntimeError, match="scored"):
+        normative_made_data.score_all(tmp_path, groups, 25, 1)
+    assert scored == ["healthy_001"]
