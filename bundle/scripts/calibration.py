@@ -31,7 +31,7 @@ from scripts.collect import MapCollector
 from scripts.errors import StudyError
 from scripts.files import atomic_write_bytes
 from scripts.metrics import CalibratedRule, Subject
-from scripts.normative import NormativeModel, NormativeSums, fit_normative
+from scripts.normative import MAPS, NormativeModel, NormativeSums, fit_normative
 from scripts.postprocess import yen_segmentation
 from scripts.triage import study_scores
 from scripts.values import file_sha256, is_unset, read_value_file, write_value_file
@@ -39,7 +39,6 @@ from scripts.values import file_sha256, is_unset, read_value_file, write_value_f
 logger = logging.getLogger(__name__)
 
 TARGET_FPRS: tuple[float, ...] = (1e-2, 1e-3, 1e-4)
-MAPS: tuple[str, ...] = ("anomaly", "zmap")
 NORMATIVE_FILE = "normative.npz"
 
 
@@ -279,5 +278,6 @@ def calibrated_rule(
     if calibration is None:
         return None
     threshold = calibration.threshold(segment_map, target_fpr)
-    normative = calibration.normative if segment_map == "zmap" else None
-    return CalibratedRule(threshold, float(target_fpr), str(voxel_set), int(median_filter), segment_map, normative)
+    return CalibratedRule(
+        threshold, float(target_fpr), str(voxel_set), int(median_filter), segment_map, calibration.normative
+    )

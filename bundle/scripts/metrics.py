@@ -48,7 +48,7 @@ import numpy as np
 import torch
 from monai.transforms import Compose
 from scripts.curves import average_precision, best_dice, binary_curve, precision_recall, roc_auc
-from scripts.normative import NormativeModel, NormativeZMapd
+from scripts.normative import MAPS, NormativeModel, NormativeZMapd
 from scripts.postprocess import VOXEL_SETS, MaskOutsideBraind, MedianFilter, MedianFilterd, ThresholdSegmentd
 
 MEDIAN_FILTER_SIZES: tuple[int, ...] = (0, 3, 5)
@@ -171,10 +171,15 @@ class CalibratedRule:
     normative: NormativeModel | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        if self.segment_map not in ("anomaly", "zmap"):
-            raise ValueError(f"segment_map must be anomaly or zmap, got {self.segment_map!r}")
+        if self.segment_map not in MAPS:
+            raise ValueError(f"segment_map must be one of {MAPS}, got {self.segment_map!r}")
         if self.segment_map == "zmap" and self.normative is None:
             raise ValueError("a calibrated rule on the z-map needs the calibration's normative model")
+
+    @property
+    def zmap_model(self) -> NormativeModel | None:
+        """The normative model whose z-map the threshold applies to; None when it applies to the anomaly map."""
+        return self.normative if self.segment_map == "zmap" else None
 
     def applies(self, voxel_set: str, median_filter: int) -> bool:
         """Whether the threshold is on the map of this voxel set and median filter setting."""
@@ -347,7 +352,7 @@ def evaluate_subjects(
         voxel_set,
         max_segmented_fraction,
         None if rule is None else rule.threshold,
-        None if rule is None or rule.segment_map != "zmap" else rule.normative,
+        None if rule is None else rule.zmap_model,
     )
     scores, targets, per_subject = [], [], []
     false_positives, healthy_voxels = 0, 0

@@ -35,6 +35,8 @@ from scripts.intensity import brain_mask
 from scripts.postprocess import like_map
 from scripts.studies import study_name
 
+MAPS: tuple[str, ...] = ("anomaly", "zmap")
+"""The maps a calibration thresholds and inference segments (``segment_map``): the anomaly map, its z-map."""
 LOG_FLOOR = 1e-12
 """Maps are floored here before the log (a map is 0 only where nothing was scored)."""
 

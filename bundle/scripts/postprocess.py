@@ -281,6 +281,12 @@ class MaskOutsideBraind(MapTransform):
         return d
 
 
+def map_label(name: str) -> str:
+    """How ``segmentation.json`` and the reports name a thresholded map: ``"z-map"`` for ``"zmap"``, else (the map
+    key ``"pred"`` or ``segment_map`` ``"anomaly"``) ``"anomaly map"``."""
+    return "z-map" if name == "zmap" else "anomaly map"
+
+
 class ThresholdSegmentd(MapTransform):
     """Threshold ``data[key]`` (1, H, W, D) per subject with Yen, or a given ``threshold`` (calibrated, tuned or
     fixed), plus dilation; writes
@@ -354,7 +360,7 @@ class ThresholdSegmentd(MapTransform):
             d[self.seg_key] = like_map(a, seg[None])
             d[f"{self.seg_key}_info"] = {
                 "rule": self.rule,
-                "map": "z-map" if key == "zmap" else "anomaly map",
+                "map": map_label(key),
                 "threshold": thr,
                 "voxel_set": self.voxel_set,
                 "brain_fraction": fraction,

@@ -22,6 +22,7 @@ from scripts.collect import MapCollector
 from scripts.errors import StudyError
 from scripts.files import atomic_write_bytes
 from scripts.metrics import AUTHORS_CEIL_GRID, MEDIAN_FILTER_SIZES, CalibratedRule, Metrics, evaluate_all
+from scripts.postprocess import map_label
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ def calibrated_lines(results: Sequence[Metrics]) -> list[str]:
     list item per voxel set and median filter it applies to; none without one."""
     return [
         f"- Calibrated rule ({m.voxel_set}, median filter {mf_label(m.median_filter)}): the calibration's threshold "
-        f"{m.calibrated_threshold:.6g} on the {'z-map' if m.calibrated_map == 'zmap' else 'anomaly map'} for a "
+        f"{m.calibrated_threshold:.6g} on the {map_label(m.calibrated_map)} for a "
         f"false-positive rate of {m.target_fpr:g}, plus the dilation and the guard: "
         f"Dice {_fmt(m.dice_calibrated)} ± {_fmt(m.dice_calibrated_std)} (Yen's here: {_fmt(m.dice_yen)}); "
         f"false-positive rate on these studies' healthy brain voxels {m.fpr_calibrated:.3g}."
