@@ -2,6 +2,7 @@
 what stays allocated, step by step and study by study, in a batch of studies with and without a calibration.
 
     python -m benchmarks.study_cost [--work_dir /tmp/andi_study_cost] [--t_stride 25] [--batch 8] [--skip_before]
+        [--heap_only]
         [--python RUNTIME_VENV/bin/python]
 
 The study is MADE (synthetic) data: one tumour-like study of 240 x 240 x 155 voxels at 1 mm (``scripts.synthetic``),
@@ -43,6 +44,7 @@ import gc
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -268,12 +270,16 @@ def heap_rule_cost(work: Path, datalist: Path, t_stride: int, calibration: Path)
     for label in ("1 (the rule)", "null (glibc's own)", "null (glibc's own)", "1 (the rule)"):
         options = ["--calibration_file", str(calibration), "--mmap_threshold_mb", label.split()[0]]
         runs[label].append(whole_process(listed, work / "heap_rule", t_stride, None, options=options))
-    print(f"\n## The heap rule's price ({DATA_NOTE}, one study with a calibration, --t_stride {t_stride})\n")
+    threads = os.environ.get("OMP_NUM_THREADS", f"unset, {torch.get_num_threads()} by torch's default")
+    print(f"\n## The heap rule's price ({DATA_NOTE}, one study with a calibration, --t_stride {t_stride}, "
+          f"OMP_NUM_THREADS {threads})\n")  # fmt: skip
     rows = []
     for label, pairs in runs.items():
         seconds, peaks = sorted(p[0] for p in pairs), sorted(p[1] for p in pairs)
         rows.append([label, " / ".join(f"{x:.1f}" for x in seconds), " / ".join(f"{x:.0f}" for x in peaks)])
     print(markdown_table(["mmap_threshold_mb", "wall seconds (2 runs)", "peak resident MB (2 runs)"], rows))
+    (on, off) = ([statistics.median(p[i] for p in pairs) for i in (0, 1)] for pairs in runs.values())
+    print(f"\nmedians, rule / none: wall {on[0] / off[0]:.2f}, peak {on[1] / off[1]:.2f} ({on[1] - off[1]:+.0f} MB)")
 
 
 FLOOR_SHAPE = (48, 48, 32)
@@ -295,6 +301,7 @@ def main() -> None:
     ap.add_argument("--t_stride", type=int, default=25, help="5 timesteps: the other stages do not depend on it")
     ap.add_argument("--batch", type=int, default=8, help="studies in the batch of sections 3 and 4")
     ap.add_argument("--skip_before", action="store_true", help="only sections 3 and 4 (no stage tables)")
+    ap.add_argument("--heap_only", action="store_true", help="only the heap rule's price (one calibrated study)")
     ap.add_argument(
         "--python",
         default=sys.executable,
@@ -307,6 +314,9 @@ def main() -> None:
     work = Path(args.work_dir)
     datalist = make_dataset(work / "data", n_healthy=2, n_anomalous=args.batch, seed=13, n_validation=2)
     calibration = calibration_for(datalist, work, args.t_stride)
+    if args.heap_only:
+        heap_rule_cost(work, datalist, args.t_stride, calibration)
+        return
     if args.skip_before:
         batch_report(work, datalist, args.t_stride, args.batch, calibration)
         return
