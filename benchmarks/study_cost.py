@@ -300,8 +300,9 @@ def main() -> None:
     ap.add_argument("--work_dir", default="/tmp/andi_study_cost")
     ap.add_argument("--t_stride", type=int, default=25, help="5 timesteps: the other stages do not depend on it")
     ap.add_argument("--batch", type=int, default=8, help="studies in the batch of sections 3 and 4")
-    ap.add_argument("--skip_before", action="store_true", help="only sections 3 and 4 (no stage tables)")
-    ap.add_argument("--heap_only", action="store_true", help="only the heap rule's price (one calibrated study)")
+    only = ap.add_mutually_exclusive_group()
+    only.add_argument("--skip_before", action="store_true", help="only sections 3 and 4 (no stage tables)")
+    only.add_argument("--heap_only", action="store_true", help="only the heap rule's price (one calibrated study)")
     ap.add_argument(
         "--python",
         default=sys.executable,
@@ -312,7 +313,8 @@ def main() -> None:
     PYTHON[0] = args.python
     print(f"whole-process interpreter: {args.python} ({environment(args.python)})\n")
     work = Path(args.work_dir)
-    datalist = make_dataset(work / "data", n_healthy=2, n_anomalous=args.batch, seed=13, n_validation=2)
+    n_anomalous = 1 if args.heap_only else args.batch  # the heap section scores the first study only
+    datalist = make_dataset(work / "data", n_healthy=2, n_anomalous=n_anomalous, seed=13, n_validation=2)
     calibration = calibration_for(datalist, work, args.t_stride)
     if args.heap_only:
         heap_rule_cost(work, datalist, args.t_stride, calibration)
