@@ -22,8 +22,9 @@ work (load, preprocessing, post-processing, writing) is the same in every row: `
 
 **Spread.** ``--seeds N`` scores with N noise seeds (0 .. N-1; each study its own noise, per (seed, study, t), as
 inference draws it) and reports the AUPRC of the ``--spread_subsets`` rows (by default the old and new CPU defaults,
-stride 5 and stride 1) as mean ± SD over the seeds, with the paired difference of the new default against the old;
-``--spread_only`` does only that (no timing), filling caches with just those rows' timesteps. The networks are given
+stride 5 and stride 1) as mean ± SD over the seeds, per study too, with the paired difference (and paired t-test) of
+the new default against each other row; ``--spread_only`` does only that (no timing), filling caches with just those
+rows' timesteps (``--doc``: into bundle/docs/frontier_spread_made_data.md). The networks are given
 (``--networks``), so a spread over trainings is taken by listing several trainings of one preset there. With stride 1
 among the rows, a study costs about 36 min per seed here (125 timesteps); with ``--keep_dir`` each study's figures
 are kept beside the code as soon as they are made, with the weights' and studies' digests, so that a run spread over
@@ -42,6 +43,8 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +62,7 @@ from benchmarks.bench.frontier.studies import Study, prepare
 from benchmarks.bench.frontier.timing import speed_options, timings
 from benchmarks.bench.main import benchmark_parser, run_benchmark
 from benchmarks.bench.report import write_report
+from benchmarks.bench.settings import DATA_NOTE
 from scripts.scoring import ANDiInferer
 
 
@@ -87,7 +91,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no_compile", action="store_true", help="skip the torch.compile timing")
     p.add_argument("--old_default", default="demo:stride_10", help="the row of the old README demo")
     p.add_argument("--new_default", default="demo:window_13", help="the row of configs/cpu.yaml")
-    p.add_argument("--doc", action="store_true", help="copy the report and plot into bundle/docs")
+    p.add_argument(
+        "--doc",
+        action="store_true",
+        help="copy the report and plot into bundle/docs (with --spread_only: the spread table alone)",
+    )
     p.add_argument("--seeds", type=int, default=1, help="noise seeds of the spread table (0 .. N-1)")
     p.add_argument("--spread_subsets", default="window_13,stride_10,stride_5,stride_1", help="rows given with spread")
     p.add_argument("--spread_only", action="store_true", help="only the spread table (spread.md), no timing")
@@ -148,6 +156,15 @@ def write_outputs(args: argparse.Namespace, text: str, rows: list[Row], timing: 
         shutil.copyfile(work / "frontier.png", REPO / "bundle" / "docs" / "images" / "frontier_made_data.png")
 
 
+def spread_report(section: str) -> str:
+    """The spread table alone (``--spread_only``) as a report: a title and the command that printed it."""
+    return (
+        f"# ANDi's CPU timestep rows over noise seeds ({DATA_NOTE})\n\n"
+        f"Printed by `python -m benchmarks.frontier {' '.join(sys.argv[1:])}` ({time.strftime('%Y-%m-%d')}); the "
+        "rows' timing and the rest of the frontier are in [frontier_made_data.md](frontier_made_data.md).\n\n" + section
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     os.environ["ANDI_PROGRESS"] = "0"  # the inferer's bar per timestep would bury the log
@@ -158,9 +175,11 @@ def main(argv: list[str] | None = None) -> None:
     base = base_inferer()
     log(f"{len(studies)} made studies; {args.t_upper - args.t_lower} timesteps; networks {[n.name for n in networks]}")
     if args.spread_only:
-        text = spread(args, work, studies, networks, {})
+        text = spread_report(spread(args, work, studies, networks, {}))
         write_report(text, work / "spread.md")
         log(text)
+        if args.doc:
+            shutil.copyfile(work / "spread.md", REPO / "bundle" / "docs" / "frontier_spread_made_data.md")
         return
 
     caches = fill_caches(args, studies, networks, base)

@@ -62,12 +62,18 @@ def test_frontier_spread_gives_each_row_over_the_seeds(tmp_path, monkeypatch):
     difference of the new default against the old; each seed its own noise, each study its own."""
     studies, network, _ = toy_spread(monkeypatch)
     text = frontier_spread.spread(spread_args(), tmp_path, studies, [network], {})
-    rows = [line for line in text.splitlines() if line.startswith("| toy:")]
+    rows = [line for line in text.splitlines() if line.startswith("| toy:")][:2]  # the table over the seeds
     assert len(rows) == 2 and all("±" in r for r in rows), text
     per_seed = [float(v) for v in rows[0].split("|")[3].split(",")]
     assert len(per_seed) == 2 and per_seed[0] != per_seed[1], "each seed its own noise"
     assert "made (synthetic) data" in text.lower() or "made" in text
-    assert "toy:window_5 minus toy:stride_2 (paired by seed)" in text
+    paired = [line for line in text.splitlines() if line.startswith("- toy:window_5 minus toy:stride_2 (paired")]
+    assert len(paired) == 2 and all("over 2 seeds" in line for line in paired), "MF 3 and off"
+    assert all("paired t-test p = " in line or "too few seeds" in line for line in paired), paired
+    header = next(line for line in text.splitlines() if line.startswith("| row | tumour_000 | ms_000 |"))
+    per_study = text[text.index(header) :].splitlines()[2:4]
+    assert [r.split("|")[1].strip() for r in per_study] == ["toy:window_5", "toy:stride_2"], text
+    assert all(r.count("±") == 2 for r in per_study), "each study: mean ± SD over the 2 seeds"
     assert (tmp_path / "cache" / "seed1" / "toy").is_dir()
 
 

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from scipy import stats
 
 from benchmarks.bench.frontier import log
 from benchmarks.bench.frontier.cache import LogCache, cache_path
@@ -46,7 +47,8 @@ def spread_context(args, seed: int, network: Network, studies: list[Study]) -> d
 
 def spread(args, work: Path, studies: list[Study], networks: list[Network], caches: dict) -> str:
     """AUPRC of the ``--spread_subsets`` rows over ``--seeds`` noise seeds: mean ± SD of the per-seed means over the
-    studies (median filter 5 and off), and the paired difference of the new default against the old. ``caches``:
+    studies (median filter 5 and off), the same per study, and the paired difference of the new default against
+    every other row. ``caches``:
     seed 0's full caches when the main run made them (network -> study -> LogCache). With ``args.keep_dir``, each
     study's figures are also kept in that folder (``spread_auprc_<network>_seed<seed>.json``, with what they depend
     on), so that on a fresh machine the spread goes on at the next study: a study with kept figures is not scored
@@ -56,6 +58,7 @@ def spread(args, work: Path, studies: list[Study], networks: list[Network], cach
     names = [n for n in args.spread_subsets.split(",") if n]
     wanted = sorted({t for n in names for t in sets[n]})
     per_seed: dict[str, list[dict[int, float]]] = {}  # "network:subset" -> per seed: median filter -> mean AUPRC
+    per_study: dict[str, dict[str, list[float]]] = {}  # "network:subset" -> study -> AUPRC at MF 5 per seed
     keep_dir = getattr(args, "keep_dir", None)
     for seed in range(args.seeds):
         base = base_inferer(seed)
@@ -86,6 +89,10 @@ def spread(args, work: Path, studies: list[Study], networks: list[Network], cach
             for n in names:
                 means = {mf: float(np.mean([v[mf] for v in scores[n].values()])) for mf in (MEDIAN_FILTER, 0)}
                 per_seed.setdefault(f"{network.name}:{n}", []).append(means)
+                for study in studies:
+                    per_study.setdefault(f"{network.name}:{n}", {}).setdefault(study.name, []).append(
+                        scores[n][study.name][MEDIAN_FILTER]
+                    )
             log(
                 f"seed {seed} {network.name}: "
                 + ", ".join(f"{n} {per_seed[f'{network.name}:{n}'][-1][MEDIAN_FILTER]:.3f}" for n in names)
@@ -115,18 +122,38 @@ def spread(args, work: Path, studies: list[Study], networks: list[Network], cach
             rows,
         ),
     ]
-    new, old = args.new_default, args.old_default
-    if new in per_seed and old in per_seed:
-        for mf in (MEDIAN_FILTER, 0):
-            diffs = [a[mf] - b[mf] for a, b in zip(per_seed[new], per_seed[old], strict=True)]
-            mean, sd = mean_sd(diffs)
-            noise = not np.isfinite(sd) or abs(mean) <= 2 * sd / np.sqrt(len(diffs))
-            text.append(
-                f"- {new} minus {old} (paired by seed), MF {mf or 'off'}: {fmt_spread(diffs)} over {len(diffs)} seeds: "
-                + (
-                    "within two standard errors of 0, not told apart from noise"
-                    if noise
-                    else "beyond two standard errors"
-                )
-            )
+    text += [
+        f"Per study, AUPRC at MF {MEDIAN_FILTER}, mean ± SD over the {args.seeds} seeds:",
+        "",
+        markdown_table(
+            ["row", *[s.name for s in studies]],
+            [[key, *[fmt_spread(by_study[s.name]) for s in studies]] for key, by_study in per_study.items()],
+        ),
+        "",
+    ]
+    text += paired_lines(per_seed, args.new_default)
     return "\n".join(text) + "\n"
+
+
+def paired_lines(per_seed: dict[str, list[dict[int, float]]], new: str) -> list[str]:
+    """The paired difference (by seed) of the row ``new`` against every other row of its network, at MF 5 and off:
+    mean ± SD over the seeds, and the paired t-test's two-sided p (n - 1 degrees of freedom; with 3 seeds a
+    difference must be about 4.3 standard errors from 0 for p < 0.05)."""
+    lines = []
+    if new not in per_seed:
+        return lines
+    for other in [k for k in per_seed if k != new and k.split(":")[0] == new.split(":")[0]]:
+        for mf in (MEDIAN_FILTER, 0):
+            diffs = [a[mf] - b[mf] for a, b in zip(per_seed[new], per_seed[other], strict=True)]
+            mean, sd = mean_sd(diffs)
+            line = (
+                f"- {new} minus {other} (paired by seed), MF {mf or 'off'}: {fmt_spread(diffs)} over {len(diffs)} seeds"
+            )
+            if np.isfinite(sd) and sd > 0:
+                p = float(stats.ttest_1samp(diffs, 0.0).pvalue)
+                verdict = "told apart from noise" if p < 0.05 else "not told apart from noise"
+                line += f", paired t-test p = {p:.2g}: {verdict} (at p < 0.05)"
+            else:
+                line += ": too few seeds for a test"
+            lines.append(line)
+    return lines
