@@ -129,7 +129,6 @@ def spread(args, work: Path, studies: list[Study], networks: list[Network], cach
             ["row", *[s.name for s in studies]],
             [[key, *[fmt_spread(by_study[s.name]) for s in studies]] for key, by_study in per_study.items()],
         ),
-        "",
     ]
     text += paired_lines(per_seed, args.new_default)
     return "\n".join(text) + "\n"
