@@ -178,6 +178,9 @@ def test_the_global_batch_is_split_across_processes(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "4")
     assert config_parser(["train.yaml", "paper.yaml"]).get_parsed_content("train_batch_size") == 32
     assert config_parser(["train.yaml"]).get_parsed_content("train_batch_size") == 16, "batch_size: per process"
+    paper_off = config_parser(["train.yaml", "paper.yaml"])
+    paper_off["global_batch_size"] = "null"  # `--global_batch_size null` on a command line arrives as a string
+    assert paper_off.get_parsed_content("train_batch_size") == 16
 
 
 def uad_imag_logsnr(t: torch.Tensor) -> torch.Tensor:
