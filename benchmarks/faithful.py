@@ -140,7 +140,7 @@ def train_step(
         "seed": seed,
         "dataset_dir": datalist,
         "output_dir": out,
-        "final_weights": weights,
+        "weights": weights,
         **({} if noise is None else {"noise_type": noise}),
         "diffusion_range": "[-1, 1]",
         **DEMO_BUDGET,

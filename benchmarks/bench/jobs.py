@@ -21,7 +21,7 @@ from pathlib import Path
 
 from benchmarks import REPO
 from benchmarks.bench.configs import config_files
-from benchmarks.bench.kept import finished_record, keep, kept_record, restore
+from benchmarks.bench.kept import finished_record, keep, kept_record, recorded_command, restore
 from benchmarks.bench.settings import Settings
 from scripts.files import atomic_write_bytes
 
@@ -102,7 +102,7 @@ def step_done(
     if s.keep_dir is not None and restore(record, work_dir, s.keep_dir, key, kept_files):
         log(f"  {name}: restored from {kept_record(record, work_dir, s.keep_dir).parent}")
     saved = json.loads(record.read_text()) if record.is_file() else None
-    if saved is not None and saved.get("command") != key:
+    if saved is not None and recorded_command(saved) != key:
         raise BenchmarkError(
             f"{record.parent} holds a step of other settings ({record}); use another --work_dir (or the same options)"
         )

@@ -25,12 +25,23 @@ def kept_record(record: Path, work_dir: Path, keep_dir: str | Path) -> Path:
     return Path(keep_dir) / record.resolve().relative_to(work_dir.resolve())
 
 
+RENAMED_OPTIONS: dict[str, str] = {"--final_weights": "--weights"}
+"""Options of the bundle renamed since a step was recorded (old -> new): a record made under the old name is the same
+step (the bundle stopped reading ``final_weights`` in 0.9.0; records kept before then name it)."""
+
+
+def recorded_command(saved: dict) -> list[str] | None:
+    """The command a step record holds, under the bundle's current option names (:data:`RENAMED_OPTIONS`)."""
+    command = saved.get("command")
+    return None if command is None else [RENAMED_OPTIONS.get(part, part) for part in command]
+
+
 def finished_record(record: Path, key: list[str]) -> dict | None:
     """The record at ``record`` when it holds the command ``key`` and says it finished; else None."""
     if not record.is_file():
         return None
     saved = json.loads(record.read_text())
-    return saved if saved.get("command") == key and saved.get("finished") else None
+    return saved if recorded_command(saved) == key and saved.get("finished") else None
 
 
 def restore(record: Path, work_dir: Path, keep_dir: str | Path, key: list[str], files: Sequence[str]) -> bool:

@@ -80,7 +80,7 @@ def train(work_dir: Path, method: Method, s: Settings, log: Callable[[str], None
         "dataset_dir": work_dir / "data" / "healthy" / "datalist.json",
         "output_dir": work_dir / "runs" / method.name,
         "cache_dir": work_dir / "cache",
-        "final_weights": weights,
+        "weights": weights,
         "network_preset": preset_of(method, s),
         "image_size": s.image_size,
         "register": False,

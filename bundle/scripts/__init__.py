@@ -5,8 +5,6 @@ MONAI's bundle runner puts ``bundle_root`` on ``sys.path`` when it parses a conf
 here is installed as a top-level package.
 """
 
-import logging
-
 MODALITIES: tuple[str, ...] = ("t1", "t1c", "t2", "flair")
 """The default channel order (``modalities`` in ``configs/inference.yaml``): T1, T1Gd, T2, FLAIR."""
 
@@ -44,14 +42,23 @@ def as_optional_float(value: float | str | None) -> float | None:
     return float(value)
 
 
-def renamed(value: object, new: str, old: dict[str, object] | None = None, until: str = "0.8.0") -> object:
-    """A renamed option: ``value`` (the option ``new``), or the value of an old name of it in ``old`` ({old name:
-    its value, None where unset}) with a one-line notice, while the old name is still read (until version
-    ``until``). E.g. inference.yaml's ``weights``, whose old name is ``checkpoint``."""
+def renamed(
+    value: object, new: str, old: dict[str, object] | None = None, since: str = "0.6.0", until: str = "0.8.0"
+) -> object:
+    """A renamed option whose old names are no longer read: ``value`` (the option ``new``), unless an old name of it
+    in ``old`` ({old name: its value, None where unset}) is set, which stops the run with one line (renamed in
+    version ``since``, read until ``until``) rather than quietly using ``value``. E.g. inference.yaml's ``weights``,
+    whose old name is ``checkpoint``: a run given ``--checkpoint`` must not score with the shipped weights.
+
+    Raises:
+        StudyError: an old name is set.
+    """
+    from scripts.errors import StudyError
+
     for name, old_value in (old or {}).items():
         if old_value is not None:
-            logging.getLogger("scripts").warning(
-                "notice: '%s' is now named '%s'; the old name is read until version %s", name, new, until
+            raise StudyError(
+                f"--{name}: renamed '{new}' in version {since} (the old name was read until {until}); "
+                f"give --{new} instead"
             )
-            return old_value
     return value

@@ -378,10 +378,6 @@ def like_map(ref: torch.Tensor, array: np.ndarray) -> torch.Tensor:
     return values
 
 
-YenSegmentd = ThresholdSegmentd
-"""The name of :class:`ThresholdSegmentd` before version 0.6.0, read until 0.8.0 (configs that name it)."""
-
-
 def step_names(
     order: Sequence[str], add: Sequence[str] = (), after: str | None = None, rest: bool | str = True
 ) -> list:

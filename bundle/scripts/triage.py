@@ -95,10 +95,6 @@ class ScoreStudyd(MapTransform):
         return d
 
 
-StudyScored = ScoreStudyd
-"""The name of :class:`ScoreStudyd` before version 0.6.0, read until 0.8.0 (configs that name it)."""
-
-
 class ScoresTable:
     """``scores.csv`` of an output folder: one row per study with a ``segmentation.json`` holding a study score,
     ranked by score (highest first): rank, study, score, score rule, lesion volume (ml), segmentation rule,
