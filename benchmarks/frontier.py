@@ -43,8 +43,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -61,7 +59,7 @@ from benchmarks.bench.frontier.spread import spread
 from benchmarks.bench.frontier.studies import Study, prepare
 from benchmarks.bench.frontier.timing import speed_options, timings
 from benchmarks.bench.main import benchmark_parser, run_benchmark
-from benchmarks.bench.report import write_report
+from benchmarks.bench.report import printed_by, write_report
 from benchmarks.bench.settings import DATA_NOTE
 from scripts.scoring import ANDiInferer
 
@@ -160,8 +158,8 @@ def spread_report(section: str) -> str:
     """The spread table alone (``--spread_only``) as a report: a title and the command that printed it."""
     return (
         f"# ANDi's CPU timestep rows over noise seeds ({DATA_NOTE})\n\n"
-        f"Printed by `python -m benchmarks.frontier {' '.join(sys.argv[1:])}` ({time.strftime('%Y-%m-%d')}); the "
-        "rows' timing and the rest of the frontier are in [frontier_made_data.md](frontier_made_data.md).\n\n" + section
+        f"{printed_by('benchmarks.frontier')}; the rows' timing and the rest of the frontier are in "
+        "[frontier_made_data.md](frontier_made_data.md).\n\n" + section
     )
 
 

@@ -153,3 +153,20 @@ def test_kept_weights_come_back_and_the_training_is_not_run_again(tmp_path, monk
         again, _ = faithful.train(work, "t1_t2", tmp_path / "datalist.json", None, s)
         assert again.read_bytes() == b"weights"
         assert runs.read_text() == expected_runs, "kept weights: trained once; not kept: trained in each sitting"
+
+
+def test_a_failed_benchmark_step_ends_with_one_error_line(capsys):
+    """Planted bugs: the BenchmarkError's traceback reaches the terminal, or the run exits 0."""
+    from benchmarks.bench.jobs import BenchmarkError
+    from benchmarks.bench.main import run_benchmark
+
+    def main() -> None:
+        raise BenchmarkError("/w/train/v2 holds a step of other settings")
+
+    with pytest.raises(SystemExit) as exited:
+        run_benchmark(main)
+    assert exited.value.code == 1
+    assert capsys.readouterr().err == "error: /w/train/v2 holds a step of other settings\n"
+    with pytest.raises(SystemExit) as exited:
+        run_benchmark(lambda: None)
+    assert exited.value.code is None or exited.value.code == 0

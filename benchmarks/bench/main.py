@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from benchmarks.bench.jobs import BenchmarkError
 from benchmarks.bench.report import write_report
 from benchmarks.bench.settings import DATA_NOTE, add_arguments, settings_from_args, work_folder
 
@@ -21,8 +22,15 @@ def benchmark_parser(doc: str | None) -> argparse.ArgumentParser:
 
 
 def run_benchmark(main: Callable[[], int | None]) -> None:
-    """Run a benchmark's ``main`` as ``python -m benchmarks.<name>`` does; exit with its status (0 for None)."""
-    sys.exit(main())
+    """Run a benchmark's ``main`` as ``python -m benchmarks.<name>`` does; exit with its status (0 for None). A step
+    that failed (:class:`~.jobs.BenchmarkError`: a bundle command, or a work folder of other settings) ends it with
+    ``error: <what>`` (a failed command's message ends with its log's tail) and status 1, without a traceback."""
+    try:
+        status = main()
+    except BenchmarkError as err:
+        sys.stderr.write(f"error: {err}\n")
+        sys.exit(1)
+    sys.exit(status)
 
 
 def table_main(

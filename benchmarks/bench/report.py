@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
+import sys
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -65,6 +68,12 @@ def figure_rows(rows: Sequence[tuple[list[str], list[float | None], bool]], digi
             cells.append(text)
         out.append([*labels, *cells])
     return out
+
+
+def printed_by(module: str) -> str:
+    """``Printed by `python -m <module> <this run's arguments>` (<today>)``: a report's first words, so that the
+    command that printed it can be run again."""
+    return f"Printed by `python -m {module} {shlex.join(sys.argv[1:])}` ({time.strftime('%Y-%m-%d')})"
 
 
 def minutes(seconds: float) -> str:

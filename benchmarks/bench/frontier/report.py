@@ -3,15 +3,12 @@ held-out check."""
 
 from __future__ import annotations
 
-import sys
-import time
-
 import numpy as np
 
 from benchmarks.bench.frontier.networks import Network
 from benchmarks.bench.frontier.quality import MEDIAN_FILTER, Row, describe, subsets
 from benchmarks.bench.frontier.studies import Study
-from benchmarks.bench.report import fmt, markdown_table
+from benchmarks.bench.report import fmt, markdown_table, printed_by
 from benchmarks.bench.settings import DATA_NOTE
 
 
@@ -57,7 +54,7 @@ def report(rows: list[Row], studies: list[Study], networks: list[Network], timin
     text = [
         f"# ANDi quality per second on this CPU ({DATA_NOTE})",
         "",
-        f"Printed by `python -m benchmarks.frontier {' '.join(sys.argv[1:])}` ({time.strftime('%Y-%m-%d')}). Every "
+        f"{printed_by('benchmarks.frontier')}. Every "
         f"AUPRC is measured on **{DATA_NOTE}**: {len(studies)} made test studies ({', '.join(names)}; 240 x 240 x "
         "155 at 1 mm, preprocessed by inference's configs to 128 x 128 x 155), AUPRC over brain voxels per study, "
         "then the mean. Networks: "
