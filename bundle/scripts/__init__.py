@@ -12,6 +12,9 @@ KNOWN_MODALITIES: tuple[str, ...] = ("t1", "t1c", "t2", "flair", "pd")
 """Every modality the bundle can read: the default four and proton density (PD, as IXI has). A configuration uses any
 of them, in the order its ``modalities`` names them (``scripts.modalities``)."""
 
+UNSET: tuple[str, ...] = ("", "null", "none")
+"""Strings a command line gives for "no value" (``--key null`` arrives as the string "null")."""
+
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0", "none", ""}
 
@@ -35,11 +38,14 @@ def as_flag_or_auto(value: object) -> bool | str:
     return as_bool(value)
 
 
+def is_unset(value: object) -> bool:
+    """True for None and for the strings of :data:`UNSET` (case-insensitive)."""
+    return value is None or (isinstance(value, str) and value.strip().lower() in UNSET)
+
+
 def as_optional_float(value: float | str | None) -> float | None:
     """A number or nothing from a config: ``null`` on a command line arrives as the string "null"."""
-    if value is None or (isinstance(value, str) and value.strip().lower() in ("null", "none", "")):
-        return None
-    return float(value)
+    return None if is_unset(value) else float(value)
 
 
 def renamed(

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scripts import as_bool
+from scripts import as_bool, is_unset
 from scripts.collect import MapCollector
 from scripts.errors import StudyError
 from scripts.files import atomic_write_bytes
@@ -34,7 +34,7 @@ from scripts.metrics import CalibratedRule, Subject
 from scripts.normative import MAPS, NormativeModel, NormativeSums, fit_normative
 from scripts.postprocess import yen_segmentation
 from scripts.triage import study_scores
-from scripts.values import file_sha256, is_unset, read_value_file, write_value_file
+from scripts.values import file_sha256, read_value_file, write_value_file
 
 logger = logging.getLogger(__name__)
 

@@ -227,8 +227,8 @@ def upgrade_value_file(
     version's form, after checking that it fits the configuration ``config_file`` (``scripts.upgrade``).
     ``settings_key``: ``calibration_settings``, ``masking_calibration_settings`` (autoddpm.yaml) or
     ``threshold_settings`` (flair.yaml, with ``--weights_key null``)."""
+    from scripts import is_unset
     from scripts.upgrade import upgrade_value_file as upgrade
-    from scripts.values import is_unset
 
     files = [config_file] if isinstance(config_file, str) else list(config_file)
     try:

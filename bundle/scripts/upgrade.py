@@ -20,9 +20,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from monai.bundle import ConfigParser
+from scripts import is_unset
 from scripts.errors import StudyError
 from scripts.settings import by_object, differences, joined
-from scripts.values import file_sha256, is_unset, write_value_file
+from scripts.values import file_sha256, write_value_file
 
 OLDER_RECORD = "recorded_before_0.7.0"
 """The key of the older record's settings in an upgraded file."""

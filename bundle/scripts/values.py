@@ -19,17 +19,10 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from scripts import is_unset
 from scripts.errors import StudyError
 from scripts.files import atomic_write_bytes
 from scripts.settings import differences, joined, older_form, plain
-
-UNSET = ("", "null", "none")
-"""Strings a command line gives for "no value" (``--key null`` arrives as the string "null")."""
-
-
-def is_unset(value: object) -> bool:
-    """True for None and for the strings of :data:`UNSET` (case-insensitive)."""
-    return value is None or (isinstance(value, str) and value.strip().lower() in UNSET)
 
 
 def file_sha256(path: str | os.PathLike) -> str:
