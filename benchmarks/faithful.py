@@ -162,7 +162,8 @@ def train(
     """Train model ``name`` (:func:`train_step`) unless it is done; its weights and wall time."""
     weights, cmd, record = train_step(work, name, datalist, noise, profiles, seed, extra)
     kept = (weights.name,) if s.keep_weights else ()  # restored from the kept folder with its record, not retrained
-    step = cached_step(f"train_{name}", cmd, record, weights.is_file, s, work, log=log, kept_files=kept)
+    # named by its folder (``v2``, ``v2_seed1``): each training seed keeps its own log in ``<work>/logs``
+    step = cached_step(f"train_{record.parent.name}", cmd, record, weights.is_file, s, work, log=log, kept_files=kept)
     return weights, step.seconds
 
 
