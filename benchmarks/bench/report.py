@@ -81,14 +81,16 @@ def minutes(seconds: float) -> str:
 
 
 def wall_time_lines(seconds: Mapping[str, float], invocation: float, heading: str = "Wall times") -> list[str]:
-    """The report's wall-time section: each step's ``seconds`` (steps found done in the work folder at their first
-    run's time), then the ``invocation`` seconds of this run of the script."""
+    """The report's wall-time section: each step's ``seconds`` (steps found done in the work folder at the time of
+    the run that finished them; a step interrupted and resumed, e.g. a training from its checkpoint, counts that last
+    attempt only), then the ``invocation`` seconds of this run of the script."""
     return [
         f"## {heading}",
         "",
         *[f"- {k}: {minutes(v)}" for k, v in seconds.items()],
-        f"- this invocation: {minutes(invocation)} (steps it found done took no time; they are listed above at "
-        "their first run's time)",
+        f"- this invocation: {minutes(invocation)} (steps it found done took no time; they are listed above at the "
+        "time of the run that finished them, which for a step resumed after an interruption, e.g. a training from "
+        "its checkpoint, is its last attempt only)",
     ]
 
 
