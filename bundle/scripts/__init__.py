@@ -62,7 +62,7 @@ def renamed(
     from scripts.errors import StudyError
 
     for name, old_value in (old or {}).items():
-        if old_value is not None:
+        if not is_unset(old_value):  # `--checkpoint null` on a command line is the string "null"
             raise StudyError(
                 f"--{name}: renamed '{new}' in version {since} (the old name was read until {until}); "
                 f"give --{new} instead"
