@@ -19,7 +19,7 @@ the guard, at the default profile's voxel set and median filter (``--voxel_set``
 IXI's T1 and T2 among them), FLAIR alone and the four BraTS sequences (the bundle's default), trained in that order.
 The set of the configs' default ``modalities`` is trained and evaluated exactly as faithful.py's ``range_pyramid``:
 the same steps, so that in one work folder either script reuses what the other made (v2.py's default as well).
-bf16 autocast is used where the CPU has it natively (faithful.py's ``DEMO_BUDGET``).
+Training and scoring run in float32 on every machine (faithful.py's ``DEMO_BUDGET``).
 
 The report gives, per set and lesion family, AUPRC and its lift over a blind map (AUPRC / the lesion's prevalence,
 which is the AUPRC of a map that cannot tell lesion from brain). A set "sees" a family when the lift reaches

@@ -5,7 +5,7 @@
 The data and the default model are those of ``benchmarks/faithful.py`` in the same work folder (its functions are
 reused): the 24 + 2 made healthy studies of the demo for training, ``--n_test`` made test studies per lesion family.
 Both models are trained with the bundle's own ``run training`` at the demo budget (``cpu`` preset, 600 iterations of
-16 slices, bf16 autocast where the CPU has it natively): the default exactly as faithful.py's ``range_pyramid`` (the
+16 slices, float32 on every machine): the default exactly as faithful.py's ``range_pyramid`` (the
 same step: a model trained by either script is reused by the other), v2 with ``v2.yaml`` merged last and its own
 noise (its global batch of 128 and 50,000 iterations brought down to the budget). v2 is evaluated with ``run
 evaluate`` and ``v2.yaml`` at its own window range(25, 125), every 25th step (t = 25, 50, 75, 100), for the median

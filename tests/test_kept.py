@@ -170,3 +170,83 @@ def test_a_failed_benchmark_step_ends_with_one_error_line(capsys):
     with pytest.raises(SystemExit) as exited:
         run_benchmark(lambda: None)
     assert exited.value.code is None or exited.value.code == 0
+
+
+def checkpointing_training(out: Path, starts: Path, stop: Path) -> list[str]:
+    """A stand-in training with train.yaml's checkpoint folder: it resumes from its newest ``checkpoint_*=N.pt``
+    (noting N in ``starts``), writes checkpoint N + 1, and then fails where the file ``stop`` exists (a sitting that
+    ends) or writes its weights."""
+    code = (
+        "import re, sys; from pathlib import Path; out = Path(sys.argv[1]); c = out / 'checkpoints'; "
+        "c.mkdir(parents=True, exist_ok=True); found = [int(re.findall(r'=(\\d+)', p.name)[0]) for p in "
+        "c.glob('checkpoint_*.pt')]; n = max(found, default=0); s = Path(sys.argv[2]); "
+        "s.write_text((s.read_text() if s.is_file() else '') + f'{n} '); "
+        "(c / f'checkpoint_iteration={n + 1}.pt').write_bytes(b'state %d' % (n + 1)); "
+        "sys.exit(1) if Path(sys.argv[3]).is_file() else (out / 'model.pt').write_bytes(b'weights')"
+    )
+    return [sys.executable, "-c", code, str(out), str(starts), str(stop)]
+
+
+def train_checkpointed(work: Path, s: Settings, starts: Path, fail: bool, tag: str = "run"):
+    out = work / "train" / "v2_seed1"
+    stop = starts.parent / "stop"
+    stop.write_text("") if fail else stop.unlink(missing_ok=True)
+    cmd = checkpointing_training(out, starts, stop) + [tag]
+    return cached_step("train_v2_seed1", cmd, out / "table_command.json", (out / "model.pt").is_file, s, work,
+                       log=lambda _: None, kept_files=("model.pt",), checkpoints=out / "checkpoints")  # fmt: skip
+
+
+def test_an_unfinished_training_resumes_from_its_kept_checkpoint_on_a_fresh_machine(tmp_path):
+    """Sitting 1 ends in the middle of a training: its newest checkpoint is kept with its command. Sitting 2, with no
+    work folder, puts it back and the training resumes from it (not from 0); when it finishes, the weights are kept
+    and the checkpoint is dropped. A kept checkpoint of another command is not taken. Planted bugs: nothing kept on
+    failure, the checkpoint not restored, restored for another command, or left behind after the training."""
+    work, keep, starts = tmp_path / "work", tmp_path / "kept", tmp_path / "starts.txt"
+    s = Settings(threads=1, keep_dir=str(keep), keep_weights=True)
+    kept_checkpoints = keep / "train" / "v2_seed1" / "checkpoints"
+    with pytest.raises(BenchmarkError):
+        train_checkpointed(work, s, starts, fail=True)
+    kept = sorted(p.name for p in kept_checkpoints.iterdir())
+    assert kept == ["checkpoint_command.json", "checkpoint_iteration=1.pt"]
+    shutil.rmtree(work)
+    with pytest.raises(BenchmarkError):
+        train_checkpointed(work, s, starts, fail=True)  # sitting 2: resumes from 1, ends at 2
+    assert sorted(p.name for p in kept_checkpoints.glob("*.pt")) == ["checkpoint_iteration=2.pt"]
+    assert starts.read_text() == "0 1 "
+
+    other = tmp_path / "other"  # another command (other settings): the kept checkpoint is not its own
+    shutil.copytree(keep, other)
+    s_other = Settings(threads=1, keep_dir=str(other), keep_weights=True)
+    train_checkpointed(tmp_path / "work_other", s_other, starts, fail=False, tag="other")
+    assert starts.read_text() == "0 1 0 "
+
+    shutil.rmtree(work)
+    step = train_checkpointed(work, s, starts, fail=False)  # sitting 3: resumes from 2 and finishes
+    assert starts.read_text() == "0 1 0 2 " and step.resumed
+    assert (keep / "train" / "v2_seed1" / "model.pt").read_bytes() == b"weights"
+    assert not kept_checkpoints.exists(), "a finished training's checkpoint must not stay in the kept folder"
+
+
+def test_two_processes_on_one_step_run_it_once(tmp_path):
+    """v2.py and faithful.py share the default's trainings: a second caller of a running step waits for it and then
+    finds it done, rather than starting the same training in the same folder. Planted bug: no lock -> two runs."""
+    import threading
+
+    work, runs = tmp_path / "work", tmp_path / "runs.txt"
+    s = Settings(threads=1)
+    out = work / "eval" / "run_tumour"
+    cmd = figures_command(out, runs, 0.25)
+    cmd[2] = "import time; time.sleep(1.5); " + cmd[2]
+    done = (out / "metrics.json").is_file
+    steps = []
+
+    def one() -> None:
+        steps.append(cached_step("eval_run_tumour", cmd, out / "table_command.json", done, s, work, log=lambda _: None))
+
+    callers = [threading.Thread(target=one) for _ in range(2)]
+    for caller in callers:
+        caller.start()
+    for caller in callers:
+        caller.join()
+    assert runs.read_text() == "x"
+    assert sorted(step.reused for step in steps) == [False, True]

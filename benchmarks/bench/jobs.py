@@ -3,10 +3,13 @@ output in a log (:func:`run_command`), cached in the work folder (:func:`cached_
 ``Settings.keep_dir``, kept beside the code (:mod:`.kept`), run side by side (:func:`run_tasks`).
 
 Every command runs with ``OMP_NUM_THREADS`` set (``--threads``); its output goes to ``<work_dir>/logs/<step>.log``.
+A step runs under a lock in its folder (:func:`step_lock`): two benchmarks that share a step (v2.py and faithful.py
+share the default's trainings) in one work folder run it once, the second waiting for the first.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shlex
@@ -14,14 +17,24 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmarks import REPO
 from benchmarks.bench.configs import config_files
-from benchmarks.bench.kept import finished_record, keep, kept_record, recorded_command, restore
+from benchmarks.bench.kept import (
+    drop_checkpoints,
+    finished_record,
+    keep,
+    keep_checkpoint,
+    kept_path,
+    recorded_command,
+    restore,
+    restore_checkpoint,
+)
 from benchmarks.bench.settings import Settings
 from scripts.files import atomic_write_bytes
 
@@ -100,7 +113,7 @@ def step_done(
     """
     key = _record_key(cmd)
     if s.keep_dir is not None and restore(record, work_dir, s.keep_dir, key, kept_files):
-        log(f"  {name}: restored from {kept_record(record, work_dir, s.keep_dir).parent}")
+        log(f"  {name}: restored from {kept_path(record, work_dir, s.keep_dir).parent}")
     saved = json.loads(record.read_text()) if record.is_file() else None
     if saved is not None and recorded_command(saved) != key:
         raise BenchmarkError(
@@ -117,12 +130,59 @@ def recorded_seconds(cmd: Sequence[str], record: Path, s: Settings, work_dir: Pa
     """The wall time of the finished step of ``cmd``, from its record in the work folder, else from the kept one;
     None when neither holds it (e.g. a training whose evaluations were all kept, from before it was timed)."""
     key = _record_key(cmd)
-    places = [record] + ([kept_record(record, work_dir, s.keep_dir)] if s.keep_dir is not None else [])
+    places = [record] + ([kept_path(record, work_dir, s.keep_dir)] if s.keep_dir is not None else [])
     for place in places:
         saved = finished_record(place, key)
         if saved is not None:
             return float(saved["seconds"])
     return None
+
+
+LOCK_NAME = ".step.lock"
+
+
+@contextmanager
+def step_lock(record: Path, name: str, log: Callable[[str], None] = print) -> Iterator[None]:
+    """Hold the lock of the step whose record is ``record`` (``.step.lock`` in its folder, ``flock``): another
+    process on the same step waits here until this one is done, and then finds it done. The lock goes with the
+    process, so a killed run leaves no stale lock."""
+    record.parent.mkdir(parents=True, exist_ok=True)
+    with open(record.parent / LOCK_NAME, "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f"  {name}: another process is running it; waiting for it to finish ...")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextmanager
+def keeping_checkpoints(
+    checkpoints: Path | None, work_dir: Path, s: Settings, key: list[str], interval: float = 30.0
+) -> Iterator[None]:
+    """While the body runs, copy each new resumable checkpoint in ``checkpoints`` to the kept folder
+    (:func:`~.kept.keep_checkpoint`, every ``interval`` seconds and once at the end), so that a sitting that ends
+    in the middle of a training leaves it resumable; nothing without ``checkpoints`` or ``s.keep_dir``."""
+    if checkpoints is None or s.keep_dir is None:
+        yield
+        return
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(interval):
+            keep_checkpoint(checkpoints, work_dir, s.keep_dir, key)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        watcher.join()
+        keep_checkpoint(checkpoints, work_dir, s.keep_dir, key)
 
 
 def cached_step(
@@ -134,31 +194,58 @@ def cached_step(
     work_dir: Path,
     log: Callable[[str], None] = print,
     kept_files: Sequence[str] = (),
+    checkpoints: Path | None = None,
 ) -> Step:
     """Run ``cmd`` unless it need not run (:func:`step_done`); keep its wall time in ``record``. The record is written
     before the command starts, so that an interrupted step is run again (a training then resumes from its
     checkpoint) and a folder of other settings is refused. With ``s.keep_dir``, the finished step's record and
-    ``kept_files`` are kept (:mod:`.kept`).
+    ``kept_files`` are kept (:mod:`.kept`); a training that writes resumable checkpoints into the folder
+    ``checkpoints`` (given with ``s.keep_weights``) keeps its newest one while it runs and, in a fresh work folder,
+    resumes from the one kept.
 
     Raises:
         BenchmarkError: the command failed; or ``record`` belongs to a different command (other settings).
     """
     found = step_done(name, cmd, record, done, s, work_dir, log, kept_files)
-    if found is not None:
-        log(f"  {name}: reused from {record.parent} ({found.seconds:.0f} s when it ran)")
-        return found
+    if found is None:
+        with step_lock(record, name, log):
+            found = step_done(name, cmd, record, done, s, work_dir, log, kept_files)  # another process may have run it
+            if found is None:
+                return _run_step(name, cmd, record, s, work_dir, log, kept_files, checkpoints)
+    log(f"  {name}: reused from {record.parent} ({found.seconds:.0f} s when it ran)")
+    return found
+
+
+def _run_step(
+    name: str,
+    cmd: Sequence[str],
+    record: Path,
+    s: Settings,
+    work_dir: Path,
+    log: Callable[[str], None],
+    kept_files: Sequence[str],
+    checkpoints: Path | None,
+) -> Step:
+    """Run the step of :func:`cached_step` (under its lock) and record it."""
     key = _record_key(cmd)
-    resumed = record.is_file()  # an earlier attempt of this command did not finish (or its outputs went)
+    restored = None
+    if checkpoints is not None and s.keep_dir is not None:
+        restored = restore_checkpoint(checkpoints, work_dir, s.keep_dir, key)
+    resumed = record.is_file() or restored is not None  # an earlier attempt did not finish (or its outputs went)
     record.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes((json.dumps({"command": key, "finished": False}, indent=2) + "\n").encode(), record)
-    log(f"  {name}: {'resuming' if resumed else 'running'} ... (log: {work_dir / 'logs' / (name + '.log')})")
+    where = f" from the kept {restored.name}" if restored is not None else ""
+    log(f"  {name}: {'resuming' if resumed else 'running'}{where} ... (log: {work_dir / 'logs' / (name + '.log')})")
     start = time.perf_counter()
-    run_command(cmd, work_dir / "logs" / f"{name}.log", s)
+    with keeping_checkpoints(checkpoints, work_dir, s, key):
+        run_command(cmd, work_dir / "logs" / f"{name}.log", s)
     seconds = time.perf_counter() - start
     text = {"command": key, "finished": True, "seconds": seconds, "resumed": resumed}
     atomic_write_bytes((json.dumps(text, indent=2) + "\n").encode(), record)
     if s.keep_dir is not None:
         keep(record, work_dir, s.keep_dir, kept_files)
+        if checkpoints is not None:
+            drop_checkpoints(checkpoints, work_dir, s.keep_dir)
     log(f"  {name}: done in {seconds:.0f} s")
     return Step(name, seconds, False, resumed=resumed)
 

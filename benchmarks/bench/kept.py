@@ -5,24 +5,34 @@ finished, its wall time) and, for an evaluation, a few small files of figures in
 With ``Settings.keep_dir`` set, each finished step's record and small files are copied to the same place under that
 folder (e.g. one in the repository, committed after each sitting), and a later run with a fresh work folder copies
 them back before it decides what to run. A step found there is not run again: an evaluation that is kept needs
-neither its model's weights nor its training. Only the small files travel; weights, slice caches and maps stay in
-the work folder.
+neither its model's weights nor its training. Only the small files travel; slice caches and maps stay in the work
+folder, and so do weights unless ``Settings.keep_weights``.
+
+With ``keep_weights``, an unfinished training travels too: its newest resumable checkpoint is copied to the kept
+folder while it runs (:func:`keep_checkpoint`), beside the command it belongs to, and a later sitting with a fresh
+work folder puts it back (:func:`restore_checkpoint`), so that the training resumes there rather than starting over.
+When the training finishes, its kept checkpoint is removed (:func:`drop_checkpoints`): its weights are kept instead.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from scripts.files import atomic_write_bytes
+from scripts.checkpoints import latest_checkpoint
+from scripts.files import atomic_path, atomic_write_bytes
 
 EVALUATION_FILES: tuple[str, ...] = ("metrics.json", "metrics_per_subject.csv", "metrics.md")
+CHECKPOINT_COMMAND = "checkpoint_command.json"
+"""Beside a kept checkpoint: the command (``{"command": [...]}``) of the training it belongs to."""
 
 
-def kept_record(record: Path, work_dir: Path, keep_dir: str | Path) -> Path:
-    """Where the step record ``record`` (under ``work_dir``) is kept: the same relative path under ``keep_dir``."""
-    return Path(keep_dir) / record.resolve().relative_to(work_dir.resolve())
+def kept_path(path: Path, work_dir: Path, keep_dir: str | Path) -> Path:
+    """Where ``path`` (a step record or a folder under ``work_dir``) is kept: the same relative path under
+    ``keep_dir``."""
+    return Path(keep_dir) / path.resolve().relative_to(work_dir.resolve())
 
 
 RENAMED_OPTIONS: dict[str, str] = {"--final_weights": "--weights"}
@@ -49,7 +59,7 @@ def restore(record: Path, work_dir: Path, keep_dir: str | Path, key: list[str], 
     ``record`` where the work folder holds no record of its own; True when it did. A kept step of another command, or
     one without all its files, is left alone (the step runs, and is then kept anew). A step without files (a
     training, whose weights are not kept) is never restored."""
-    source = kept_record(record, work_dir, keep_dir)
+    source = kept_path(record, work_dir, keep_dir)
     if not files or record.is_file() or finished_record(source, key) is None:
         return False
     if not all((source.parent / name).is_file() for name in files):
@@ -62,7 +72,7 @@ def restore(record: Path, work_dir: Path, keep_dir: str | Path, key: list[str], 
 
 def keep(record: Path, work_dir: Path, keep_dir: str | Path, files: Sequence[str]) -> Path:
     """Copy a finished step's ``files`` and its record from its folder to the kept folder; returns the kept record."""
-    target = kept_record(record, work_dir, keep_dir)
+    target = kept_path(record, work_dir, keep_dir)
     for name in files:
         atomic_write_bytes((record.parent / name).read_bytes(), target.parent / name)
     atomic_write_bytes(record.read_bytes(), target)
@@ -89,3 +99,45 @@ def keep_figures(store: Path, kept: Path, context: dict) -> None:
     """Copy the figures of the JSON ``store`` to ``kept``, with the ``context`` they were made in."""
     figures = json.loads(store.read_text())
     atomic_write_bytes(json.dumps({"context": context, "figures": figures}, indent=1, sort_keys=True).encode(), kept)
+
+
+def keep_checkpoint(checkpoints: Path, work_dir: Path, keep_dir: str | Path, key: list[str]) -> Path | None:
+    """Copy the newest checkpoint in the training's folder ``checkpoints`` to the kept folder, with the command
+    ``key`` it belongs to, replacing the one kept before; returns the kept file, or None when there was nothing new
+    (no checkpoint yet, or the newest already kept)."""
+    newest = latest_checkpoint(checkpoints)
+    target_dir = kept_path(checkpoints, work_dir, keep_dir)
+    if newest is None or (target_dir / Path(newest).name).is_file():
+        return None
+    target = target_dir / Path(newest).name
+    try:
+        with atomic_path(target) as tmp:
+            shutil.copyfile(newest, tmp)
+    except FileNotFoundError:  # replaced by a newer checkpoint while copying: the next call keeps that one
+        return None
+    atomic_write_bytes(json.dumps({"command": key}, indent=2).encode(), target_dir / CHECKPOINT_COMMAND)
+    for old in target_dir.glob("checkpoint_*.pt"):
+        if old != target:
+            old.unlink()
+    return target
+
+
+def restore_checkpoint(checkpoints: Path, work_dir: Path, keep_dir: str | Path, key: list[str]) -> Path | None:
+    """Put the kept checkpoint of the training of command ``key`` back into ``checkpoints`` where that folder holds
+    none; returns the restored file, or None (nothing kept, one of another command, or the work folder has its own)."""
+    source_dir = kept_path(checkpoints, work_dir, keep_dir)
+    kept = latest_checkpoint(source_dir)
+    if kept is None or latest_checkpoint(checkpoints) is not None:
+        return None
+    command = source_dir / CHECKPOINT_COMMAND
+    if not command.is_file() or recorded_command(json.loads(command.read_text())) != key:
+        return None
+    target = checkpoints / Path(kept).name
+    with atomic_path(target) as tmp:
+        shutil.copyfile(kept, tmp)
+    return target
+
+
+def drop_checkpoints(checkpoints: Path, work_dir: Path, keep_dir: str | Path) -> None:
+    """Remove the kept checkpoints of the training whose folder is ``checkpoints`` (it finished)."""
+    shutil.rmtree(kept_path(checkpoints, work_dir, keep_dir), ignore_errors=True)
