@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import REPO
-from benchmarks.bench.jobs import bundle_command, cached_step, recorded_seconds, step_done
+from benchmarks.bench.jobs import Step, bundle_command, cached_step, recorded_step, step_done
 from benchmarks.bench.kept import EVALUATION_FILES
 from benchmarks.bench.main import benchmark_parser, run_benchmark
 from benchmarks.bench.report import fmt, markdown_table, wall_time_lines, write_report
@@ -158,8 +158,8 @@ def train(
     profiles: tuple[str, ...] = (),
     seed: int = 0,
     extra: dict | None = None,
-) -> tuple[Path, float]:
-    """Train model ``name`` (:func:`train_step`) unless it is done; its weights and wall time."""
+) -> tuple[Path, Step]:
+    """Train model ``name`` (:func:`train_step`) unless it is done; its weights and step (wall time, resumed)."""
     weights, cmd, record = train_step(work, name, datalist, noise, profiles, seed, extra)
     kept = (weights.name,) if s.keep_weights else ()  # restored from the kept folder with its record, not retrained
     # with keep_weights, an unfinished training's newest checkpoint is kept too, and a later sitting resumes from it
@@ -168,7 +168,7 @@ def train(
     step = cached_step(
         f"train_{record.parent.name}", cmd, record, weights.is_file, s, work, log, kept, checkpoints=checkpoints
     )
-    return weights, step.seconds
+    return weights, step
 
 
 def train_unless_evaluated(
@@ -181,14 +181,14 @@ def train_unless_evaluated(
     profiles: tuple[str, ...] = (),
     seed: int = 0,
     extra: dict | None = None,
-) -> float | None:
+) -> Step | None:
     """Train model ``name`` (:func:`train`) unless every evaluation of its weights in ``runs`` (the arguments
     ``name, family, datalist, overrides`` of :func:`evaluate_step`) is done, in the work folder or kept: a run spread
-    over sittings then needs no weights for what it has evaluated. The training's wall time; when it is skipped, the
+    over sittings then needs no weights for what it has evaluated. The training's step; when it is skipped, the
     recorded one (None where no record of it is left)."""
     if runs and all(evaluation_done(work, *run, s) for run in runs):
         _, cmd, record = train_step(work, name, datalist, noise, profiles, seed, extra)
-        return recorded_seconds(cmd, record, s, work)
+        return recorded_step(f"train_{record.parent.name}", cmd, record, s, work)
     return train(work, name, datalist, noise, s, profiles, seed, extra)[1]
 
 
@@ -236,11 +236,11 @@ def evaluation_done(
 
 def evaluate(
     work: Path, name: str, family: str, datalist: Path, overrides: dict, s: Settings, profiles: tuple[str, ...] = ()
-) -> tuple[Path, float]:
-    """Evaluate run ``name`` on one family (:func:`evaluate_step`) unless it is done; its folder and wall time. Its
-    figures are kept with ``s.keep_dir``."""
+) -> tuple[Path, Step]:
+    """Evaluate run ``name`` on one family (:func:`evaluate_step`) unless it is done; its folder and step (wall time,
+    resumed). Its figures are kept with ``s.keep_dir``."""
     step = _evaluation(work, name, family, datalist, overrides, profiles)
-    return step["record"].parent, cached_step(**step, s=s).seconds
+    return step["record"].parent, cached_step(**step, s=s)
 
 
 def run_tag(name: str, training: int, seed: int) -> str:
@@ -316,7 +316,7 @@ def train_all(
     train_list: Path,
     tests: dict[str, Path],
     s: Settings,
-    seconds: dict[str, float],
+    seconds: dict[str, Step],
 ) -> dict[str, list[Path]]:
     """The retrained models, ``--train_seeds`` trainings each: model -> weights per training (wall times into
     ``seconds``). A training whose evaluations (:func:`evaluate_all`'s) are all done or kept is not run again."""
@@ -344,7 +344,7 @@ def evaluate_all(
     before: Path,
     trained: dict[str, list[Path]],
     s: Settings,
-    seconds: dict[str, float],
+    seconds: dict[str, Step],
 ) -> dict[tuple[str, str], list[Path]]:
     """Every run of the chain on every family, per training and noise seed: (run, family) -> the evaluations' output
     folders (wall times into ``seconds``)."""
@@ -469,7 +469,7 @@ def main(argv: list[str] | None = None) -> None:
     log(f"made data in {work / 'data'} ...")
     train_list, tests = make_data(work, args.n_test)
     before = before_weights(work, args.before_rev)
-    seconds: dict[str, float] = {}
+    seconds: dict[str, Step] = {}
     trained = train_all(args, work, train_list, tests, s, seconds)
     outs = evaluate_all(args, work, tests, before, trained, s, seconds)
     text = chain_section(args, work, outs) + settings_section(outs) + guard_section(args, outs)

@@ -43,6 +43,7 @@ import numpy as np
 
 from benchmarks import REPO
 from benchmarks.bench.configs import parsed
+from benchmarks.bench.jobs import Step
 from benchmarks.bench.main import benchmark_parser, run_benchmark
 from benchmarks.bench.report import markdown_table, wall_time_lines, write_report
 from benchmarks.bench.settings import DATA_NOTE
@@ -181,7 +182,7 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     log(f"made data in {work / 'data'} ...")
     train_list, tests = make_data(work, args.n_test)
-    seconds: dict[str, float] = {}
+    seconds: dict[str, Step] = {}
     outs: dict[tuple[str, str], list[Path]] = {}
     default = list(parsed("modalities", ["inference.yaml"]))
     for name, seqs in sets.items():  # each model's evaluations follow its training, so figures come as they can

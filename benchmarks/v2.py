@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 from benchmarks import REPO
+from benchmarks.bench.jobs import Step
 from benchmarks.bench.main import benchmark_parser, run_benchmark
 from benchmarks.bench.report import markdown_table, wall_time_lines, write_report
 from benchmarks.bench.settings import DATA_NOTE, Settings
@@ -52,22 +53,23 @@ DEFAULT_MEDIAN_FILTERS = (0, 3, 5)
 VOXEL_SET = "volume"
 
 
-def recorded_seconds(out: Path) -> float:
-    """The wall time a cached step recorded in ``out/table_command.json`` (NaN when none)."""
+def recorded(out: Path) -> Step:
+    """The step a cached evaluation recorded in ``out/table_command.json`` (its wall time NaN when none)."""
     record = out / "table_command.json"
-    return float(json.loads(record.read_text()).get("seconds", float("nan"))) if record.is_file() else float("nan")
+    saved = json.loads(record.read_text()) if record.is_file() else {}
+    return Step(f"eval_{out.name}", float(saved.get("seconds", float("nan"))), True, resumed=bool(saved.get("resumed")))
 
 
 def default_evaluation(
     work: Path, family: str, datalist: Path, weights: Path, training: int, seed: int, mode: str, s: Settings
-) -> tuple[Path, float]:
+) -> tuple[Path, Step]:
     """The default model's evaluation of ``family`` for one training and noise seed: faithful.py's cached one
     (``eval/range..._<family>``; ``mode == "cached"``, when there), or run now under ``eval/default..._<family>``."""
     cached = work / "eval" / f"{run_tag('range', training, seed)}_{family}"
     faithful_run = (run_tag("range", training, seed), family, datalist, {"weights": weights, "seed": seed})
     if mode == "cached" and evaluation_done(work, *faithful_run, s):  # in the work folder, or kept (--keep_dir)
         log(f"  eval {cached.name}: read from {cached} (benchmarks/faithful.py's)")
-        return cached, recorded_seconds(cached)
+        return cached, recorded(cached)
     tag = run_tag("default", training, seed)
     return evaluate(work, tag, family, datalist, {"weights": weights, "seed": seed}, s)
 
@@ -90,7 +92,7 @@ def family_table(outs: dict[str, list[Path]], family: str) -> str:
 
 
 def report_text(
-    command: str, args: argparse.Namespace, outs: dict[str, list[Path]], seconds: dict[str, float], total: float
+    command: str, args: argparse.Namespace, outs: dict[str, list[Path]], seconds: dict[str, Step], total: float
 ) -> list[str]:
     """The Markdown report: both models side by side for each family, then the wall times."""
     today = datetime.datetime.now(datetime.timezone.utc).date().isoformat()
@@ -141,7 +143,7 @@ def main() -> None:
     start = time.perf_counter()
     log(f"made data in {work / 'data'} ...")
     train_list, tests = make_data(work, args.n_test)
-    seconds: dict[str, float] = {}
+    seconds: dict[str, Step] = {}
     weights: dict[str, list[Path]] = {"default": [], "v2": []}
     for k in range(args.train_seeds):
         # v2 at the demo budget: the profile's own noise, 16 slices per iteration (its global batch of 128 off)

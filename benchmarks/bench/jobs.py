@@ -126,15 +126,16 @@ def step_done(
     return Step(name, float(saved["seconds"]), True, resumed=bool(saved.get("resumed")))
 
 
-def recorded_seconds(cmd: Sequence[str], record: Path, s: Settings, work_dir: Path) -> float | None:
-    """The wall time of the finished step of ``cmd``, from its record in the work folder, else from the kept one;
-    None when neither holds it (e.g. a training whose evaluations were all kept, from before it was timed)."""
+def recorded_step(name: str, cmd: Sequence[str], record: Path, s: Settings, work_dir: Path) -> Step | None:
+    """The finished step of ``cmd`` as its record in the work folder, else the kept one, has it (its wall time and
+    whether it was resumed); None when neither holds it (e.g. a training whose evaluations were all kept, from
+    before it was timed)."""
     key = _record_key(cmd)
     places = [record] + ([kept_path(record, work_dir, s.keep_dir)] if s.keep_dir is not None else [])
     for place in places:
         saved = finished_record(place, key)
         if saved is not None:
-            return float(saved["seconds"])
+            return Step(name, float(saved["seconds"]), True, resumed=bool(saved.get("resumed")))
     return None
 
 

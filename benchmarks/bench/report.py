@@ -80,17 +80,26 @@ def minutes(seconds: float) -> str:
     return f"{seconds / 60:.1f} min"
 
 
-def wall_time_lines(seconds: Mapping[str, float], invocation: float, heading: str = "Wall times") -> list[str]:
-    """The report's wall-time section: each step's ``seconds`` (steps found done in the work folder at the time of
-    the run that finished them; a step interrupted and resumed, e.g. a training from its checkpoint, counts that last
-    attempt only), then the ``invocation`` seconds of this run of the script."""
+RESUMED_NOTE = "resumed after an interruption: its last attempt only"
+
+
+def step_time(step: Step | float) -> str:
+    """A step's wall time (a :class:`~.jobs.Step`, or seconds), marked where the step was resumed."""
+    if isinstance(step, (int, float)):
+        return minutes(step)
+    return minutes(step.seconds) + (f" ({RESUMED_NOTE})" if step.resumed else "")
+
+
+def wall_time_lines(seconds: Mapping[str, Step | float], invocation: float, heading: str = "Wall times") -> list[str]:
+    """The report's wall-time section: each step's time (:func:`step_time`; steps found done in the work folder at
+    the time of the run that finished them, a step interrupted and resumed, e.g. a training from its checkpoint,
+    marked: its time is that of the last attempt only), then the ``invocation`` seconds of this run of the script."""
     return [
         f"## {heading}",
         "",
-        *[f"- {k}: {minutes(v)}" for k, v in seconds.items()],
+        *[f"- {k}: {step_time(v)}" for k, v in seconds.items()],
         f"- this invocation: {minutes(invocation)} (steps it found done took no time; they are listed above at the "
-        "time of the run that finished them, which for a step resumed after an interruption, e.g. a training from "
-        "its checkpoint, is its last attempt only)",
+        "time of the run that finished them)",
     ]
 
 
@@ -103,7 +112,7 @@ def wall(steps: Sequence[Step]) -> str:
     if any(x.reused for x in steps):
         notes.append("recorded by an earlier run" if all(x.reused for x in steps) else "partly by an earlier run")
     if any(x.resumed for x in steps):
-        notes.append("resumed: last attempt only")
+        notes.append(RESUMED_NOTE)
     return text + (f" ({'; '.join(notes)})" if notes else "")
 
 
