@@ -266,3 +266,23 @@ def test_a_resumed_step_is_marked_in_the_wall_times():
                              "train v2 seed 0": Step("train_v2", 7492.0, True), "made data": 60.0}, 5.0)  # fmt: skip
     assert [line for line in lines if RESUMED_NOTE in line] == [f"- train v2 seed 1: 50.0 min ({RESUMED_NOTE})"]
     assert "- train v2 seed 0: 124.9 min" in lines and "- made data: 1.0 min" in lines
+
+
+def test_a_kept_evaluation_from_before_amp_was_pinned_is_the_same_step():
+    """0.9.1 pins ``--amp false`` on the benchmarks' evaluations (inference's ``auto`` would pick bf16 on a CPU with
+    it): a kept evaluation recorded without it (made on the project's earlier CPU, where auto was float32) is the same
+    step, wherever the option now sits in the command; one that asks for bf16 is not, and no other workflow gains the
+    option. Planted bugs: options compared by position; the pinned option added to trainings."""
+    from benchmarks.bench.kept import same_command
+
+    old = ["-m", "monai.bundle", "run", "evaluate", "--config_file", "['a.yaml']", "--bundle_root", "bundle",
+           "--save_maps", "false", "--report_note", "made", "--seed", "0"]  # fmt: skip
+    now = old[:10] + ["--amp", "false"] + old[10:]
+    assert same_command({"command": old}, now)
+    assert not same_command({"command": old}, old[:10] + ["--amp", "true"] + old[10:])
+    assert not same_command({"command": old}, [*now[:-1], "1"])
+    training = ["-m", "monai.bundle", "run", "training", "--seed", "0", "--autocast", "false"]
+    assert same_command({"command": training}, training)
+    assert not same_command({"command": training}, [*training, "--amp", "false"])
+    other = ["-c", "print(1)", "--seed", "0"]  # not a bundle command: compared as it is
+    assert same_command({"command": other}, other) and not same_command({"command": other}, other[::-1])

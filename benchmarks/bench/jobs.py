@@ -31,9 +31,9 @@ from benchmarks.bench.kept import (
     keep,
     keep_checkpoint,
     kept_path,
-    recorded_command,
     restore,
     restore_checkpoint,
+    same_command,
 )
 from benchmarks.bench.settings import Settings
 from scripts.files import atomic_write_bytes
@@ -115,7 +115,7 @@ def step_done(
     if s.keep_dir is not None and restore(record, work_dir, s.keep_dir, key, kept_files):
         log(f"  {name}: restored from {kept_path(record, work_dir, s.keep_dir).parent}")
     saved = json.loads(record.read_text()) if record.is_file() else None
-    if saved is not None and recorded_command(saved) != key:
+    if saved is not None and not same_command(saved, key):
         raise BenchmarkError(
             f"{record.parent} holds a step of other settings ({record}); use another --work_dir (or the same options)"
         )

@@ -40,10 +40,44 @@ RENAMED_OPTIONS: dict[str, str] = {"--final_weights": "--weights"}
 step (the bundle stopped reading ``final_weights`` in 0.9.0; records kept before then name it)."""
 
 
+PINNED_OPTIONS: dict[str, tuple[tuple[str, str], ...]] = {"evaluate": (("--amp", "false"),)}
+"""Options the benchmarks pin since some steps were kept, per bundle workflow: a record of the workflow without the
+option was made with the value. 0.9.1 pins ``--amp false`` on evaluations; before, inference's ``amp: auto`` chose, and
+every kept step was made on the project's machine of those sittings (AMD EPYC Zen 1), which has no native bf16, so
+``auto`` scored in float32 there."""
+
+BUNDLE_RUN = ["-m", "monai.bundle", "run"]
+
+
 def recorded_command(saved: dict) -> list[str] | None:
-    """The command a step record holds, under the bundle's current option names (:data:`RENAMED_OPTIONS`)."""
+    """The command a step record holds, under the bundle's current option names (:data:`RENAMED_OPTIONS`), with the
+    options pinned since it was recorded (:data:`PINNED_OPTIONS`) added where it lacks them."""
     command = saved.get("command")
-    return None if command is None else [RENAMED_OPTIONS.get(part, part) for part in command]
+    if command is None:
+        return None
+    command = [RENAMED_OPTIONS.get(part, part) for part in command]
+    if command[:3] == BUNDLE_RUN and len(command) > 3:
+        for option, value in PINNED_OPTIONS.get(command[3], ()):
+            if option not in command:
+                command += [option, value]
+    return command
+
+
+def command_form(command: Sequence[str]) -> tuple:
+    """What identifies a command: for ``-m monai.bundle run WORKFLOW --key value ...``, the workflow and the set of
+    its options (their order does not change what runs, as no option is given twice); any other command as it is."""
+    head, options = list(command[:4]), list(command[4:])
+    keys, values = options[::2], options[1::2]
+    plain = len(keys) == len(values) and all(k.startswith("--") for k in keys) and len(set(keys)) == len(keys)
+    if head[:3] != BUNDLE_RUN or not plain:
+        return tuple(command)
+    return tuple(head), tuple(sorted(zip(keys, values, strict=True)))
+
+
+def same_command(saved: dict, key: Sequence[str]) -> bool:
+    """Whether the step record ``saved`` holds the command ``key`` (:func:`recorded_command`, :func:`command_form`)."""
+    recorded = recorded_command(saved)
+    return recorded is not None and command_form(recorded) == command_form(key)
 
 
 def finished_record(record: Path, key: list[str]) -> dict | None:
@@ -51,7 +85,7 @@ def finished_record(record: Path, key: list[str]) -> dict | None:
     if not record.is_file():
         return None
     saved = json.loads(record.read_text())
-    return saved if recorded_command(saved) == key and saved.get("finished") else None
+    return saved if same_command(saved, key) and saved.get("finished") else None
 
 
 def restore(record: Path, work_dir: Path, keep_dir: str | Path, key: list[str], files: Sequence[str]) -> bool:
@@ -130,7 +164,7 @@ def restore_checkpoint(checkpoints: Path, work_dir: Path, keep_dir: str | Path, 
     if kept is None or latest_checkpoint(checkpoints) is not None:
         return None
     command = source_dir / CHECKPOINT_COMMAND
-    if not command.is_file() or recorded_command(json.loads(command.read_text())) != key:
+    if not command.is_file() or not same_command(json.loads(command.read_text()), key):
         return None
     target = checkpoints / Path(kept).name
     with atomic_path(target) as tmp:
