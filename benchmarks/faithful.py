@@ -57,8 +57,8 @@ FAMILY_NAMES = {
     "bright": "T1-bright / T2-dark",
 }
 # float32 on every machine, as the authors train and score: the figures of a run spread over sittings must not depend
-# on whether the machine of a sitting has native bf16 (the steps kept before 0.9.1 ran in float32 on AMD EPYC Zen 1,
-# which has none; bf16 autocast would be chosen, and change the figures, on a Zen 4).
+# on whether the machine of a sitting has native bf16 (the steps kept before this was pinned ran in float32 on an AMD
+# EPYC Zen 1, which has none; bf16 autocast would be chosen, and change the figures, on a Zen 4).
 DEMO_BUDGET = {
     "autocast": False,
     "max_epochs": 6,

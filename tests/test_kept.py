@@ -269,7 +269,7 @@ def test_a_resumed_step_is_marked_in_the_wall_times():
 
 
 def test_a_kept_evaluation_from_before_amp_was_pinned_is_the_same_step():
-    """0.9.1 pins ``--amp false`` on the benchmarks' evaluations (inference's ``auto`` would pick bf16 on a CPU with
+    """The benchmarks pin ``--amp false`` on their evaluations (inference's ``auto`` would pick bf16 on a CPU with
     it): a kept evaluation recorded without it (made on the project's earlier CPU, where auto was float32) is the same
     step, wherever the option now sits in the command; one that asks for bf16 is not, and no other workflow gains the
     option. Planted bugs: options compared by position; the pinned option added to trainings."""

@@ -42,9 +42,9 @@ step (the bundle stopped reading ``final_weights`` in 0.9.0; records kept before
 
 PINNED_OPTIONS: dict[str, tuple[tuple[str, str], ...]] = {"evaluate": (("--amp", "false"),)}
 """Options the benchmarks pin since some steps were kept, per bundle workflow: a record of the workflow without the
-option was made with the value. 0.9.1 pins ``--amp false`` on evaluations; before, inference's ``amp: auto`` chose, and
-every kept step was made on the project's machine of those sittings (AMD EPYC Zen 1), which has no native bf16, so
-``auto`` scored in float32 there."""
+option was made with the value. The benchmarks pin ``--amp false`` on evaluations (December 2026); before,
+inference's ``amp: auto`` chose, and every kept step was made on the project's machine of those sittings (AMD EPYC
+Zen 1), which has no native bf16, so ``auto`` scored in float32 there."""
 
 BUNDLE_RUN = ["-m", "monai.bundle", "run"]
 
