@@ -1,6 +1,6 @@
 """The ``v2`` profile (configs/v2.yaml) beside the default, on MADE (synthetic) data, at the demo budget.
 
-    python -m benchmarks.v2 --work_dir /work/faithful --seeds 3 --train_seeds 2
+    python -m benchmarks.v2 --work_dir /work/faithful --seeds 3 --train_seeds 2   # after benchmarks.faithful
 
 The data and the default model are those of ``benchmarks/faithful.py`` in the same work folder (its functions are
 reused): the 24 + 2 made healthy studies of the demo for training, ``--n_test`` made test studies per lesion family.
@@ -9,9 +9,12 @@ Both models are trained with the bundle's own ``run training`` at the demo budge
 same step: a model trained by either script is reused by the other), v2 with ``v2.yaml`` merged last and its own
 noise (its global batch of 128 and 50,000 iterations brought down to the budget). v2 is evaluated with ``run
 evaluate`` and ``v2.yaml`` at its own window range(25, 125), every 25th step (t = 25, 50, 75, 100), for the median
-filters off, 3, 4 and 5; the default at range(75, 200), stride 25 (t = 75, ..., 175), for off, 3 and 5: faithful.py's
-evaluations of the same training and noise seed (``eval/range..._<family>``) are read when they are there
-(``--default_eval cached``), or run now under ``eval/default..._<family>``.
+filters off, 3, 4 and 5; the default at range(75, 200), stride 25 (t = 75, ..., 175), for off, 3 and 5. With
+``--default_eval cached`` (the default), the default model is faithful.py's: it trains it and evaluates it for the
+same trainings and noise seeds (``eval/range..._<family>``, or kept in its ``--keep_dir``, given here as
+``--faithful_keep_dir``), and this script reads those evaluations after its own, stopping with one line where one is
+missing (run faithful.py first); ``--default_eval run`` trains and evaluates the default here, under
+``eval/default..._<family>``.
 
 ``--train_seeds K`` trains each model K times and ``--seeds N`` scores each with N noise seeds; the tables give mean ±
 SD over the K x N runs. Every evaluation runs without the guard (raw Yen) on the voxel set ``volume``, as in
@@ -25,10 +28,11 @@ import argparse
 import datetime
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from benchmarks import REPO
-from benchmarks.bench.jobs import Step
+from benchmarks.bench.jobs import BenchmarkError, Step
 from benchmarks.bench.main import benchmark_parser, run_benchmark
 from benchmarks.bench.report import markdown_table, wall_time_lines, write_report
 from benchmarks.bench.settings import DATA_NOTE, Settings
@@ -45,6 +49,7 @@ from benchmarks.faithful import (
     run_settings,
     run_tag,
     train,
+    train_step,
 )
 
 V2_PROFILE = ("v2.yaml",)
@@ -63,15 +68,27 @@ def recorded(out: Path) -> Step:
 def default_evaluation(
     work: Path, family: str, datalist: Path, weights: Path, training: int, seed: int, mode: str, s: Settings
 ) -> tuple[Path, Step]:
-    """The default model's evaluation of ``family`` for one training and noise seed: faithful.py's cached one
-    (``eval/range..._<family>``; ``mode == "cached"``, when there), or run now under ``eval/default..._<family>``."""
+    """The default model's evaluation of ``family`` for one training and noise seed: with ``mode == "cached"``,
+    faithful.py's (``eval/range..._<family>``, in the work folder or kept in ``s.keep_dir``: faithful.py's kept
+    folder); with ``"run"``, one run now under ``eval/default..._<family>``.
+
+    Raises:
+        BenchmarkError: ``"cached"`` and faithful.py has not evaluated it (each step has one owner: v2.py does not run
+            faithful.py's evaluations, nor a second copy of them).
+    """
     cached = work / "eval" / f"{run_tag('range', training, seed)}_{family}"
+    if mode == "run":
+        tag = run_tag("default", training, seed)
+        return evaluate(work, tag, family, datalist, {"weights": weights, "seed": seed}, s)
     faithful_run = (run_tag("range", training, seed), family, datalist, {"weights": weights, "seed": seed})
-    if mode == "cached" and evaluation_done(work, *faithful_run, s):  # in the work folder, or kept (--keep_dir)
-        log(f"  eval {cached.name}: read from {cached} (benchmarks/faithful.py's)")
-        return cached, recorded(cached)
-    tag = run_tag("default", training, seed)
-    return evaluate(work, tag, family, datalist, {"weights": weights, "seed": seed}, s)
+    if not evaluation_done(work, *faithful_run, s):
+        raise BenchmarkError(
+            f"{cached}: benchmarks/faithful.py has not evaluated the default model there yet; run it first with the "
+            "same --work_dir, --seeds and --train_seeds (and give its --keep_dir as --faithful_keep_dir), or give "
+            "--default_eval run"
+        )
+    log(f"  eval {cached.name}: read from {cached} (benchmarks/faithful.py's)")
+    return cached, recorded(cached)
 
 
 def family_table(outs: dict[str, list[Path]], family: str) -> str:
@@ -134,7 +151,17 @@ def report_text(
 def main() -> None:
     parser = benchmark_parser(__doc__.split("\n\n")[0])
     add_run_arguments(parser, "/work/faithful")
-    parser.add_argument("--default_eval", choices=("cached", "run"), default="cached")
+    parser.add_argument(
+        "--default_eval",
+        choices=("cached", "run"),
+        default="cached",
+        help="cached: read faithful.py's evaluations of the default model (run it first); run: evaluate it here",
+    )
+    parser.add_argument(
+        "--faithful_keep_dir",
+        default=None,
+        help="faithful.py's --keep_dir, where its kept evaluations of the default model are read from (cached)",
+    )
     parser.add_argument("--report", default=str(REPO / "bundle" / "docs" / "v2_made_data.md"))
     parser.add_argument("--train_only", action="store_true", help="stop after the trainings")
     args = parser.parse_args()
@@ -152,28 +179,31 @@ def main() -> None:
         )
         weights["v2"].append(w)
     for k in range(args.train_seeds):
-        # the default exactly as faithful.py trains it: the same step, shared in the same work folder, so v2's own
-        # trainings come first and a v2 run beside faithful.py reaches these after faithful.py has trained them
-        w, seconds[f"train default seed {k}"] = train(work, "range_pyramid", train_list, "pyramid", s, seed=k)
+        # the default exactly as faithful.py trains it (the same step in the same work folder); with cached
+        # evaluations, faithful.py trains and evaluates it, and only the weights' path (in their commands) is needed
+        if args.default_eval == "run":
+            w, seconds[f"train default seed {k}"] = train(work, "range_pyramid", train_list, "pyramid", s, seed=k)
+        else:
+            w = train_step(work, "range_pyramid", train_list, "pyramid", seed=k)[0]
         weights["default"].append(w)
     if args.train_only:
         log(f"weights: {weights}")
         return
     sizes = json.dumps(list(V2_MEDIAN_FILTERS))
     outs: dict[str, list[Path]] = {}
-    for k in range(args.train_seeds):
-        for n in range(args.seeds):
-            for family in FAMILIES:
-                tag = run_tag("v2", k, n)
-                overrides = {"weights": weights["v2"][k], "median_filter_sizes": sizes, "seed": n}
-                out, seconds[f"eval {tag} {family}"] = evaluate(
-                    work, tag, family, tests[family], overrides, s, profiles=V2_PROFILE
-                )
-                outs.setdefault(f"v2 {family}", []).append(out)
-                out, seconds[f"eval {run_tag('default', k, n)} {family}"] = default_evaluation(
-                    work, family, tests[family], weights["default"][k], k, n, args.default_eval, s
-                )
-                outs.setdefault(f"default {family}", []).append(out)
+    runs = [(k, n, family) for k in range(args.train_seeds) for n in range(args.seeds) for family in FAMILIES]
+    for k, n, family in runs:  # v2's own evaluations first: the default's may be faithful.py's, still running beside
+        tag = run_tag("v2", k, n)
+        overrides = {"weights": weights["v2"][k], "median_filter_sizes": sizes, "seed": n}
+        out, seconds[f"eval {tag} {family}"] = evaluate(work, tag, family, tests[family], overrides, s, V2_PROFILE)
+        outs.setdefault(f"v2 {family}", []).append(out)
+    # faithful.py's evaluations are read with its kept folder (its --keep_dir), the default's own ones with v2's
+    faithful_s = replace(s, keep_dir=args.faithful_keep_dir) if args.default_eval == "cached" else s
+    for k, n, family in runs:
+        out, seconds[f"eval {run_tag('default', k, n)} {family}"] = default_evaluation(
+            work, family, tests[family], weights["default"][k], k, n, args.default_eval, faithful_s
+        )
+        outs.setdefault(f"default {family}", []).append(out)
     command = f"python -m benchmarks.v2 --work_dir {work} --seeds {args.seeds} --train_seeds {args.train_seeds}"
     if args.default_eval != "cached":
         command += f" --default_eval {args.default_eval}"

@@ -116,21 +116,26 @@ def test_a_training_whose_evaluations_are_kept_is_not_run(tmp_path, monkeypatch)
 
 
 def test_v2_reads_the_default_models_kept_evaluation(tmp_path, monkeypatch):
-    """v2.py's default model is faithful.py's range_pyramid: with --default_eval cached, its kept evaluation comes
-    back and is read, not run; one of another command (here: another work folder's) is not taken for it."""
+    """v2.py's default model is faithful.py's range_pyramid: with --default_eval cached, faithful.py's kept evaluation
+    comes back and is read, not run; where there is none (here: another work folder, whose command names other
+    paths), v2.py stops with one line rather than run a second copy of faithful.py's step; with --default_eval run it
+    evaluates the default itself."""
     from benchmarks import v2
 
     work, keep = tmp_path / "work", tmp_path / "kept"
     s = Settings(threads=1, keep_dir=str(keep))
     datalist, weights = tmp_path / "datalist.json", work / "train" / "range_pyramid" / "model.pt"
     out = keep_evaluation(work, keep, ("range", "tumour", datalist, {"weights": weights, "seed": 0}))
-    monkeypatch.setattr(v2, "evaluate", lambda *a, **k: (a[1], -1.0))
+    ran = []
+    monkeypatch.setattr(v2, "evaluate", lambda *a, **k: ran.append(a[1]) or (a[1], Step("eval", 1.0, False)))
     found, step = v2.default_evaluation(work, "tumour", datalist, weights, 0, 0, "cached", s)
     assert (found, step.seconds, step.reused) == (out, 12.0, True)
-    assert (out / "metrics.json").is_file()
+    assert (out / "metrics.json").is_file() and ran == []
     other = tmp_path / "fresh"  # another work folder: the kept step's command names the first one's paths
-    assert v2.default_evaluation(other, "tumour", datalist, weights, 0, 0, "cached", s) == ("default", -1.0)
-    assert not (other / "eval" / "range_tumour").exists()
+    with pytest.raises(BenchmarkError, match="faithful.py has not evaluated the default model"):
+        v2.default_evaluation(other, "tumour", datalist, weights, 0, 0, "cached", s)
+    assert not (other / "eval" / "range_tumour").exists() and ran == []
+    assert v2.default_evaluation(other, "tumour", datalist, weights, 0, 0, "run", s)[0] == "default"
 
 
 def test_kept_weights_come_back_and_the_training_is_not_run_again(tmp_path, monkeypatch):
