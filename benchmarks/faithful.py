@@ -22,6 +22,9 @@ The chain changes one thing at a time:
 model with N noise seeds (0 .. N-1); the chain tables then give each figure as mean ± SD over the K x N runs (the
 'before' weights are not retrained: N runs). The per-subject guard table is that of seed 0 and training 0.
 
+Each model is one chain of steps: its training, then its evaluations. ``--jobs J`` runs J chains side by side (each
+command with ``--threads``), the newest trainings first; the report is the same whatever the order.
+
 Every evaluation runs without the bundle's guard against segmentations that swallow the brain, so Dice_Yen is Yen's
 own; the last table applies the guard (``max_segmented_fraction``) to the per-subject figures as inference does.
 Results go to ``<work_dir>/faithful.md``; steps already done are reused, so a stopped run resumes.
@@ -35,12 +38,14 @@ import json
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from benchmarks import REPO
-from benchmarks.bench.jobs import Step, bundle_command, cached_step, recorded_step, step_done
+from benchmarks.bench.jobs import Step, bundle_command, cached_step, recorded_step, run_tasks, step_done
 from benchmarks.bench.kept import EVALUATION_FILES
 from benchmarks.bench.main import benchmark_parser, run_benchmark
 from benchmarks.bench.report import fmt, markdown_table, wall_time_lines, write_report
@@ -307,64 +312,87 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--before_rev", default="386d979", help="git revision whose shipped weights are 'before'")
     parser.add_argument("--median_filter", type=int, default=5, help="median filter of the chain table (0, 3, 5)")
     parser.add_argument("--guard", type=float, default=0.5, help="max_segmented_fraction of the last table")
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="models trained and evaluated side by side (each with --threads)"
+    )
     return parser.parse_args(argv)
 
 
-def train_all(
-    args: argparse.Namespace,
-    work: Path,
-    train_list: Path,
-    tests: dict[str, Path],
-    s: Settings,
-    seconds: dict[str, Step],
-) -> dict[str, list[Path]]:
-    """The retrained models, ``--train_seeds`` trainings each: model -> weights per training (wall times into
-    ``seconds``). A training whose evaluations (:func:`evaluate_all`'s) are all done or kept is not run again."""
-    trained: dict[str, list[Path]] = {"range_pyramid": [], "range_pyramid_authors": []}
-    for k in range(args.train_seeds):
-        for model, noise, run in (("range_pyramid", "pyramid", "range"),
-                                  ("range_pyramid_authors", "pyramid_authors", "authors_pyramid")):  # fmt: skip
-            weights = train_step(work, model, train_list, noise, seed=k)[0]
-            runs = [
-                (run_tag(run, k, n), family, tests[family], {"weights": weights, "seed": n})
-                for n in range(args.seeds)
-                for family in FAMILIES
-            ]
-            took = train_unless_evaluated(work, model, train_list, noise, s, runs, seed=k)
-            if took is not None:
-                seconds[f"train {model} seed {k}"] = took
-            trained[model].append(weights)
-    return trained
+RETRAINED: tuple[tuple[str, str, str], ...] = (
+    ("range", "range_pyramid", "pyramid"),
+    ("authors_pyramid", "range_pyramid_authors", "pyramid_authors"),
+)
+"""The retrained runs of the chain: (run, model, training noise)."""
 
 
-def evaluate_all(
-    args: argparse.Namespace,
-    work: Path,
-    tests: dict[str, Path],
-    before: Path,
-    trained: dict[str, list[Path]],
-    s: Settings,
-    seconds: dict[str, Step],
-) -> dict[tuple[str, str], list[Path]]:
-    """Every run of the chain on every family, per training and noise seed: (run, family) -> the evaluations' output
-    folders (wall times into ``seconds``)."""
-    runs = {  # run -> overrides per training
-        "before": [{"weights": before, "diffusion_range": "[0, 1]", "label_interpolation": "nearest"}],
-        "labels": [{"weights": before, "diffusion_range": "[0, 1]"}],
-        "range": [{"weights": w} for w in trained["range_pyramid"]],
-        "authors_pyramid": [{"weights": w} for w in trained["range_pyramid_authors"]],
-    }
-    outs: dict[tuple[str, str], list[Path]] = {}  # (run, family) -> one output per training and noise seed
-    for name, per_training in runs.items():
-        for k, overrides in enumerate(per_training):
-            for n in range(args.seeds):
-                tag = run_tag(name, k, n)
-                for family in FAMILIES:
-                    out, seconds[f"eval {tag} {family}"] = evaluate(
-                        work, tag, family, tests[family], {**overrides, "seed": n}, s
-                    )
-                    outs.setdefault((name, family), []).append(out)
-    return outs
+@dataclass(frozen=True)
+class Chain:
+    """One model's part of the benchmark: its training ``k`` (``model`` and ``noise``; None for the 'before' weights,
+    which are not trained) and its evaluations, on every family for every noise seed, under ``overrides``."""
+
+    run: str
+    k: int
+    overrides: dict
+    model: str | None = None
+    noise: str | None = None
+
+    def evaluations(self, args: argparse.Namespace, tests: dict[str, Path]) -> list[tuple[str, str, Path, dict]]:
+        """The arguments ``name, family, datalist, overrides`` of :func:`evaluate_step` of each evaluation."""
+        return [
+            (run_tag(self.run, self.k, n), family, tests[family], {**self.overrides, "seed": n})
+            for n in range(args.seeds)
+            for family in FAMILIES
+        ]
+
+
+def chains(args: argparse.Namespace, work: Path, train_list: Path, before: Path) -> list[Chain]:
+    """Every model of the benchmark, the newest trainings first (in a run spread over sittings, they are the ones still
+    to train: with ``--jobs 2`` a long training starts at once beside the evaluations of the others)."""
+    out = [
+        Chain(run, k, {"weights": train_step(work, model, train_list, noise, seed=k)[0]}, model, noise)
+        for k in reversed(range(args.train_seeds))
+        for run, model, noise in RETRAINED
+    ]
+    out += [
+        Chain("before", 0, {"weights": before, "diffusion_range": "[0, 1]", "label_interpolation": "nearest"}),
+        Chain("labels", 0, {"weights": before, "diffusion_range": "[0, 1]"}),
+    ]
+    return out
+
+
+def run_chain(
+    chain: Chain, args: argparse.Namespace, work: Path, train_list: Path, tests: dict[str, Path], s: Settings
+) -> dict[str, Step]:
+    """Train ``chain``'s model unless its evaluations are all done or kept (:func:`train_unless_evaluated`), then
+    evaluate it; its steps by label (``train <model> seed <k>``, ``eval <tag> <family>``)."""
+    evaluations = chain.evaluations(args, tests)
+    steps: dict[str, Step] = {}
+    if chain.model is not None:
+        took = train_unless_evaluated(work, chain.model, train_list, chain.noise, s, evaluations, seed=chain.k)
+        if took is not None:
+            steps[f"train {chain.model} seed {chain.k}"] = took
+    for tag, family, datalist, overrides in evaluations:
+        steps[f"eval {tag} {family}"] = evaluate(work, tag, family, datalist, overrides, s)[1]
+    return steps
+
+
+def run_all(
+    args: argparse.Namespace, work: Path, train_list: Path, tests: dict[str, Path], before: Path, s: Settings
+) -> tuple[dict[tuple[str, str], list[Path]], dict[str, Step]]:
+    """Every chain (:func:`chains`), ``--jobs`` at once: (run, family) -> the evaluations' output folders, one per
+    training and noise seed in that order; and every step by label, in the chains' order."""
+    todo = chains(args, work, train_list, before)
+    done: list[dict[str, Step]] = [{} for _ in todo]
+
+    def task(i: int) -> None:
+        done[i] = run_chain(todo[i], args, work, train_list, tests, s)
+
+    run_tasks([partial(task, i) for i in range(len(todo))], args.jobs)
+    outs: dict[tuple[str, str], list[Path]] = {}
+    for chain in sorted(todo, key=lambda c: c.k):  # training 0 first, as fmt_spread's runs and the guard table's [0]
+        for tag, family, datalist, overrides in chain.evaluations(args, tests):
+            outs.setdefault((chain.run, family), []).append(evaluate_step(work, tag, family, datalist, overrides)[0])
+    return outs, {label: step for steps in done for label, step in steps.items()}
 
 
 def chain_section(args: argparse.Namespace, work: Path, outs: dict[tuple[str, str], list[Path]]) -> list[str]:
@@ -469,9 +497,7 @@ def main(argv: list[str] | None = None) -> None:
     log(f"made data in {work / 'data'} ...")
     train_list, tests = make_data(work, args.n_test)
     before = before_weights(work, args.before_rev)
-    seconds: dict[str, Step] = {}
-    trained = train_all(args, work, train_list, tests, s, seconds)
-    outs = evaluate_all(args, work, tests, before, trained, s, seconds)
+    outs, seconds = run_all(args, work, train_list, tests, before, s)
     text = chain_section(args, work, outs) + settings_section(outs) + guard_section(args, outs)
     text += [
         "",

@@ -291,3 +291,42 @@ def test_a_kept_evaluation_from_before_amp_was_pinned_is_the_same_step():
     assert not same_command({"command": training}, [*training, "--amp", "false"])
     other = ["-c", "print(1)", "--seed", "0"]  # not a bundle command: compared as it is
     assert same_command({"command": other}, other) and not same_command({"command": other}, other[::-1])
+
+
+def test_faithful_runs_its_chains_side_by_side_in_a_fixed_report_order(tmp_path, monkeypatch):
+    """faithful.py --jobs 2: each model's training and evaluations run as one chain, two at once, the newest training
+    first; the report's figures come in training-then-seed order whatever finished first, and every step is listed.
+    Planted bugs: outputs in completion order; a chain dropped; the 'before' weights trained."""
+    import argparse
+    import threading
+    import time
+
+    work = tmp_path / "work"
+    args = argparse.Namespace(seeds=2, train_seeds=2, jobs=2)
+    tests = {family: tmp_path / f"{family}.json" for family in faithful.FAMILIES}
+    trained, started, lock = [], [], threading.Lock()
+
+    def fake_train(work_, model, train_list, noise, s, runs, seed=0, **_):
+        with lock:
+            trained.append((model, seed))
+        time.sleep(0.2 if seed == 1 else 0.0)  # the newest training is the slow one
+        return Step(f"train_{model}", 1.0, False)
+
+    def fake_evaluate(work_, tag, family, datalist, overrides, s, profiles=()):
+        with lock:
+            started.append(tag)
+        return work_ / "eval" / f"{tag}_{family}", Step(tag, 2.0, False)
+
+    monkeypatch.setattr(faithful, "train_unless_evaluated", fake_train)
+    monkeypatch.setattr(faithful, "evaluate", fake_evaluate)
+    s = Settings(threads=1)
+    outs, steps = faithful.run_all(args, work, tmp_path / "train.json", tests, tmp_path / "before.pt", s)
+    assert sorted(trained) == [(m, k) for m in ("range_pyramid", "range_pyramid_authors") for k in (0, 1)]
+    assert trained[:2] == [("range_pyramid", 1), ("range_pyramid_authors", 1)], "the newest trainings start first"
+    for run in ("before", "labels", "range", "authors_pyramid"):
+        k_max = 1 if run in ("before", "labels") else 2
+        expected = [faithful.run_tag(run, k, n) for k in range(k_max) for n in range(2)]
+        for family in faithful.FAMILIES:
+            assert [p.name for p in outs[run, family]] == [f"{tag}_{family}" for tag in expected]
+    assert len(started) == len(set(started)) * len(faithful.FAMILIES) == (2 + 4) * 2 * 4
+    assert len(steps) == 4 + len(started)
