@@ -330,3 +330,45 @@ def test_faithful_runs_its_chains_side_by_side_in_a_fixed_report_order(tmp_path,
             assert [p.name for p in outs[run, family]] == [f"{tag}_{family}" for tag in expected]
     assert len(started) == len(set(started)) * len(faithful.FAMILIES) == (2 + 4) * 2 * 4
     assert len(steps) == 4 + len(started)
+
+
+def test_the_faithful_report_gives_mean_and_sd_over_every_run(tmp_path, monkeypatch):
+    """faithful.py's three sections from made evaluation outputs (2 trainings x 2 noise seeds of the retrained runs):
+    each cell of the chain table is the mean ± SD over the runs of its row, the guard table reads training 0, seed 0,
+    and the first line names the command that printed it. Planted bugs: one run read for all; the SD dropped."""
+    import argparse
+    import csv
+
+    args = argparse.Namespace(seeds=2, train_seeds=2, n_test=1, median_filter=5, guard=0.5)
+    monkeypatch.setattr(sys, "argv", ["faithful.py", "--seeds", "2", "--train_seeds", "2"])
+    outs: dict[tuple[str, str], list[Path]] = {}
+    for run, runs in (("before", 2), ("labels", 2), ("range", 4), ("authors_pyramid", 4)):
+        for family in faithful.FAMILIES:
+            for i in range(runs):
+                out = tmp_path / f"{run}_{i}_{family}"
+                out.mkdir()
+                rows = [
+                    {"voxel_set": v, "median_filter": mf, "auprc": 0.1 * (i + 1), "ceil_dice": 0.5, "dice_yen": 0.4,
+                     "segmented_fraction_median": 0.01}
+                    for v in ("volume", "brain") for mf in (0, 3, 5)
+                ]  # fmt: skip
+                (out / "metrics.json").write_text(json.dumps({"metrics": rows}))
+                with open(out / "metrics_per_subject.csv", "w", newline="") as f:
+                    names = ["voxel_set", "median_filter", "segmented_fraction", "dice_yen", "label_voxels",
+                             "brain_voxels"]  # fmt: skip
+                    writer = csv.DictWriter(f, names)
+                    writer.writeheader()
+                    for v in ("volume", "brain"):
+                        for mf in (0, 3, 5):
+                            writer.writerow(dict(zip(names, [v, mf, 0.6 if i else 0.01, 0.3, 10, 1000], strict=True)))
+                outs.setdefault((run, family), []).append(out)
+    sections = faithful.chain_section(args, outs) + faithful.settings_section(outs) + faithful.guard_section(args, outs)
+    text = "\n".join(sections)
+    assert text.splitlines()[2].startswith("Printed by `python -m benchmarks.faithful --seeds 2 --train_seeds 2` (")
+    row = next(line for line in text.splitlines() if line.startswith("| 2. + input range"))
+    assert "0.250 ± 0.129" in row, row  # AUPRC 0.1, 0.2, 0.3, 0.4 over 2 trainings x 2 seeds
+    before = next(line for line in text.splitlines() if line.startswith("| 0. before"))
+    assert "0.150 ± 0.071" in before, before  # the 'before' weights: 2 noise seeds
+    guard_rows = [line for line in text.splitlines() if line.startswith("| range | volume | 5 |") and "±" not in line]
+    assert len(guard_rows) == len(faithful.FAMILIES)
+    assert all("| 0.300 | 1.0% |" in line for line in guard_rows), "the guard table reads training 0, seed 0"
