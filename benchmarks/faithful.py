@@ -192,7 +192,7 @@ def train_unless_evaluated(
     ``name, family, datalist, overrides`` of :func:`evaluate_step`) is done, in the work folder or kept: a run spread
     over sittings then needs no weights for what it has evaluated. The training's step; when it is skipped, the
     recorded one (None where no record of it is left)."""
-    if runs and all(evaluation_done(work, *run, s) for run in runs):
+    if runs and all(evaluation_done(work, *run, s) is not None for run in runs):
         _, cmd, record = train_step(work, name, datalist, noise, profiles, seed, extra)
         return recorded_step(f"train_{record.parent.name}", cmd, record, s, work)
     return train(work, name, datalist, noise, s, profiles, seed, extra)[1]
@@ -235,9 +235,10 @@ def _evaluation(work: Path, name: str, family: str, datalist: Path, overrides: d
 
 def evaluation_done(
     work: Path, name: str, family: str, datalist: Path, overrides: dict, s: Settings, profiles: tuple[str, ...] = ()
-) -> bool:
-    """Whether the evaluation of :func:`evaluate_step` is done, in the work folder or kept (``s.keep_dir``)."""
-    return step_done(**_evaluation(work, name, family, datalist, overrides, profiles), s=s) is not None
+) -> Step | None:
+    """The evaluation of :func:`evaluate_step` as recorded where it is done, in the work folder or kept
+    (``s.keep_dir``, restored into the work folder); None where it is not done."""
+    return step_done(**_evaluation(work, name, family, datalist, overrides, profiles), s=s)
 
 
 def evaluate(

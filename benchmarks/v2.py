@@ -58,13 +58,6 @@ DEFAULT_MEDIAN_FILTERS = (0, 3, 5)
 VOXEL_SET = "volume"
 
 
-def recorded(out: Path) -> Step:
-    """The step a cached evaluation recorded in ``out/table_command.json`` (its wall time NaN when none)."""
-    record = out / "table_command.json"
-    saved = json.loads(record.read_text()) if record.is_file() else {}
-    return Step(f"eval_{out.name}", float(saved.get("seconds", float("nan"))), True, resumed=bool(saved.get("resumed")))
-
-
 def default_evaluation(
     work: Path, family: str, datalist: Path, weights: Path, training: int, seed: int, mode: str, s: Settings
 ) -> tuple[Path, Step]:
@@ -81,14 +74,15 @@ def default_evaluation(
         tag = run_tag("default", training, seed)
         return evaluate(work, tag, family, datalist, {"weights": weights, "seed": seed}, s)
     faithful_run = (run_tag("range", training, seed), family, datalist, {"weights": weights, "seed": seed})
-    if not evaluation_done(work, *faithful_run, s):
+    found = evaluation_done(work, *faithful_run, s)
+    if found is None:
         raise BenchmarkError(
             f"{cached}: benchmarks/faithful.py has not evaluated the default model there yet; run it first with the "
             "same --work_dir, --seeds and --train_seeds (and give its --keep_dir as --faithful_keep_dir), or give "
             "--default_eval run"
         )
     log(f"  eval {cached.name}: read from {cached} (benchmarks/faithful.py's)")
-    return cached, recorded(cached)
+    return cached, found
 
 
 def family_table(outs: dict[str, list[Path]], family: str) -> str:

@@ -207,12 +207,10 @@ def cached_step(
     Raises:
         BenchmarkError: the command failed; or ``record`` belongs to a different command (other settings).
     """
-    found = step_done(name, cmd, record, done, s, work_dir, log, kept_files)
-    if found is None:
-        with step_lock(record, name, log):
-            found = step_done(name, cmd, record, done, s, work_dir, log, kept_files)  # another process may have run it
-            if found is None:
-                return _run_step(name, cmd, record, s, work_dir, log, kept_files, checkpoints)
+    with step_lock(record, name, log):  # a step another process is running is found done once it has finished
+        found = step_done(name, cmd, record, done, s, work_dir, log, kept_files)
+        if found is None:
+            return _run_step(name, cmd, record, s, work_dir, log, kept_files, checkpoints)
     log(f"  {name}: reused from {record.parent} ({found.seconds:.0f} s when it ran)")
     return found
 
