@@ -283,6 +283,13 @@ def add_run_arguments(parser: argparse.ArgumentParser, work_dir: str) -> None:
     parser.add_argument("--work_dir", default=work_dir)
     parser.add_argument("--n_test", type=int, default=4, help="test studies per lesion family")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="bundle commands side by side, each with --threads (faithful.py: one model's chain each; v2.py: one "
+        "evaluation each)",
+    )
     parser.add_argument("--seeds", type=int, default=1, help="noise seeds of every evaluation (0 .. N-1)")
     parser.add_argument("--train_seeds", type=int, default=1, help="trainings of each trained model (seeds 0 .. K-1)")
     parser.add_argument(
@@ -315,9 +322,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--median_filter", type=int, default=5, help="median filter of the chain table (0, 3, 5)")
     parser.add_argument("--guard", type=float, default=0.5, help="max_segmented_fraction of the last table")
     parser.add_argument("--report", default=None, help="where the report goes (default: <work_dir>/faithful.md)")
-    parser.add_argument(
-        "--jobs", type=int, default=1, help="models trained and evaluated side by side (each with --threads)"
-    )
     return parser.parse_args(argv)
 
 

@@ -1,6 +1,6 @@
 """The ``v2`` profile (configs/v2.yaml) beside the default, on MADE (synthetic) data, at the demo budget.
 
-    python -m benchmarks.v2 --work_dir /work/faithful --seeds 3 --train_seeds 2   # after benchmarks.faithful
+    python -m benchmarks.v2 --work_dir /work/faithful --seeds 3 --train_seeds 2 --jobs 2   # after benchmarks.faithful
 
 The data and the default model are those of ``benchmarks/faithful.py`` in the same work folder (its functions are
 reused): the 24 + 2 made healthy studies of the demo for training, ``--n_test`` made test studies per lesion family.
@@ -17,9 +17,9 @@ missing (run faithful.py first); ``--default_eval run`` trains and evaluates the
 ``eval/default..._<family>``.
 
 ``--train_seeds K`` trains each model K times and ``--seeds N`` scores each with N noise seeds; the tables give mean ±
-SD over the K x N runs. Every evaluation runs without the guard (raw Yen) on the voxel set ``volume``, as in
-faithful.py. The report goes to ``bundle/docs/v2_made_data.md`` (``--report``); steps already done are reused, so a
-stopped run resumes.
+SD over the K x N runs. ``--jobs J`` runs J of v2's evaluations side by side (each with ``--threads``). Every
+evaluation runs without the guard (raw Yen) on the voxel set ``volume``, as in faithful.py. The report goes to
+``bundle/docs/v2_made_data.md`` (``--report``); steps already done are reused, so a stopped run resumes.
 """
 
 from __future__ import annotations
@@ -29,10 +29,11 @@ import datetime
 import json
 import time
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 from benchmarks import REPO
-from benchmarks.bench.jobs import BenchmarkError, Step
+from benchmarks.bench.jobs import BenchmarkError, Step, run_tasks
 from benchmarks.bench.main import benchmark_parser, run_benchmark
 from benchmarks.bench.report import markdown_table, wall_time_lines, write_report
 from benchmarks.bench.settings import DATA_NOTE, Settings
@@ -135,8 +136,8 @@ def report_text(
         *wall_time_lines(
             seconds,
             total,
-            f"Wall times ({args.threads} threads per command; evaluations read from faithful.py's run count at their "
-            "own time)",
+            f"Wall times ({args.jobs} command(s) side by side, {args.threads} thread(s) each; evaluations read from "
+            "faithful.py's run count at their own time)",
         ),
     ]
     return text
@@ -186,10 +187,16 @@ def main() -> None:
     sizes = json.dumps(list(V2_MEDIAN_FILTERS))
     outs: dict[str, list[Path]] = {}
     runs = [(k, n, family) for k in range(args.train_seeds) for n in range(args.seeds) for family in FAMILIES]
-    for k, n, family in runs:  # v2's own evaluations first: the default's may be faithful.py's, still running beside
-        tag = run_tag("v2", k, n)
+    done: dict[tuple[int, int, str], tuple[Path, Step]] = {}
+
+    def v2_evaluation(k: int, n: int, family: str) -> None:
         overrides = {"weights": weights["v2"][k], "median_filter_sizes": sizes, "seed": n}
-        out, seconds[f"eval {tag} {family}"] = evaluate(work, tag, family, tests[family], overrides, s, V2_PROFILE)
+        done[k, n, family] = evaluate(work, run_tag("v2", k, n), family, tests[family], overrides, s, V2_PROFILE)
+
+    # v2's own evaluations first (--jobs at once): the default's may be faithful.py's, still running beside
+    run_tasks([partial(v2_evaluation, *run) for run in runs], args.jobs)
+    for k, n, family in runs:
+        out, seconds[f"eval {run_tag('v2', k, n)} {family}"] = done[k, n, family]
         outs.setdefault(f"v2 {family}", []).append(out)
     # faithful.py's evaluations are read with its kept folder (its --keep_dir), the default's own ones with v2's
     faithful_s = replace(s, keep_dir=args.faithful_keep_dir) if args.default_eval == "cached" else s
