@@ -252,22 +252,32 @@ def test_normative_scoring_counts_the_maps_an_earlier_run_kept(tmp_path, monkeyp
 
 
 def test_v2_bench_side_by_side_keeps_each_runs_place(tmp_path, monkeypatch):
-    """v2.py's evaluations with --jobs 2 finish out of order (stand-ins that sleep): each model's runs still come in
-    the order training x noise seed, as with --jobs 1, and every evaluation runs once."""
+    """v2.py's evaluations with --jobs 2 run two at a time and finish out of order (stand-ins that sleep): each
+    model's runs still come in the order training x noise seed, as with --jobs 1, and every evaluation runs once."""
     import random
     import sys
+    import threading
     import time
 
     from benchmarks import v2
     from benchmarks.bench.jobs import Step
 
+    lock, running = threading.Lock(), [0]
+
     def stand_in_eval(work, tag, family, datalist, overrides, s, profiles=()):
-        time.sleep(random.uniform(0, 0.02))
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(random.uniform(0.005, 0.02))
+        with lock:
+            running[0] -= 1
         ran.append((tag, family))
         return Path(f"{tag}_{family}"), Step(tag, 1.0, False)
 
     monkeypatch.setattr(v2, "make_data", lambda work, n: (tmp_path / "train.json", {f: tmp_path for f in FAMILIES}))
-    monkeypatch.setattr(v2, "train", lambda work, name, *a, seed=0, **k: (Path(f"{name}{seed}.pt"), Step(name, 1.0, 0)))
+    monkeypatch.setattr(
+        v2, "train", lambda work, name, *a, seed=0, **k: (Path(f"{name}{seed}.pt"), Step(name, 1.0, False))
+    )
     monkeypatch.setattr(v2, "train_step", lambda work, name, *a, seed=0, **k: (Path(f"{name}{seed}.pt"),))
     monkeypatch.setattr(v2, "evaluate", stand_in_eval)
     monkeypatch.setattr(
@@ -276,12 +286,13 @@ def test_v2_bench_side_by_side_keeps_each_runs_place(tmp_path, monkeypatch):
     monkeypatch.setattr(v2, "write_report", lambda text, path: path)
     reported = []
     monkeypatch.setattr(v2, "report_text", lambda command, args, outs, *a: reported.append(outs) or [])
-    for jobs in ("1", "2"):
-        ran = []
-        argv = ["v2", "--work_dir", str(tmp_path), "--seeds", "3", "--train_seeds", "2", "--jobs", jobs]
+    for jobs in (1, 2):
+        ran, peak = [], [0]
+        argv = ["v2", "--work_dir", str(tmp_path), "--seeds", "3", "--train_seeds", "2", "--jobs", str(jobs)]
         monkeypatch.setattr(sys, "argv", argv)
         v2.main()
         assert sorted(ran) == sorted(set(ran)) and len(ran) == 2 * 3 * len(FAMILIES)
+        assert peak[0] == jobs, f"--jobs {jobs}: {peak[0]} evaluations at once"
     assert reported[0] == reported[1]
     assert [p.name for p in reported[1]["v2 tumour"]] == [
         f"{run_tag('v2', k, n)}_tumour" for k in range(2) for n in range(3)
