@@ -273,6 +273,39 @@ def test_a_resumed_step_is_marked_in_the_wall_times():
     assert "- train v2 seed 0: 124.9 min" in lines and "- made data: 1.0 min" in lines
 
 
+def test_a_noted_step_carries_its_note_to_the_wall_times_and_from_the_kept_copy(tmp_path, capsys):
+    """A step paused for checks is noted on its record (``benchmarks.note_step``); the note reaches the report beside
+    its time, from the work folder and from the kept copy, and only the note changes. A record that is not a finished
+    step gets one error line, and the others are still noted. Planted bugs: the note dropped when a record is read;
+    the note written over the seconds."""
+    from benchmarks.bench.report import wall, wall_time_lines
+    from benchmarks.note_step import main
+
+    work, keep_dir, runs = tmp_path / "work", tmp_path / "kept", tmp_path / "runs.txt"
+    s = Settings(threads=1, keep_dir=str(keep_dir))
+    out = work / "eval" / "run_tumour"
+    cmd = figures_command(out, runs, 0.25)
+    first = step(work, s, cmd)
+    record, kept = out / "table_command.json", keep_dir / "eval" / "run_tumour" / "table_command.json"
+    before = json.loads(record.read_text())
+    unfinished = tmp_path / "unfinished.json"
+    unfinished.write_text(json.dumps({"command": ["x"], "finished": False}))
+    note = "includes 26 min paused for checks"
+    assert main(["--note", note, str(record), str(unfinished), str(kept)]) == 1
+    assert capsys.readouterr().err == f"error: {unfinished}: not a finished step's record\n"
+    assert json.loads(record.read_text()) == {**before, "note": note}
+    for place in (record, kept):
+        found = recorded_step("eval_run_tumour", cmd, place, Settings(threads=1), place.parents[2])
+        assert (found.seconds, found.note) == (first.seconds, note)
+    shutil.rmtree(work)  # a later sitting's fresh work folder: the kept record comes back with its note
+    again = step(work, s, cmd)
+    assert again.reused and again.note == note and runs.read_text() == "x"
+    lines = wall_time_lines({"run tumour": again}, 1.0)
+    assert [line for line in lines if note in line] == [f"- run tumour: {again.seconds / 60:.1f} min ({note})"]
+    assert f"eval_run_tumour: {note}" in wall([again])
+    assert main(["--note", "", str(record)]) == 0 and "note" not in json.loads(record.read_text())
+
+
 def test_a_kept_evaluation_from_before_amp_was_pinned_is_the_same_step():
     """The benchmarks pin ``--amp false`` on their evaluations (inference's ``auto`` would pick bf16 on a CPU with
     it): a kept evaluation recorded without it (made on the project's earlier CPU, where auto was float32) is the same

@@ -92,6 +92,12 @@ class Step:
     reused: bool
     result: dict = field(default_factory=dict)
     resumed: bool = False  # the wall time is that of the last attempt only
+    note: str = ""  # what else the wall time holds, set on the record by hand (:mod:`benchmarks.note_step`)
+
+
+def _recorded(name: str, saved: dict) -> Step:
+    """The step that a finished record ``saved`` describes (its wall time, whether it was resumed, its note)."""
+    return Step(name, float(saved["seconds"]), True, resumed=bool(saved.get("resumed")), note=saved.get("note", ""))
 
 
 def step_done(
@@ -123,7 +129,7 @@ def step_done(
         return None
     if s.keep_dir is not None:  # steps that finished before the run was given a keep_dir are kept too
         keep(record, work_dir, s.keep_dir, kept_files)
-    return Step(name, float(saved["seconds"]), True, resumed=bool(saved.get("resumed")))
+    return _recorded(name, saved)
 
 
 def recorded_step(name: str, cmd: Sequence[str], record: Path, s: Settings, work_dir: Path) -> Step | None:
@@ -135,7 +141,7 @@ def recorded_step(name: str, cmd: Sequence[str], record: Path, s: Settings, work
     for place in places:
         saved = finished_record(place, key)
         if saved is not None:
-            return Step(name, float(saved["seconds"]), True, resumed=bool(saved.get("resumed")))
+            return _recorded(name, saved)
     return None
 
 

@@ -84,10 +84,12 @@ RESUMED_NOTE = "resumed after an interruption: its last attempt only"
 
 
 def step_time(step: Step | float) -> str:
-    """A step's wall time (a :class:`~.jobs.Step`, or seconds), marked where the step was resumed."""
+    """A step's wall time (a :class:`~.jobs.Step`, or seconds), marked where the step was resumed and with its
+    record's note (e.g. that it includes a pause)."""
     if isinstance(step, (int, float)):
         return minutes(step)
-    return minutes(step.seconds) + (f" ({RESUMED_NOTE})" if step.resumed else "")
+    notes = [RESUMED_NOTE] * step.resumed + [step.note] * bool(step.note)
+    return minutes(step.seconds) + (f" ({'; '.join(notes)})" if notes else "")
 
 
 def wall_time_lines(seconds: Mapping[str, Step | float], invocation: float, heading: str = "Wall times") -> list[str]:
@@ -113,6 +115,7 @@ def wall(steps: Sequence[Step]) -> str:
         notes.append("recorded by an earlier run" if all(x.reused for x in steps) else "partly by an earlier run")
     if any(x.resumed for x in steps):
         notes.append(RESUMED_NOTE)
+    notes += [f"{x.name}: {x.note}" for x in steps if x.note]
     return text + (f" ({'; '.join(notes)})" if notes else "")
 
 
