@@ -459,6 +459,44 @@ def settings_section(outs: dict[tuple[str, str], list[Path]]) -> list[str]:
     return ["", "## Every setting of the two retrained models", "", markdown_table(header2, rows2)]
 
 
+def pyramid_section(args: argparse.Namespace, outs: dict[tuple[str, str], list[Path]]) -> list[str]:
+    """The training noise by training: per family and training, AUPRC of the equation's pyramid (``range``) and of the
+    authors' construction (``authors_pyramid``) as mean ± SD over the noise seeds, their difference paired by noise
+    seed, and whether the order holds in every run of every training (voxel set ``volume``, ``--median_filter``).
+
+    The trainings, not the noise seeds, are what a choice of training noise must outlast: ``outs`` lists each run's
+    ``--seeds`` evaluations per training, training 0 first (:func:`run_all`).
+    """
+    n, mf = args.seeds, args.median_filter
+    pair = [run for run, _, _ in RETRAINED]  # they differ only in the training noise
+    header = ["family", "training", "range (the equation)", "authors_pyramid", "difference, paired by noise seed"]
+    rows, verdicts = [], []
+    for family in FAMILIES:
+        every = {run: [metrics(o, "volume", mf)["auprc"] for o in outs[run, family]] for run in pair}
+        for k in range(args.train_seeds):
+            ours, theirs = (every[run][k * n : (k + 1) * n] for run in pair)
+            difference = [a - b for a, b in zip(ours, theirs, strict=True)]
+            rows.append([FAMILY_NAMES[family], str(k), fmt_spread(ours), fmt_spread(theirs), fmt_spread(difference)])
+        ours, theirs = (every[run] for run in pair)
+        if min(ours) > max(theirs):
+            verdict = "the equation ahead in every run"
+        elif min(theirs) > max(ours):
+            verdict = "the authors' construction ahead in every run"
+        else:
+            verdict = "neither ahead in every run"
+        verdicts.append(f"- {FAMILY_NAMES[family]}: {verdict}.")
+    return [
+        "",
+        "## The training noise, training by training",
+        "",
+        f"AUPRC at median filter {mf}, voxel set volume: mean ± SD over the {n} noise seed(s) of each training.",
+        "",
+        markdown_table(header, rows),
+        "",
+        *verdicts,
+    ]
+
+
 def guard_section(args: argparse.Namespace, outs: dict[tuple[str, str], list[Path]]) -> list[str]:
     """The guard, on what inference writes: per family, Dice_Yen and the share of the brain marked per study."""
     header3 = [
@@ -493,6 +531,8 @@ def guard_section(args: argparse.Namespace, outs: dict[tuple[str, str], list[Pat
         "",
         f"## What inference writes: Yen with the guard (max_segmented_fraction {args.guard})",
         "",
+        "Training 0, noise seed 0: the studies of one run.",
+        "",
         markdown_table(header3, rows3),
     ]
 
@@ -506,7 +546,7 @@ def main(argv: list[str] | None = None) -> None:
     train_list, tests = make_data(work, args.n_test)
     before = before_weights(work, args.before_rev)
     outs, seconds = run_all(args, work, train_list, tests, before, s)
-    text = chain_section(args, outs) + settings_section(outs) + guard_section(args, outs)
+    text = chain_section(args, outs) + settings_section(outs) + pyramid_section(args, outs) + guard_section(args, outs)
     text += [
         "",
         *wall_time_lines(seconds, time.perf_counter() - start),

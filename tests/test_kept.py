@@ -405,3 +405,37 @@ def test_the_faithful_report_gives_mean_and_sd_over_every_run(tmp_path, monkeypa
     guard_rows = [line for line in text.splitlines() if line.startswith("| range | volume | 5 |") and "±" not in line]
     assert len(guard_rows) == len(faithful.FAMILIES)
     assert all("| 0.300 | 1.0% |" in line for line in guard_rows), "the guard table reads training 0, seed 0"
+
+
+def test_the_faithful_report_compares_the_training_noise_training_by_training(tmp_path):
+    """The pyramid section: per family and training, each model's AUPRC over its noise seeds and their difference
+    paired by seed; a family says 'ahead in every run' only where every run of one model beats every run of the
+    other. Planted bugs: the trainings' runs mixed (seeds of training 1 read as training 0); differences unpaired; a
+    lead in the means called a lead in every run."""
+    import argparse
+
+    args = argparse.Namespace(seeds=2, train_seeds=2, median_filter=5)
+    auprc = {  # (range, authors_pyramid): training 0 seeds 0, 1, then training 1 seeds 0, 1
+        "tumour": ([0.50, 0.60, 0.30, 0.32], [0.40, 0.45, 0.35, 0.36]),  # the order flips between trainings
+        "ms": ([0.20, 0.22, 0.21, 0.23], [0.10, 0.12, 0.11, 0.13]),
+        "cortical": ([0.10, 0.11, 0.12, 0.13], [0.14, 0.15, 0.16, 0.17]),
+        "bright": ([0.90, 0.50, 0.90, 0.90], [0.80, 0.80, 0.80, 0.80]),  # ahead in the means, not in every run
+    }
+    outs: dict[tuple[str, str], list[Path]] = {}
+    for family in faithful.FAMILIES:
+        for run, values in zip(("range", "authors_pyramid"), auprc[family], strict=True):
+            for i, value in enumerate(values):
+                out = tmp_path / f"{run}_{i}_{family}"
+                out.mkdir()
+                rows = [{"voxel_set": v, "median_filter": mf, "auprc": value if v == "volume" and mf == 5 else 0.0}
+                        for v in ("volume", "brain") for mf in (0, 3, 5)]  # fmt: skip
+                (out / "metrics.json").write_text(json.dumps({"metrics": rows}))
+                outs.setdefault((run, family), []).append(out)
+    lines = "\n".join(faithful.pyramid_section(args, outs)).splitlines()
+    name = faithful.FAMILY_NAMES
+    assert f"| {name['tumour']} | 0 | 0.550 ± 0.071 | 0.425 ± 0.035 | 0.125 ± 0.035 |" in lines
+    assert f"| {name['tumour']} | 1 | 0.310 ± 0.014 | 0.355 ± 0.007 | -0.045 ± 0.007 |" in lines
+    assert f"- {name['tumour']}: neither ahead in every run." in lines
+    assert f"- {name['ms']}: the equation ahead in every run." in lines
+    assert f"- {name['cortical']}: the authors' construction ahead in every run." in lines
+    assert f"- {name['bright']}: neither ahead in every run." in lines
