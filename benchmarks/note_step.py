@@ -16,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-from scripts.files import atomic_write_bytes
+from benchmarks.bench.kept import write_record
 
 
 def note_step(record: Path, note: str) -> None:
@@ -31,7 +31,7 @@ def note_step(record: Path, note: str) -> None:
     saved.pop("note", None)
     if note:
         saved["note"] = note
-    atomic_write_bytes((json.dumps(saved, indent=2) + "\n").encode(), record)
+    write_record(record, saved)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,9 +34,9 @@ from benchmarks.bench.kept import (
     restore,
     restore_checkpoint,
     same_command,
+    write_record,
 )
 from benchmarks.bench.settings import Settings
-from scripts.files import atomic_write_bytes
 
 
 class BenchmarkError(RuntimeError):
@@ -238,7 +238,7 @@ def _run_step(
         restored = restore_checkpoint(checkpoints, work_dir, s.keep_dir, key)
     resumed = record.is_file() or restored is not None  # an earlier attempt did not finish (or its outputs went)
     record.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes((json.dumps({"command": key, "finished": False}, indent=2) + "\n").encode(), record)
+    write_record(record, {"command": key, "finished": False})
     where = f" from the kept {restored.name}" if restored is not None else ""
     log(f"  {name}: {'resuming' if resumed else 'running'}{where} ... (log: {work_dir / 'logs' / (name + '.log')})")
     start = time.perf_counter()
@@ -246,7 +246,7 @@ def _run_step(
         run_command(cmd, work_dir / "logs" / f"{name}.log", s)
     seconds = time.perf_counter() - start
     text = {"command": key, "finished": True, "seconds": seconds, "resumed": resumed}
-    atomic_write_bytes((json.dumps(text, indent=2) + "\n").encode(), record)
+    write_record(record, text)
     if s.keep_dir is not None:
         keep(record, work_dir, s.keep_dir, kept_files)
         if checkpoints is not None:

@@ -80,6 +80,12 @@ def same_command(saved: dict, key: Sequence[str]) -> bool:
     return recorded is not None and command_form(recorded) == command_form(key)
 
 
+def write_record(record: Path, saved: dict) -> None:
+    """Write a step record (``table_command.json``: the command, whether it finished, its wall time, ...)
+    atomically, in the one form every record has."""
+    atomic_write_bytes((json.dumps(saved, indent=2) + "\n").encode(), record)
+
+
 def finished_record(record: Path, key: list[str]) -> dict | None:
     """The record at ``record`` when it holds the command ``key`` and says it finished; else None."""
     if not record.is_file():
